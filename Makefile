@@ -4,6 +4,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
+# the demo: synthetic shapes -> ssd-tiny on the CPU -> detections picture -> VOC07 mAP (last line)
+DEMO_DATA   ?= data/shapes
+DEMO_RUN    ?= runs/demo
+DEMO_EPOCHS ?= 30
+DEMO_ARGS   ?=
+
 .PHONY: venv test demo notebooks bench clean
 
 venv: $(STAMP)
@@ -16,6 +22,19 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	test -f $(DEMO_DATA)/classes.txt || $(PY) -m minissd data shapes --out $(DEMO_DATA)
+	$(PY) -m minissd train --data $(DEMO_DATA) --config ssd-tiny --epochs $(DEMO_EPOCHS) \
+		--out $(DEMO_RUN) $(DEMO_ARGS)
+	$(PY) -m minissd detect --data $(DEMO_DATA) --split test --limit 8 \
+		--checkpoint $(DEMO_RUN)/last.npz --out $(DEMO_RUN)/detections --grid $(DEMO_RUN)/detections.png
+	$(PY) -m minissd evaluate --checkpoint $(DEMO_RUN)/last.npz --data $(DEMO_DATA) --split test \
+		--plot $(DEMO_RUN)/pr_curves.png
+
+notebooks: $(STAMP)
+	$(PY) -m pip install -q -e ".[notebooks]"
+	$(VENV)/bin/jupyter notebook chapters/
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

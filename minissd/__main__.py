@@ -1,0 +1,5 @@
+import sys
+
+from minissd.cli import main
+
+sys.exit(main())
