@@ -1,0 +1,102 @@
+"""From raw predictions to detections: decode, softmax, per-class NMS, top k.
+
+Every default box predicts offsets and C+1 class scores, so one object is
+seen by many neighbouring boxes. ``detect`` turns that into a short list:
+
+1. decode the offsets into boxes (xyxy, clipped to the image [0, 1]);
+2. softmax the logits; every (box, class c >= 1) with score > conf_threshold
+   is a candidate for class c;
+3. non-maximum suppression per class: walking down by score, keep a box and
+   drop the later boxes of the same class that overlap it with IoU > nms_threshold;
+4. keep the ``top_k`` highest-scoring survivors of all classes.
+
+Per-class NMS is done as one NMS over all candidates, each class's boxes
+shifted by ``label * (extent + 1)`` so boxes of different classes never
+overlap ("batched NMS"). Greedy NMS decides a box from higher-scoring boxes
+only, so stopping once ``top_k`` boxes are kept gives exactly steps 3 and 4.
+"""
+from __future__ import annotations
+
+from minissd.backend import get_array_module, to_numpy
+from minissd.boxes import VARIANCES, decode, iou, stable_argsort
+
+
+def _greedy(boxes_xyxy, order, iou_threshold, max_keep):
+    """The classic NMS loop over candidate indices ``order`` (best first): keep the head,
+    drop the rest that overlap it by IoU > iou_threshold, repeat. One IoU row per kept box."""
+    keep = []
+    while order.size > 0 and len(keep) < max_keep:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        overlap = iou(boxes_xyxy[best][None], boxes_xyxy[rest])[0]  # (len(rest),)
+        order = rest[overlap <= iou_threshold]
+    return keep
+
+
+def nms(boxes_xyxy, scores, iou_threshold, max_keep=None, block=512):
+    """Greedy NMS: (N, 4) boxes, (N,) scores -> (K,) indices kept, highest score first.
+
+    A box is suppressed by a kept, higher-scoring box when their IoU > iou_threshold.
+    Equal scores keep the lower index first. Stops after ``max_keep`` boxes if given.
+    The candidates go through the classic loop ``block`` at a time (best first), each
+    block first checked against the boxes kept from earlier blocks: the same result,
+    but an IoU row never longer than ``block`` when N is large (an untrained model).
+    """
+    xp = get_array_module(boxes_xyxy, scores)
+    if boxes_xyxy.ndim != 2 or boxes_xyxy.shape[1] != 4 or scores.shape != boxes_xyxy.shape[:1]:
+        raise ValueError(f"nms: expected boxes (N, 4) and scores (N,), got "
+                         f"{tuple(boxes_xyxy.shape)} and {tuple(scores.shape)}")
+    max_keep = boxes_xyxy.shape[0] if max_keep is None else max_keep
+    order = stable_argsort(-scores)                          # (N,) best first
+    keep = []
+    for start in range(0, order.size, block):
+        if len(keep) >= max_keep:
+            break
+        cand = order[start:start + block]
+        if keep:                                                        # suppressed earlier?
+            kept = xp.stack(keep)
+            cand = cand[iou(boxes_xyxy[kept], boxes_xyxy[cand]).max(axis=0) <= iou_threshold]
+        keep += _greedy(boxes_xyxy, cand, iou_threshold, max_keep - len(keep))
+    if not keep:
+        return xp.zeros(0, dtype="int64")
+    return xp.stack(keep).astype("int64")
+
+
+def batched_nms(boxes_xyxy, scores, labels, iou_threshold, max_keep=None):
+    """NMS within each label at once: shift each label's boxes so labels never overlap."""
+    if boxes_xyxy.shape[0] == 0:
+        return nms(boxes_xyxy, scores, iou_threshold, max_keep)
+    extent = boxes_xyxy.max() - boxes_xyxy.min() + 1
+    shifted = boxes_xyxy + (labels * extent)[:, None].astype(boxes_xyxy.dtype)  # (N, 4)
+    return nms(shifted, scores, iou_threshold, max_keep)
+
+
+def softmax(logits, axis=-1):
+    """Numerically stable softmax."""
+    xp = get_array_module(logits)
+    e = xp.exp(logits - logits.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def detect(loc, conf_logits, priors_cxcywh, conf_threshold=0.01, nms_threshold=0.45,
+           top_k=200, variances=VARIANCES):
+    """(B, P, 4) offsets and (B, P, C+1) logits -> per image (boxes (D, 4), labels (D,), scores (D,)).
+
+    Boxes are xyxy in [0, 1], labels 1..C, scores descending; NumPy arrays.
+    """
+    xp = get_array_module(loc, conf_logits, priors_cxcywh)
+    if loc.ndim != 3 or loc.shape[2] != 4 or conf_logits.shape[:2] != loc.shape[:2] \
+            or priors_cxcywh.shape != loc.shape[1:]:
+        raise ValueError(f"detect: expected loc (B, P, 4), conf_logits (B, P, C+1), priors (P, 4); "
+                         f"got {tuple(loc.shape)}, {tuple(conf_logits.shape)}, "
+                         f"{tuple(priors_cxcywh.shape)}")
+    boxes = xp.clip(decode(loc, priors_cxcywh, variances), 0.0, 1.0)   # (B, P, 4)
+    probs = softmax(conf_logits, axis=2)[:, :, 1:]                     # (B, P, C) drop background
+    results = []
+    for b in range(loc.shape[0]):                                      # images: NMS is sequential
+        prior_idx, cls = xp.nonzero(probs[b] > conf_threshold)         # (N,), (N,) candidates
+        cand_boxes, cand_scores = boxes[b][prior_idx], probs[b][prior_idx, cls]
+        keep = batched_nms(cand_boxes, cand_scores, cls, nms_threshold, max_keep=top_k)
+        results.append((to_numpy(cand_boxes[keep]), to_numpy(cls[keep] + 1).astype("int64"),
+                        to_numpy(cand_scores[keep])))
+    return results
