@@ -64,6 +64,16 @@ def get_array_module(*arrays):
     return np
 
 
+def stable_argsort(x, axis=-1):
+    """argsort that keeps equal values in index order (NMS scores, mining losses).
+
+    CuPy's argsort is always stable and (in some versions) takes no ``kind``;
+    NumPy's default quicksort is not stable, so ask for it.
+    """
+    xp = get_array_module(x)
+    return xp.argsort(x, axis=axis, kind="stable") if xp is np else xp.argsort(x, axis=axis)
+
+
 def is_cupy(x) -> bool:
     return _cupy is not None and isinstance(x, _cupy.ndarray)
 

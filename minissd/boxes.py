@@ -22,16 +22,6 @@ from minissd.backend import get_array_module, to_numpy
 VARIANCES = (0.1, 0.2)  # SSD's (centre, size) variances, as in Caffe SSD and ssd.pytorch
 
 
-def stable_argsort(x, axis=-1):
-    """argsort that keeps equal values in index order (NMS scores, mining losses).
-
-    CuPy's argsort is always stable and (in some versions) takes no ``kind``;
-    NumPy's default quicksort is not stable, so ask for it.
-    """
-    xp = get_array_module(x)
-    return xp.argsort(x, axis=axis, kind="stable") if xp is np else xp.argsort(x, axis=axis)
-
-
 def xyxy_to_cxcywh(boxes_xyxy):
     """(..., 4) corners -> (..., 4) centre and size."""
     xp = get_array_module(boxes_xyxy)

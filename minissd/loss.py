@@ -18,8 +18,7 @@ so its loss is 0, not NaN, and its gradients are exactly zero.
 """
 from __future__ import annotations
 
-from minissd.backend import get_array_module
-from minissd.boxes import stable_argsort
+from minissd.backend import get_array_module, stable_argsort
 
 
 class MultiBoxLoss:

@@ -17,8 +17,8 @@ only, so stopping once ``top_k`` boxes are kept gives exactly steps 3 and 4.
 """
 from __future__ import annotations
 
-from minissd.backend import get_array_module, to_numpy
-from minissd.boxes import VARIANCES, decode, iou, stable_argsort
+from minissd.backend import get_array_module, stable_argsort, to_numpy
+from minissd.boxes import VARIANCES, decode, iou
 
 
 def _greedy(boxes_xyxy, order, iou_threshold, max_keep):

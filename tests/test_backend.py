@@ -38,3 +38,9 @@ def test_cuda_missing_is_a_clear_error():
 
 def test_xp_for():
     assert backend.xp_for("cpu") is np
+
+
+def test_stable_argsort_keeps_ties_in_index_order(xp):
+    x = xp.asarray([3.0, 1.0, 3.0, 1.0, 2.0])
+    order = backend.to_numpy(backend.stable_argsort(-x))
+    np.testing.assert_array_equal(order, [0, 2, 4, 1, 3])
