@@ -4,6 +4,7 @@ One test per notebook; a failing cell fails its test with the cell's source and 
 The notebooks run in a fresh 'python3' kernel (the venv's ipykernel) with chapters/ as the
 working directory, exactly as a student opens them.
 """
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ pytest.importorskip("ipykernel")
 CHAPTERS = Path(__file__).resolve().parent.parent / "chapters"
 NOTEBOOKS = sorted(CHAPTERS.glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT_S = 300
+ANSI = re.compile(r"\x1b\[[0-9;]*m")     # IPython colours its tracebacks
 
 
 def test_chapters_exist():
@@ -30,6 +32,6 @@ def test_chapter_runs(path):
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as err:   # the cell's source and traceback
-        pytest.fail(f"{path.name}: a cell raised\n{err}", pytrace=False)
+        pytest.fail(f"{path.name}: a cell raised\n{ANSI.sub('', str(err))}", pytrace=False)
     except nbclient.exceptions.CellTimeoutError as err:
         pytest.fail(f"{path.name}: a cell ran longer than {CELL_TIMEOUT_S} s\n{err}", pytrace=False)
