@@ -1,0 +1,268 @@
+"""Training SSD: the loop, checkpoints, resume, the NaN guard and the log.
+
+One step is the whole algorithm of the paper in six lines::
+
+    loc, conf = model.forward(images)                       # (B, P, 4), (B, P, C+1)
+    loc_t, conf_t = match_batch(gt_boxes, gt_labels, priors) # targets per default box
+    loss = criterion.forward(loc, conf, loc_t, conf_t)     # smooth L1 + mined CE, / N
+    dloc, dconf = criterion.backward()
+    model.backward(dloc, dconf)                             # fills every layer's grads
+    optimizer.step()                                        # momentum SGD + weight decay
+
+Checkpoints are a single ``.npz`` (model, momentum buffers and a JSON record
+of config, class names, epoch and step, no pickle) written atomically, plus a
+readable copy of the JSON beside it. The loader's order depends only on
+(seed, epoch), so ``resume`` from an epoch boundary continues exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from minissd import backend
+from minissd.config import SSDConfig, get_config
+from minissd.loss import MultiBoxLoss
+from minissd.matching import match_batch, pad_targets
+from minissd.model import SSD
+from minissd.module import load_npz, save_npz
+from minissd.optim import SGD, WarmupMultiStep
+from minissd.priors import default_boxes
+
+CHECKPOINT_FORMAT = "minissd-checkpoint-1"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the images."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved in each checkpoint."""
+    data: list = field(default_factory=list)   # VOC roots
+    split: str = "trainval"
+    config: str = "ssd-tiny"
+    classes: list | None = None                # None: the root's classes.txt, else the 20 VOC classes
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_steps: int | None = None            # None: 5 % of the run, at most 500 steps
+    decay_at: tuple = (2 / 3, 5 / 6)           # fractions of the run, as SSD's 80k/100k of 120k
+    seed: int = 0
+    device: str = "cpu"
+    workers: int = 2
+    out: str = "runs/train"
+    max_minutes: float | None = None           # stop (and checkpoint) after this much time
+    log_every: int = 10
+    augment: bool = True
+
+
+def pad_batch_targets(batch, xp):
+    """List of per-image boxes/labels -> padded (B, G, 4) and (B, G) arrays on ``xp``."""
+    boxes, labels = pad_targets(batch.boxes, batch.labels)
+    return xp.asarray(boxes), xp.asarray(labels)
+
+
+# --------------------------------------------------------------------------- #
+# Checkpoints
+# --------------------------------------------------------------------------- #
+def save_checkpoint(path, model, optimizer, meta: dict):
+    """Write model + optimiser + JSON meta to one ``.npz`` atomically, and ``.json`` beside it."""
+    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    optim_arrays, optim_meta = optimizer.state_dict() if optimizer is not None else ({}, None)
+    arrays.update({f"optim.{k}": v for k, v in optim_arrays.items()})
+    meta = dict(meta, format=CHECKPOINT_FORMAT, optimizer=optim_meta)
+    text = json.dumps(meta, indent=2)
+    arrays["__meta__"] = np.frombuffer(text.encode(), dtype=np.uint8)
+    save_npz(path, arrays)
+    json_path = os.path.splitext(path)[0] + ".json"
+    tmp = json_path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text + "\n")
+    os.replace(tmp, json_path)
+
+
+def read_checkpoint(path):
+    """(arrays, meta) of a checkpoint; a clear error for anything else."""
+    arrays = load_npz(path)
+    if "__meta__" not in arrays:
+        raise ValueError(f"{path}: not a minissd checkpoint (no __meta__ record); "
+                         "for bare weights use model.load()")
+    meta = json.loads(bytes(arrays.pop("__meta__")).decode())
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
+    return arrays, meta
+
+
+def load_model(path, device="cpu", class_names=None):
+    """(model, meta) from a checkpoint; checks the class list if one is given."""
+    arrays, meta = read_checkpoint(path)
+    if class_names is not None and list(class_names) != list(meta["class_names"]):
+        raise ValueError(f"{path}: checkpoint was trained for classes {meta['class_names']}, "
+                         f"not {list(class_names)}")
+    cfg = SSDConfig.from_dict(meta["config"])
+    model = SSD(cfg, len(meta["class_names"]))
+    model.load_state_dict({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")},
+                          source=str(path))
+    return model.to(device).eval(), meta
+
+
+# --------------------------------------------------------------------------- #
+# Progress
+# --------------------------------------------------------------------------- #
+class Progress:
+    """A one-line progress bar on stderr (redrawn on a terminal, printed every few steps otherwise)."""
+
+    def __init__(self, total, prefix="", every=10, stream=None):
+        self.total, self.prefix, self.every = total, prefix, every
+        self.stream = stream or sys.stderr
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+
+    def update(self, i, text):
+        if not self.tty and i % self.every and i != self.total:
+            return
+        width = 20
+        filled = int(width * i / max(self.total, 1))
+        line = f"{self.prefix} [{'#' * filled}{'.' * (width - filled)}] {i}/{self.total} {text}"
+        if self.tty:
+            self.stream.write("\r" + line + " " * 4)
+            if i == self.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+# --------------------------------------------------------------------------- #
+# The loop
+# --------------------------------------------------------------------------- #
+class Trainer:
+    """Builds model, data, loss and optimiser from a :class:`TrainConfig` and trains."""
+
+    def __init__(self, tc: TrainConfig, dataset=None, log=print):
+        from minissd.augment import eval_transform, train_transform
+        from minissd.data import VOCDataset, read_class_names
+        from minissd.loader import DataLoader
+
+        backend.check_device(tc.device)
+        self.tc, self.log = tc, log
+        self.xp = backend.xp_for(tc.device)
+        self.cfg = get_config(tc.config)
+        if dataset is None:
+            if not tc.data:
+                raise ValueError("TrainConfig.data: give at least one VOC root folder")
+            classes = tc.classes or read_class_names(tc.data[0])
+            dataset = VOCDataset([(root, tc.split) for root in tc.data], class_names=classes)
+        self.dataset = dataset
+        self.class_names = list(dataset.class_names)
+        size = self.cfg.image_size
+        transform = train_transform(size) if tc.augment else eval_transform(size)
+        self.loader = DataLoader(dataset, transform, batch_size=tc.batch_size, shuffle=True,
+                                 seed=tc.seed, num_workers=tc.workers, drop_last=True)
+        if len(self.loader) == 0:
+            raise ValueError(f"data set of {len(dataset)} images gives no full batch of "
+                             f"{tc.batch_size}: lower --batch-size")
+        self.model = SSD(self.cfg, len(self.class_names), seed=tc.seed).to(tc.device)
+        self.priors = self.xp.asarray(default_boxes(self.cfg), dtype=self.xp.float32)  # (P, 4)
+        self.criterion = MultiBoxLoss()
+        self.optimizer = SGD(self.model, lr=tc.lr, momentum=tc.momentum,
+                             weight_decay=tc.weight_decay)
+        self.total_steps = tc.epochs * len(self.loader)
+        self.schedule = WarmupMultiStep.scaled(tc.lr, self.total_steps, tc.warmup_steps,
+                                               fractions=tuple(tc.decay_at))
+        self.step = 0
+        self.epoch = 0
+
+    # -- checkpoints ---------------------------------------------------------
+    def meta(self):
+        return {"config": self.cfg.to_dict(), "class_names": self.class_names,
+                "epoch": self.epoch, "step": self.step,
+                "train_config": {k: (list(v) if isinstance(v, tuple) else v)
+                                 for k, v in dataclasses.asdict(self.tc).items()}}
+
+    def save(self, path):
+        save_checkpoint(path, self.model, self.optimizer, self.meta())
+
+    def resume(self, path):
+        arrays, meta = read_checkpoint(path)
+        if meta["class_names"] != self.class_names:
+            raise ValueError(f"{path}: checkpoint classes {meta['class_names']} differ from "
+                             f"the data set's {self.class_names}")
+        if meta["config"] != self.cfg.to_dict():
+            raise ValueError(f"{path}: checkpoint config {meta['config'].get('name')!r} differs "
+                             f"from --config {self.cfg.name!r}")
+        self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")},
+                                   source=str(path))
+        self.optimizer.load_state_dict(
+            {k[6:]: v for k, v in arrays.items() if k.startswith("optim.")}, meta["optimizer"])
+        self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
+
+    # -- one step --------------------------------------------------------------
+    def train_step(self, batch):
+        """Forward, loss, backward and update on one batch; returns (loss, loc, conf)."""
+        xp = self.xp
+        images = xp.asarray(batch.images)                           # (B, 3, S, S)
+        gt_boxes, gt_labels = pad_batch_targets(batch, xp)          # (B, G, 4), (B, G)
+        loc_t, conf_t = match_batch(gt_boxes, gt_labels, self.priors,
+                                    variances=self.cfg.variances)   # (B, P, 4), (B, P)
+        loc, conf = self.model.forward(images)                      # (B, P, 4), (B, P, C+1)
+        loss = self.criterion.forward(loc, conf, loc_t, conf_t)
+        if not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                f"non-finite loss {float(loss)} at step {self.step} (epoch {self.epoch}); "
+                f"images in the batch: {', '.join(map(str, batch.ids))}. Check their boxes, "
+                f"or lower the learning rate (now {self.optimizer.lr:.3g}).")
+        dloc, dconf = self.criterion.backward()
+        self.model.backward(dloc, dconf)
+        self.optimizer.lr = self.schedule(self.step)
+        self.optimizer.step()
+        self.step += 1
+        return float(loss), float(self.criterion.loss_loc), float(self.criterion.loss_conf)
+
+    def fit(self, epochs=None):
+        """Train from ``self.epoch`` up to ``epochs`` (default: the config's)."""
+        tc = self.tc
+        epochs = tc.epochs if epochs is None else epochs
+        os.makedirs(tc.out, exist_ok=True)
+        log_path = os.path.join(tc.out, "train_log.jsonl")
+        start = time.time()
+        self.model.train()
+        with open(log_path, "a") as log_file:
+            while self.epoch < epochs:
+                progress = Progress(len(self.loader), f"epoch {self.epoch + 1}/{epochs}",
+                                    every=tc.log_every)
+                seen, t0 = 0, time.time()
+                sums = np.zeros(3)
+                self.loader.set_epoch(self.epoch)
+                for i, batch in enumerate(self.loader, 1):
+                    losses = self.train_step(batch)
+                    sums += losses
+                    seen += len(batch.ids)
+                    ips = seen / max(time.time() - t0, 1e-9)
+                    record = {"step": self.step, "epoch": self.epoch, "loss": losses[0],
+                              "loss_loc": losses[1], "loss_conf": losses[2],
+                              "lr": self.optimizer.lr, "images_per_s": round(ips, 2),
+                              "time": round(time.time() - start, 3)}
+                    log_file.write(json.dumps(record) + "\n")
+                    progress.update(i, f"loss {losses[0]:.3f} (loc {losses[1]:.3f} conf "
+                                       f"{losses[2]:.3f}) lr {self.optimizer.lr:.2e} {ips:.1f} img/s")
+                log_file.flush()
+                self.epoch += 1
+                self.save(os.path.join(tc.out, "last.npz"))
+                mean = sums / max(i, 1)
+                self.log(f"epoch {self.epoch}: loss {mean[0]:.3f} (loc {mean[1]:.3f} conf "
+                         f"{mean[2]:.3f}), {seen / (time.time() - t0):.1f} img/s, "
+                         f"checkpoint {os.path.join(tc.out, 'last.npz')}")
+                if tc.max_minutes is not None and time.time() - start > 60 * tc.max_minutes:
+                    self.log(f"stopping after {self.epoch} epochs: time budget of "
+                             f"{tc.max_minutes} min reached")
+                    break
+        return self

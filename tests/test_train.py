@@ -1,0 +1,119 @@
+"""Training: checkpoints (atomic, resumable), the NaN guard and the log, on a tiny shapes set."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from minissd.module import load_npz
+from minissd.shapes import write_shapes_dataset
+from minissd.train import (NonFiniteLossError, Progress, Trainer, TrainConfig, read_checkpoint,
+                           load_model)
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    return write_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=8, num_test=4,
+                                image_size=96, seed=1)
+
+
+def tiny(root, out, **kw):
+    kw = dict(dict(data=[root], config="ssd-tiny", epochs=2, batch_size=4, lr=1e-3, workers=1,
+                   out=str(out), warmup_steps=2), **kw)
+    return TrainConfig(**kw)
+
+
+def params(model):
+    return {k: v.copy() for k, v in model.state_dict().items()}
+
+
+def test_fit_writes_checkpoint_log_and_changes_parameters(shapes_root, tmp_path):
+    trainer = Trainer(tiny(shapes_root, tmp_path, epochs=1), log=lambda *_: None)
+    before = params(trainer.model)
+    trainer.fit()
+    after = params(trainer.model)
+    assert any(not np.array_equal(before[k], after[k]) for k in before)
+    lines = [json.loads(l) for l in open(tmp_path / "train_log.jsonl")]
+    assert [r["step"] for r in lines] == [1, 2]
+    assert {"loss", "loss_loc", "loss_conf", "lr", "images_per_s", "epoch"} <= set(lines[0])
+    arrays, meta = read_checkpoint(tmp_path / "last.npz")
+    assert meta["epoch"] == 1 and meta["step"] == 2
+    assert meta["class_names"] == ["circle", "square", "triangle"]
+    assert json.load(open(tmp_path / "last.json"))["step"] == 2
+    model, _ = load_model(tmp_path / "last.npz")
+    for k, v in after.items():
+        np.testing.assert_array_equal(model.state_dict()[k], v)
+
+
+def test_resume_continues_exactly(shapes_root, tmp_path):
+    straight = Trainer(tiny(shapes_root, tmp_path / "a"), log=lambda *_: None).fit()
+    first = Trainer(tiny(shapes_root, tmp_path / "b"), log=lambda *_: None).fit(epochs=1)
+    resumed = Trainer(tiny(shapes_root, tmp_path / "c"), log=lambda *_: None)
+    resumed.resume(tmp_path / "b" / "last.npz")
+    assert (resumed.epoch, resumed.step) == (1, 2)
+    resumed.fit()
+    assert resumed.step == straight.step == 4
+    a, c = params(straight.model), params(resumed.model)
+    for k in a:
+        np.testing.assert_allclose(c[k], a[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    for k, buf in straight.optimizer.buffers.items():
+        np.testing.assert_allclose(resumed.optimizer.buffers[k], buf, rtol=1e-6, atol=1e-7)
+
+
+def test_resume_refuses_another_class_list(shapes_root, tmp_path):
+    Trainer(tiny(shapes_root, tmp_path / "a", epochs=1), log=lambda *_: None).fit()
+    other = Trainer(tiny(shapes_root, tmp_path / "b", classes=["circle", "square", "triangle", "cross"]),
+                    log=lambda *_: None)
+    with pytest.raises(ValueError, match="classes"):
+        other.resume(tmp_path / "a" / "last.npz")
+
+
+def test_non_finite_loss_stops_and_names_step_and_images(shapes_root, tmp_path):
+    trainer = Trainer(tiny(shapes_root, tmp_path), log=lambda *_: None)
+    head = next(m for name, m in trainer.model.named_modules() if name.startswith("conf."))
+    head.params["bias"] = head.params["bias"] + np.nan
+    with pytest.raises(NonFiniteLossError, match=r"step 0 .*images in the batch: \d{6}"):
+        trainer.fit()
+    assert not os.path.exists(tmp_path / "last.npz")     # nothing trained on NaN was saved
+
+
+def test_checkpoint_write_is_atomic(shapes_root, tmp_path, monkeypatch):
+    trainer = Trainer(tiny(shapes_root, tmp_path, epochs=1), log=lambda *_: None).fit()
+    path = tmp_path / "last.npz"
+    good = load_npz(path)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing")
+    monkeypatch.setattr(np, "savez", killed)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save(str(path))
+    monkeypatch.undo()
+    again = load_npz(path)                                # the old checkpoint is intact
+    assert set(again) == set(good)
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+def test_read_checkpoint_rejects_bare_weights(tmp_path):
+    np.savez(tmp_path / "w.npz", a=np.zeros(2))
+    with pytest.raises(ValueError, match="not a minissd checkpoint"):
+        read_checkpoint(tmp_path / "w.npz")
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        read_checkpoint(tmp_path / "missing.npz")
+
+
+def test_trainer_errors_are_clear(shapes_root, tmp_path):
+    with pytest.raises(ValueError, match="TrainConfig.data"):
+        Trainer(tiny(shapes_root, tmp_path, data=[]))
+    with pytest.raises(ValueError, match="batch"):
+        Trainer(tiny(shapes_root, tmp_path, batch_size=64))
+    with pytest.raises(ValueError, match="'cpu', 'cuda'"):
+        Trainer(tiny(shapes_root, tmp_path, device="gpu"))
+
+
+def test_progress_prints_every_n_steps(capsys):
+    import sys
+    p = Progress(5, "epoch 1/1", every=2, stream=sys.stdout)
+    for i in range(1, 6):
+        p.update(i, f"loss {i}")
+    out = capsys.readouterr().out.splitlines()
+    assert [l.split("] ")[1] for l in out] == ["2/5 loss 2", "4/5 loss 4", "5/5 loss 5"]
