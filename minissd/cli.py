@@ -1,0 +1,238 @@
+"""The ``minissd`` command: train, evaluate, detect, data shapes, summary.
+
+    minissd data shapes --out data/shapes
+    minissd train --data data/shapes --config ssd-tiny --epochs 30 --out runs/shapes
+    minissd evaluate --checkpoint runs/shapes/last.npz --data data/shapes --split test
+    minissd detect data/shapes/JPEGImages/000001.png --checkpoint runs/shapes/last.npz --out det/
+    minissd summary --config ssd300 --num-classes 20
+
+Errors a user can fix (a missing folder, an unknown config, a checkpoint for
+another class list) are one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def _add_device(p):
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cpu (NumPy) or cuda (CuPy) (default: cpu)")
+
+
+def _classes(text):
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+def cmd_data_shapes(args):
+    from minissd.shapes import write_shapes_dataset
+    t0 = time.time()
+    write_shapes_dataset(args.out, num_train=args.train, num_test=args.test,
+                         image_size=args.size, seed=args.seed)
+    print(f"wrote {args.train} trainval + {args.test} test images to {args.out} "
+          f"in {time.time() - t0:.1f} s")
+
+
+def cmd_summary(args):
+    from minissd.config import get_config
+    from minissd.model import SSD, summary
+    cfg = get_config(args.config)
+    print(summary(SSD(cfg, args.num_classes, seed=0)))
+
+
+def _evaluate(detector, dataset, metric, plot=None, class_names=None):
+    from minissd.inference import evaluate_dataset
+    from minissd.metrics import format_ap_table
+    use_07 = metric == "voc07"
+    result, _ = evaluate_dataset(detector, dataset, use_07_metric=use_07)
+    print(format_ap_table(result, class_names or dataset.class_names))
+    if plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from minissd.metrics import plot_pr_curves
+        fig, ax = plt.subplots(figsize=(6, 5))
+        plot_pr_curves(result, dataset.class_names, ax=ax)
+        fig.savefig(plot, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        print(f"precision-recall curves: {plot}")
+    print(f"mAP@0.5 ({'VOC07' if use_07 else 'VOC10+'}): {result['map']:.3f}")
+    return result
+
+
+def _open_dataset(roots, split, class_names, keep_difficult):
+    from minissd.data import VOCDataset
+    for root in roots:
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"data folder not found: {root}")
+    return VOCDataset([(r, split) for r in roots], class_names=class_names,
+                      keep_difficult=keep_difficult)
+
+
+def cmd_train(args):
+    from minissd.data import read_class_names
+    from minissd.inference import Detector
+    from minissd.train import Trainer, TrainConfig
+    for root in args.data:
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"data folder not found: {root}")
+    classes = _classes(args.classes) or read_class_names(args.data[0])
+    tc = TrainConfig(data=args.data, split=args.split, config=args.config, classes=classes,
+                     epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                     device=args.device, workers=args.workers, out=args.out,
+                     max_minutes=args.max_minutes, augment=not args.no_augment)
+    trainer = Trainer(tc)
+    if args.resume:
+        trainer.resume(args.resume)
+        print(f"resumed from {args.resume} at epoch {trainer.epoch}, step {trainer.step}")
+    print(f"training {tc.config} on {len(trainer.dataset)} images ({', '.join(classes)}) "
+          f"for {tc.epochs} epochs of {len(trainer.loader)} steps on {tc.device}")
+    t0 = time.time()
+    trainer.fit()
+    print(f"trained in {(time.time() - t0) / 60:.1f} min; checkpoint {os.path.join(tc.out, 'last.npz')}")
+    if args.eval_split:
+        dataset = _open_dataset(args.data, args.eval_split, classes, keep_difficult=True)
+        _evaluate(Detector(trainer.model), dataset, args.metric,
+                  plot=os.path.join(tc.out, "pr_curves.png"))
+
+
+def cmd_evaluate(args):
+    from minissd.inference import Detector
+    from minissd.train import load_model
+    model, meta = load_model(args.checkpoint, device=args.device)
+    classes = _classes(args.classes) or meta["class_names"]
+    if list(classes) != list(meta["class_names"]):
+        raise ValueError(f"{args.checkpoint}: checkpoint was trained for classes "
+                         f"{meta['class_names']}, not {classes}")
+    dataset = _open_dataset(args.data, args.split, classes, keep_difficult=True)
+    _evaluate(Detector(model), dataset, args.metric, plot=args.plot)
+
+
+def cmd_detect(args):
+    import numpy as np
+    from PIL import Image
+    from minissd.inference import Detector
+    from minissd.train import load_model
+    from minissd.viz import draw_boxes
+    model, meta = load_model(args.checkpoint, device=args.device)
+    detector = Detector(model, conf_threshold=args.threshold)
+    os.makedirs(args.out, exist_ok=True)
+    paths = list(args.images)
+    if args.data:
+        from minissd.data import VOCDataset
+        dataset = VOCDataset([(args.data, args.split)], class_names=meta["class_names"])
+        paths += [dataset.records[i].image_path for i in range(min(args.limit, len(dataset)))]
+    if not paths:
+        raise ValueError("detect: give image files, or --data ROOT --split SPLIT")
+    drawn = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image not found: {path}")
+        image = np.asarray(Image.open(path).convert("RGB"))
+        boxes, labels, scores = detector([image])[0]
+        picture = draw_boxes(image, boxes, labels, scores, class_names=meta["class_names"])
+        out = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".png")
+        picture.save(out)
+        drawn.append(picture)
+        found = ", ".join(f"{meta['class_names'][l - 1]} {s:.2f}" for l, s in zip(labels, scores))
+        print(f"{path}: {len(labels)} detection(s) {found}")
+    if args.grid:
+        _save_grid(drawn, args.grid)
+        print(f"detections picture: {args.grid}")
+
+
+def _save_grid(pictures, path, columns=4):
+    """Paste PIL images into one picture, ``columns`` per row."""
+    from PIL import Image
+    w = max(p.width for p in pictures)
+    h = max(p.height for p in pictures)
+    rows = -(-len(pictures) // columns)
+    grid = Image.new("RGB", (w * min(columns, len(pictures)), h * rows), "white")
+    for i, p in enumerate(pictures):
+        grid.paste(p, ((i % columns) * w, (i // columns) * h))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    grid.save(path)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="minissd", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train an SSD on VOC-layout data")
+    p.add_argument("--data", nargs="+", required=True, help="VOC root folder(s)")
+    p.add_argument("--split", default="trainval", help="ImageSets/Main split to train on")
+    p.add_argument("--classes", help="comma-separated class names (default: classes.txt of the "
+                                     "first root, else the 20 VOC classes)")
+    p.add_argument("--config", default="ssd-tiny", help="ssd-tiny, ssd300 or ssd512")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3, help="base learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="data loader workers")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this long")
+    p.add_argument("--no-augment", action="store_true", help="resize + normalise only")
+    p.add_argument("--out", default="runs/train", help="folder for checkpoints and the log")
+    p.add_argument("--resume", help="checkpoint to continue from")
+    p.add_argument("--eval-split", help="evaluate on this split after training (e.g. test)")
+    p.add_argument("--metric", default="voc07", choices=["voc07", "voc10"])
+    _add_device(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="VOC mAP of a checkpoint on a split")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", nargs="+", required=True, help="VOC root folder(s)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--classes", help="comma-separated class names (must match the checkpoint)")
+    p.add_argument("--metric", default="voc07", choices=["voc07", "voc10"],
+                   help="VOC2007 11-point AP or VOC2010+ all-point AP")
+    p.add_argument("--plot", help="write precision-recall curves to this PNG")
+    _add_device(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("detect", help="draw detections on images")
+    p.add_argument("images", nargs="*", help="image files")
+    p.add_argument("--data", help="a VOC root: also draw the first --limit images of --split")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=8)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="folder for the drawn images")
+    p.add_argument("--threshold", type=float, default=0.5, help="minimum score to draw")
+    p.add_argument("--grid", help="also write all drawn images as one picture here")
+    _add_device(p)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("data", help="data set tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("shapes", help="write the synthetic shapes data set (VOC layout)")
+    q.add_argument("--out", required=True)
+    q.add_argument("--train", type=int, default=2000, help="trainval images")
+    q.add_argument("--test", type=int, default=200, help="test images")
+    q.add_argument("--size", type=int, default=160, help="image side in pixels")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_data_shapes)
+
+    p = sub.add_parser("summary", help="print the model table (layers, shapes, parameters)")
+    p.add_argument("--config", default="ssd-tiny")
+    p.add_argument("--num-classes", type=int, default=20)
+    p.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"minissd: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("minissd: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The `minissd` command, smoke-tested end to end on a tiny generated set."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from minissd.cli import main
+
+SUBCOMMANDS = [["train"], ["evaluate"], ["detect"], ["data", "shapes"], ["summary"]]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A shapes set and a checkpoint after a few training steps."""
+    root = tmp_path_factory.mktemp("cli")
+    data, run = str(root / "shapes"), str(root / "run")
+    assert main(["data", "shapes", "--out", data, "--train", "8", "--test", "4", "--size", "96"]) == 0
+    assert main(["train", "--data", data, "--epochs", "1", "--batch-size", "4", "--workers", "1",
+                 "--out", run]) == 0
+    return data, os.path.join(run, "last.npz")
+
+
+def test_train_writes_checkpoint_and_log(trained):
+    data, ckpt = trained
+    assert os.path.isfile(ckpt)
+    assert os.path.isfile(os.path.join(os.path.dirname(ckpt), "train_log.jsonl"))
+
+
+def test_evaluate_prints_map_last(trained, capsys, tmp_path):
+    data, ckpt = trained
+    plot = str(tmp_path / "pr.png")
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", data, "--split", "test",
+                 "--plot", plot]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("mAP@0.5 (VOC07): ")
+    assert 0.0 <= float(last.split(": ")[1]) <= 1.0
+    assert os.path.getsize(plot) > 0
+
+
+def test_detect_draws_images(trained, tmp_path, capsys):
+    data, ckpt = trained
+    image = os.path.join(data, "JPEGImages", "000008.jpg")
+    out = tmp_path / "det"
+    assert main(["detect", image, "--checkpoint", ckpt, "--out", str(out), "--threshold", "0.0",
+                 "--data", data, "--split", "test", "--limit", "2", "--grid", str(tmp_path / "g.png")]) == 0
+    assert sorted(os.listdir(out)) == ["000008.png", "000009.png"]
+    assert os.path.getsize(tmp_path / "g.png") > 0
+    assert "000008.jpg:" in capsys.readouterr().out
+
+
+def test_summary_prints_the_table(capsys):
+    assert main(["summary", "--config", "ssd-tiny", "--num-classes", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "default boxes: 1,524" in out and "parameters:" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "/no/such/folder"], "data folder not found: /no/such/folder"),
+    (["summary", "--config", "ssd999"], "ssd999"),
+    (["evaluate", "--checkpoint", "/no/ckpt.npz", "--data", "."], "/no/ckpt.npz"),
+    (["detect", "/no/image.jpg", "--checkpoint", "/no/ckpt.npz", "--out", "x"], "/no/ckpt.npz"),
+])
+def test_errors_are_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("minissd: error:") and message in err[0]
+
+
+def test_checkpoint_for_other_classes_is_refused(trained, capsys):
+    data, ckpt = trained
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", data, "--classes", "cat,dog,bird"]) == 2
+    assert "trained for classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sub", SUBCOMMANDS, ids=" ".join)
+def test_help(sub, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(sub + ["--help"])
+    assert e.value.code == 0
+    assert "usage: minissd" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs():
+    out = subprocess.run([sys.executable, "-m", "minissd", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "train" in out and "evaluate" in out and "detect" in out
