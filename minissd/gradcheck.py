@@ -73,6 +73,15 @@ def check_backward(module, *inputs, dy=None, params=None, rng=None, eps=1e-6,
     for i, x in enumerate(inputs):
         if x.dtype != np.float64:
             raise ValueError(f"check_backward: input {i} is {x.dtype}; use float64")
+    own = {name: mod.params[key] for name, mod, key in module.named_parameters()}
+    unknown = sorted(set(params or ()) - set(own))
+    if unknown:
+        raise ValueError(f"check_backward: no parameter(s) {', '.join(unknown)}; "
+                         f"the module has {', '.join(own) or 'none'}")
+    for name, p in own.items():
+        if (params is None or name in params) and p.dtype != np.float64:
+            raise ValueError(f"check_backward: parameter {name} is {p.dtype}; "
+                             "use float64 (module.astype(numpy.float64))")
     xp = get_array_module(*inputs)
     module.train()
     outs = _as_tuple(module.forward(*inputs))

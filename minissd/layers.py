@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from minissd.backend import get_array_module
+from minissd.backend import get_array_module, is_cupy
 from minissd.module import Module
 
 
@@ -28,6 +28,12 @@ def _require_cache(layer, cache):
         raise RuntimeError(f"{type(layer).__name__}.backward called before forward "
                            "(nothing cached: run forward in training mode first)")
     return cache
+
+
+def _check_grad_shape(layer, dy, expected):
+    if tuple(dy.shape) != tuple(expected):
+        raise ValueError(f"{type(layer).__name__}.backward: dy has shape {tuple(dy.shape)}, "
+                         f"the forward output had {tuple(expected)}")
 
 
 def _check_nchw(layer, x, channels=None):
@@ -53,43 +59,128 @@ def conv_output_size(size, kernel, stride=1, padding=0, dilation=1, ceil_mode=Fa
 # --------------------------------------------------------------------------- #
 # im2col / col2im: one loop over the kh*kw kernel offsets, never over pixels.
 #
-# Column layout (C, kh, kw, N, Ho, Wo): reshaped to (C*kh*kw, N*Ho*Wo) it is the
-# right operand of ONE big GEMM per layer, W (K, C*kh*kw) @ col, and dW is one
-# GEMM too. The input is transposed to (C, N, H, W) once so each kernel offset
-# is a plain strided slice copy.
+# Column layout (N, C, kh, kw, Ho, Wo): image n's columns, col[n] reshaped to
+# (C*kh*kw, Ho*Wo), are the right operand of a GEMM whose product is already
+# y[n] in NCHW order:  y[n] (K, Ho*Wo) = W (K, C*kh*kw) @ col[n].  So no
+# transposes of x, y or dy, ever. The images go through in chunks whose column
+# buffer stays small (a few MB stay in the CPU's cache between im2col writing
+# them and the GEMM reading them; the whole batch's columns can be 9x the size
+# of x). backward recomputes the columns from x instead of keeping them.
 # --------------------------------------------------------------------------- #
-def im2col(x_cn, kh, kw, stride, padding, dilation, out_hw):
-    """x_cn (C, N, H, W) -> col (C, kh, kw, N, Ho, Wo)."""
-    xp = get_array_module(x_cn)
+COL_CHUNK_BYTES = 8 * 2**20        # NumPy: one chunk's column buffer, about the L3 cache
+GPU_COL_CHUNK_BYTES = 512 * 2**20  # CuPy: big chunks, few kernel launches
+
+
+def _pad(x, ph, pw):
+    """x (..., H, W) -> (..., H + 2ph, W + 2pw) with zeros around (x itself if no padding)."""
+    if ph == 0 and pw == 0:
+        return x
+    xp = get_array_module(x)
+    *lead, H, W = x.shape
+    xpad = xp.zeros((*lead, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+    xpad[..., ph:ph + H, pw:pw + W] = x
+    return xpad
+
+
+def im2col(x, kh, kw, stride, padding, dilation, out_hw):
+    """x (..., H, W) -> col (..., kh, kw, Ho, Wo), zero-padded: col[..., i, j, :, :] is the
+    input under kernel tap (i, j) for every output pixel. For x (N, C, H, W), col[n]
+    reshaped to (C*kh*kw, Ho*Wo) is image n's column matrix."""
+    xp = get_array_module(x)
     (sh, sw), (ph, pw), (dh, dw), (ho, wo) = stride, padding, dilation, out_hw
-    C, N, H, W = x_cn.shape
-    if ph or pw:
-        xpad = xp.zeros((C, N, H + 2 * ph, W + 2 * pw), dtype=x_cn.dtype)
-        xpad[:, :, ph:ph + H, pw:pw + W] = x_cn
-    else:
-        xpad = x_cn
-    col = xp.empty((C, kh, kw, N, ho, wo), dtype=x_cn.dtype)
+    xpad = _pad(x, ph, pw)
+    col = xp.empty((*x.shape[:-2], kh, kw, ho, wo), dtype=x.dtype)
     for i in range(kh):
         r = i * dh
         for j in range(kw):
             c = j * dw
-            col[:, i, j] = xpad[:, :, r:r + sh * (ho - 1) + 1:sh, c:c + sw * (wo - 1) + 1:sw]
+            col[..., i, j, :, :] = xpad[..., r:r + sh * (ho - 1) + 1:sh, c:c + sw * (wo - 1) + 1:sw]
     return col
 
 
-def col2im(col, x_shape_cn, stride, padding, dilation):
-    """Adjoint of :func:`im2col`: col (C, kh, kw, N, Ho, Wo) -> dx (C, N, H, W), summing overlaps."""
+def col2im(col, x_hw, stride, padding, dilation):
+    """Adjoint of :func:`im2col`: col (..., kh, kw, Ho, Wo) -> dx (..., H, W), summing overlaps."""
     xp = get_array_module(col)
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    C, kh, kw, N, ho, wo = col.shape
-    _, _, H, W = x_shape_cn
-    dxpad = xp.zeros((C, N, H + 2 * ph, W + 2 * pw), dtype=col.dtype)
+    (sh, sw), (ph, pw), (dh, dw), (H, W) = stride, padding, dilation, x_hw
+    *lead, kh, kw, ho, wo = col.shape
+    dxpad = xp.zeros((*lead, H + 2 * ph, W + 2 * pw), dtype=col.dtype)
     for i in range(kh):
         r = i * dh
         for j in range(kw):
             c = j * dw
-            dxpad[:, :, r:r + sh * (ho - 1) + 1:sh, c:c + sw * (wo - 1) + 1:sw] += col[:, i, j]
-    return dxpad[:, :, ph:ph + H, pw:pw + W]
+            dxpad[..., r:r + sh * (ho - 1) + 1:sh, c:c + sw * (wo - 1) + 1:sw] += col[..., i, j, :, :]
+    return dxpad[..., ph:ph + H, pw:pw + W]
+
+
+def _image_chunks(x, col_bytes_per_image):
+    """(n0, n1) ranges of images whose column buffers together fit the chunk budget."""
+    budget = GPU_COL_CHUNK_BYTES if is_cupy(x) else COL_CHUNK_BYTES
+    step = max(1, budget // max(1, col_bytes_per_image))
+    return [(n0, min(n0 + step, x.shape[0])) for n0 in range(0, x.shape[0], step)]
+
+
+def _is_pointwise(kernel, stride, padding):
+    """A 1x1 convolution without stride or padding is a plain GEMM over channels (no im2col)."""
+    return kernel == (1, 1) and stride == (1, 1) and padding == (0, 0)
+
+
+def conv2d(x, weight, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """y (N, K, Ho, Wo) = x (N, C, H, W) cross-correlated with weight (K, C, kh, kw); no bias."""
+    xp = get_array_module(x, weight)
+    N, C, H, W = x.shape
+    K, _, kh, kw = weight.shape
+    ho = conv_output_size(H, kh, stride[0], padding[0], dilation[0])
+    wo = conv_output_size(W, kw, stride[1], padding[1], dilation[1])
+    w2 = weight.reshape(K, C * kh * kw)
+    y = xp.empty((N, K, ho * wo), dtype=xp.result_type(x, weight))
+    if _is_pointwise((kh, kw), stride, padding):
+        return xp.matmul(w2, x.reshape(N, C, H * W), out=y).reshape(N, K, ho, wo)
+    for n0, n1 in _image_chunks(x, C * kh * kw * ho * wo * x.itemsize):
+        col = im2col(x[n0:n1], kh, kw, stride, padding, dilation, (ho, wo))  # (B, C, kh, kw, Ho, Wo)
+        xp.matmul(w2, col.reshape(n1 - n0, C * kh * kw, ho * wo), out=y[n0:n1])  # (B, K, Ho*Wo)
+    return y.reshape(N, K, ho, wo)
+
+
+def conv2d_weight_grad(x, dy, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """dW (K, C, kh, kw) = sum over images of dy[n] (K, Ho*Wo) @ col[n].T (Ho*Wo, C*kh*kw)."""
+    xp = get_array_module(x, dy)
+    N, C, H, W = x.shape
+    _, K, ho, wo = dy.shape
+    kh, kw = kernel
+    dy3 = dy.reshape(N, K, ho * wo)
+    if _is_pointwise(kernel, stride, padding):
+        cols = x.reshape(N, C, H * W)
+        return xp.matmul(dy3, cols.transpose(0, 2, 1)).sum(axis=0).reshape(K, C, 1, 1)
+    dw = xp.zeros((K, C * kh * kw), dtype=xp.result_type(x, dy))
+    for n0, n1 in _image_chunks(x, C * kh * kw * ho * wo * x.itemsize):
+        col = im2col(x[n0:n1], kh, kw, stride, padding, dilation, (ho, wo))  # recomputed
+        col = col.reshape(n1 - n0, C * kh * kw, ho * wo)
+        dw += xp.matmul(dy3[n0:n1], col.transpose(0, 2, 1)).sum(axis=0)    # (K, C*kh*kw)
+    return dw.reshape(K, C, kh, kw)
+
+
+def conv2d_input_grad(dy, weight, x_hw, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """dx (N, C, H, W) of y = conv2d(x, weight).
+
+    With stride 1 it is a convolution itself (the "transposed convolution"): dy
+    padded by d*(k-1) - pad, against the kernel flipped in space with its in
+    and out channels swapped. Otherwise each image's column gradient
+    W.T @ dy[n] goes back through :func:`col2im`.
+    """
+    xp = get_array_module(dy, weight)
+    N, K, ho, wo = dy.shape
+    _, C, kh, kw = weight.shape
+    back_pad = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
+    if stride == (1, 1) and min(back_pad) >= 0:
+        flipped = xp.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])  # (C, K, kh, kw)
+        return conv2d(dy, flipped, (1, 1), back_pad, dilation)
+    w2t = weight.reshape(K, C * kh * kw).T                                 # (C*kh*kw, K)
+    dy3 = dy.reshape(N, K, ho * wo)
+    dx = xp.empty((N, C, *x_hw), dtype=xp.result_type(dy, weight))
+    for n0, n1 in _image_chunks(dy, C * kh * kw * ho * wo * dy.itemsize):
+        dcol = xp.matmul(w2t, dy3[n0:n1])                                  # (B, C*kh*kw, Ho*Wo)
+        dx[n0:n1] = col2im(dcol.reshape(n1 - n0, C, kh, kw, ho, wo), x_hw, stride, padding, dilation)
+    return dx
 
 
 class Conv2d(Module):
@@ -143,47 +234,25 @@ class Conv2d(Module):
 
     def forward(self, x):
         _check_nchw(self, x, self.in_channels)
-        xp = get_array_module(x)
-        N, C, H, W = x.shape
-        K = self.out_channels
-        kh, kw = self.kernel_size
-        ho, wo = self.output_shape(H, W)
+        ho, wo = self.output_shape(*x.shape[2:])
         if ho <= 0 or wo <= 0:
             raise ValueError(f"Conv2d: input {tuple(x.shape)} is smaller than the "
                              f"dilated kernel {self.kernel_size} (dilation {self.dilation})")
-        weight = self.params["weight"]
-        x_cn = x.transpose(1, 0, 2, 3)                                # (C, N, H, W)
-        if (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0):
-            col = xp.ascontiguousarray(x_cn).reshape(C, N * H * W)    # 1x1: no copies
-        else:
-            col = im2col(x_cn, kh, kw, self.stride, self.padding, self.dilation, (ho, wo))
-            col = col.reshape(C * kh * kw, N * ho * wo)               # (CKK, N*Ho*Wo)
-        y = weight.reshape(K, -1) @ col                               # (K, N*Ho*Wo)
+        y = conv2d(x, self.params["weight"], self.stride, self.padding, self.dilation)
         if "bias" in self.params:
-            y += self.params["bias"][:, None]
-        y = xp.ascontiguousarray(y.reshape(K, N, ho, wo).transpose(1, 0, 2, 3))  # (N, K, Ho, Wo)
-        self._cache = (x.shape, col) if self.training else None
+            y += self.params["bias"][:, None, None]                   # (N, K, Ho, Wo)
+        self._cache = x if self.training else None                    # columns are recomputed
         return y
 
     def backward(self, dy):
-        x_shape, col = _require_cache(self, self._cache)
-        xp = get_array_module(dy)
-        N, C, H, W = x_shape
-        K = self.out_channels
-        kh, kw = self.kernel_size
-        _, _, ho, wo = dy.shape
-        weight = self.params["weight"]
-        dy_k = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(K, N * ho * wo)
-        self.grads["weight"] = (dy_k @ col.T).reshape(weight.shape)   # (K, C, kh, kw)
+        x = _require_cache(self, self._cache)
+        _check_grad_shape(self, dy, (x.shape[0], self.out_channels, *self.output_shape(*x.shape[2:])))
         if "bias" in self.params:
-            self.grads["bias"] = dy_k.sum(axis=1)                      # (K,)
-        dcol = weight.reshape(K, -1).T @ dy_k                          # (CKK, N*Ho*Wo)
-        if (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0):
-            dx_cn = dcol.reshape(C, N, H, W)
-        else:
-            dx_cn = col2im(dcol.reshape(C, kh, kw, N, ho, wo), (C, N, H, W),
-                           self.stride, self.padding, self.dilation)
-        return xp.ascontiguousarray(dx_cn.transpose(1, 0, 2, 3))      # (N, C, H, W)
+            self.grads["bias"] = dy.sum(axis=(0, 2, 3))                # (K,)
+        self.grads["weight"] = conv2d_weight_grad(x, dy, self.kernel_size, self.stride,
+                                                  self.padding, self.dilation)  # (K, C, kh, kw)
+        return conv2d_input_grad(dy, self.params["weight"], x.shape[2:], self.stride,
+                                 self.padding, self.dilation)         # (N, C, H, W)
 
     def __repr__(self):
         extra = "" if self.dilation == (1, 1) else f", dilation={self.dilation[0]}"

@@ -85,11 +85,15 @@ class Module:
 
     # --- modes, devices, dtypes --------------------------------------------
     def train(self, mode: bool = True) -> "Module":
+        """Training mode (forward caches what backward needs) or, with False, eval mode."""
         for _, mod in self.named_modules():
             mod.training = mode
+            if not mode and getattr(mod, "_cache", None) is not None:
+                mod._cache = None                    # eval: free the activations kept for backward
         return self
 
     def eval(self) -> "Module":
+        """Inference mode: forward keeps no cache, and the caches held now are dropped."""
         return self.train(False)
 
     def to(self, device: str) -> "Module":
@@ -177,7 +181,10 @@ def load_npz(path) -> "OrderedDict[str, np.ndarray]":
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such checkpoint file: {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):     # a bare .npy holds one unnamed array
+            raise ValueError(f"it holds a single {type(z).__name__}, not named arrays")
+        with z:
             return OrderedDict((k, z[k]) for k in z.files)
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path}: not a readable .npz of arrays ({e})") from None

@@ -29,18 +29,20 @@ class SGD:
         self.steps = 0
 
     def step(self):
+        # Python floats: a NumPy float64 lr would turn float32 parameters into float64
+        lr, momentum, weight_decay = float(self.lr), float(self.momentum), float(self.weight_decay)
         for name, mod, key in self.model.named_parameters():
             p, g = mod.params[key], mod.grads[key]
             if g.shape != p.shape:
                 raise ValueError(f"SGD: gradient of {name} has shape {g.shape}, parameter {p.shape}")
-            if self.weight_decay:
-                g = g + self.weight_decay * p
-            if self.momentum:
+            if weight_decay:
+                g = g + weight_decay * p
+            if momentum:
                 buf = self.buffers.get(name)
-                buf = g.copy() if buf is None else self.momentum * buf + g
+                buf = g.copy() if buf is None else momentum * buf + g
                 self.buffers[name] = buf
-                g = g + self.momentum * buf if self.nesterov else buf
-            mod.params[key] = p - self.lr * g
+                g = g + momentum * buf if self.nesterov else buf
+            mod.params[key] = p - lr * g
         self.steps += 1
 
     def state_dict(self):
