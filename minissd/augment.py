@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from minissd.boxes import iou
+
 # ImageNet RGB statistics in 0..255 units (VGG/ResNet backbones were trained with them).
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -58,7 +60,7 @@ class ToFloat:
 # ---------------------------------------------------------------- photometric distortion
 
 def rgb_to_hsv(rgb):
-    """RGB in 0..255 (..., 3) -> HSV with hue in degrees [0, 360), saturation [0, 1], value 0..255."""
+    """RGB 0..255 (..., 3) -> HSV: hue in degrees [0, 360), saturation [0, 1], value 0..255."""
     r, g, b = np.moveaxis(rgb, -1, 0).copy()        # contiguous channels: 5x faster than views
     value = np.maximum(np.maximum(r, g), b)
     chroma = value - np.minimum(np.minimum(r, g), b)
@@ -72,7 +74,7 @@ def rgb_to_hsv(rgb):
 
 
 def hsv_to_rgb(hsv):
-    """Inverse of rgb_to_hsv: channel n is v - v*s*clip(min(k, 4 - k), 0, 1), k = (n + h/60) mod 6."""
+    """Inverse of rgb_to_hsv: channel n = v - v*s*clip(min(k, 4 - k), 0, 1), k = (n + h/60) % 6."""
     hue, saturation, value = np.moveaxis(hsv, -1, 0)
     sextant = hue / 60
     channels = []
@@ -161,23 +163,14 @@ class Expand:
         return f"Expand(fill={self.fill}, max_ratio={self.max_ratio}, p={self.p})"
 
 
-def box_iou_one(boxes_xyxy, box_xyxy):
-    """IoU of each of n boxes (n, 4) with one box (4,) -> (n,)."""
-    top_left = np.maximum(boxes_xyxy[:, :2], box_xyxy[:2])
-    bottom_right = np.minimum(boxes_xyxy[:, 2:], box_xyxy[2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-    area = np.prod(boxes_xyxy[:, 2:] - boxes_xyxy[:, :2], axis=1)
-    return inter / (area + np.prod(box_xyxy[2:] - box_xyxy[:2]) - inter)
-
-
 class RandomIoUCrop:
     """Zoom in: crop a random patch that overlaps the objects, as the SSD paper samples.
 
-    Draw a mode from ``min_ious`` (None: keep the whole image). Then try up to
-    ``max_trials`` patches with sides in [min_scale, 1] of the image and aspect ratio
-    h/w in ``aspect_range``; accept the first one whose IoU with *at least one* box is
-    >= the mode's minimum and that contains at least one box centre. Boxes whose centre
-    lies in the patch are kept (clipped to it), the others are dropped.
+    Draw a mode from ``min_ious`` (None: keep the whole image). Then draw
+    ``max_trials`` patches with sides in [min_scale, 1] of the image's and take the
+    first whose aspect ratio h/w lies in ``aspect_range``, whose IoU with *at least one*
+    box is >= the mode's minimum, and that contains at least one box centre. Boxes whose
+    centre lies in the patch are kept (clipped to it), the others are dropped.
 
     "At least one box" is what the original Caffe SSD does (sampler.cpp, SatisfySampleConstraint).
     ssd.pytorch instead writes ``overlap.min() < min_iou and max_iou < overlap.max()``
@@ -186,7 +179,8 @@ class RandomIoUCrop:
     If no patch passes, the image is returned unchanged.
     """
 
-    def __init__(self, min_ious=CROP_MIN_IOUS, max_trials=50, min_scale=0.3, aspect_range=(0.5, 2.0)):
+    def __init__(self, min_ious=CROP_MIN_IOUS, max_trials=50, min_scale=0.3,
+                 aspect_range=(0.5, 2.0)):
         self.min_ious = tuple(min_ious)
         self.max_trials = max_trials
         self.min_scale = min_scale
@@ -197,25 +191,28 @@ class RandomIoUCrop:
         if min_iou is None or len(boxes) == 0:
             return image, boxes, labels
         height, width = image.shape[:2]
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2                           # (n, 2)
-        for _ in range(self.max_trials):
-            w = rng.uniform(self.min_scale * width, width)
-            h = rng.uniform(self.min_scale * height, height)
-            if not self.aspect_range[0] <= h / w <= self.aspect_range[1]:
-                continue
-            left, top = rng.uniform(0, width - w), rng.uniform(0, height - h)
-            patch = np.array([left, top, left + w, top + h]).astype(int).astype(boxes.dtype)
-            if box_iou_one(boxes, patch).max() < min_iou:
-                continue
-            inside = np.all((centres > patch[:2]) & (centres < patch[2:]), axis=1)   # (n,)
-            if not inside.any():
-                continue
-            x0, y0, x1, y1 = patch.astype(int)
-            kept = boxes[inside]
-            kept = np.concatenate([np.maximum(kept[:, :2], patch[:2]),
-                                   np.minimum(kept[:, 2:], patch[2:])], axis=1) - patch[[0, 1, 0, 1]]
-            return image[y0:y1, x0:x1], kept, labels[inside]
-        return image, boxes, labels
+        # All trials at once; the first that passes is the one a trial loop would take.
+        trials = self.max_trials
+        w = rng.uniform(self.min_scale * width, width, trials)                  # (T,)
+        h = rng.uniform(self.min_scale * height, height, trials)
+        left, top = rng.random(trials) * (width - w), rng.random(trials) * (height - h)
+        patches = np.stack([left, top, left + w, top + h], axis=1).astype(int)  # (T, 4) pixels
+        patches = patches.astype(boxes.dtype)
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2                             # (n, 2)
+        inside = np.all((centres > patches[:, None, :2]) & (centres < patches[:, None, 2:]),
+                        axis=2)                                                 # (T, n)
+        ok = ((self.aspect_range[0] <= h / w) & (h / w <= self.aspect_range[1])
+              & (iou(patches, boxes).max(axis=1) >= min_iou)       # some box overlaps enough
+              & inside.any(axis=1))                                # some box centre inside
+        if not ok.any():
+            return image, boxes, labels
+        t = int(np.argmax(ok))                                                  # first success
+        patch, keep = patches[t], inside[t]
+        kept = np.concatenate([np.maximum(boxes[keep, :2], patch[:2]),          # clip to the
+                               np.minimum(boxes[keep, 2:], patch[2:])], axis=1)  # patch and
+        kept -= patch[[0, 1, 0, 1]]                                             # move its origin
+        x0, y0, x1, y1 = patch.astype(int)
+        return image[y0:y1, x0:x1], kept, labels[keep]
 
     def __repr__(self) -> str:
         return (f"RandomIoUCrop(min_ious={self.min_ious}, max_trials={self.max_trials}, "
@@ -265,7 +262,8 @@ class Resize:
                         .resize(target, Image.BILINEAR) for c in range(image.shape[2])]
             resized = np.stack([np.asarray(c) for c in channels], axis=-1)
         scale = np.array([self.size / width, self.size / height] * 2, dtype=np.float32)
-        boxes = np.clip(np.asarray(boxes, dtype=np.float32) * scale, 0, self.size)  # float32 rounding
+        # clip: float32 rounding can put an edge at size + 4e-6
+        boxes = np.clip(np.asarray(boxes, dtype=np.float32) * scale, 0, self.size)
         return resized, boxes, labels
 
     def __repr__(self) -> str:

@@ -15,9 +15,9 @@ Like ssd.pytorch and ChainerCV we subtract 1 from all four numbers, so boxes her
 ``[0, width] x [0, height]``. Hand-made annotations are often one pixel off (xmin = 0,
 or xmax = width + 1); we allow that one pixel of slack and clip it away.
 
-    >>> ds = VOCDataset([("VOC2007", "trainval"), ("VOC2012", "trainval")])  # doctest: +SKIP
-    >>> image, boxes_xyxy, labels = ds.load(0)                               # doctest: +SKIP
-    >>> boxes_xyxy, labels, difficult = ds.annotation(0)   # no image decode  # doctest: +SKIP
+    ds = VOCDataset([("VOC2007", "trainval"), ("VOC2012", "trainval")])
+    image, boxes_xyxy, labels = ds.load(0)                 # for training
+    boxes_xyxy, labels, difficult = ds.annotation(0)       # for evaluation: no image decode
 
 Annotations are parsed up front (about 16k small XML files for VOC07+12 take a few
 seconds), so a missing image, a broken XML file or a bad box is reported, with its
@@ -142,7 +142,8 @@ def parse_voc_xml(xml_path, class_names, root=None, image_id=None) -> VOCRecord:
                              if filename is not None and filename.text else None)
     size = tree.find("size")
     if size is not None and size.find("width") is not None:
-        width, height = int(_number(size, "width", xml_path)), int(_number(size, "height", xml_path))
+        width = int(_number(size, "width", xml_path))
+        height = int(_number(size, "height", xml_path))
     else:  # some tools omit <size>: read it from the image header (no full decode)
         with Image.open(image_path) as im:
             width, height = im.size
@@ -203,6 +204,9 @@ class VOCDataset:
     """
 
     def __init__(self, sources, class_names=None, keep_difficult: bool = False):
+        if isinstance(sources, (str, os.PathLike)):
+            raise ValueError(f"VOCDataset: sources is {sources!r}; give [(root, split), ...], "
+                             f"e.g. [({os.fspath(sources)!r}, 'trainval')]")
         if len(sources) == 2 and all(isinstance(s, (str, os.PathLike)) for s in sources):
             sources = [tuple(sources)]        # a single (root, split) pair
         self.sources = [(os.fspath(root), split) for root, split in sources]

@@ -1,9 +1,9 @@
 """Batches for training and evaluation: decode + augment in background threads.
 
-    >>> loader = DataLoader(dataset, train_transform(300), batch_size=32, num_workers=4)  # doctest: +SKIP
-    >>> for epoch in range(10):                                                           # doctest: +SKIP
-    ...     for batch in loader:          # batch.images (32, 3, 300, 300) float32
-    ...         ...
+    loader = DataLoader(dataset, train_transform(300), batch_size=32, num_workers=4)
+    for epoch in range(10):
+        for batch in loader:          # batch.images (32, 3, 300, 300) float32
+            ...
 
 Workers are threads: PIL decodes and resizes, and NumPy computes, with the GIL
 released, so threads run in parallel without copying images between processes

@@ -1,7 +1,7 @@
 """A synthetic detection data set of coloured shapes on textured backgrounds, in VOC layout.
 
-    >>> root = write_shapes_dataset("runs/shapes", num_train=2000, num_test=200)  # doctest: +SKIP
-    >>> ds = VOCDataset([(root, "trainval")])      # class names come from classes.txt  # doctest: +SKIP
+    root = write_shapes_dataset("data/shapes", num_train=2000, num_test=200)
+    ds = VOCDataset([(root, "trainval")])       # class names come from classes.txt
 
 It is the built-in data of ``make demo`` and of the integration tests: small, made in
 seconds, needing no download, and easy enough that a tiny SSD learns it in minutes.
@@ -38,7 +38,8 @@ def _background(rng, size: int) -> np.ndarray:
     if kind == "noise":      # smooth blobs: coarse random grid, upsampled
         cells = int(rng.integers(3, 9))
         grid = (rng.random((cells, cells)) * 255).astype(np.uint8)
-        mix = np.asarray(Image.fromarray(grid).resize((size, size), Image.BICUBIC)) / np.float32(255)
+        smooth = Image.fromarray(grid).resize((size, size), Image.BICUBIC)
+        mix = np.asarray(smooth) / np.float32(255)
     else:
         coords = np.arange(size, dtype=np.float32) / size
         angle = rng.uniform(0, np.pi)
@@ -93,7 +94,7 @@ def _draw(draw, shape, box, colour, rng) -> None:
         draw.ellipse(box, fill=colour)
     elif shape == "square":                                  # a rectangle, if the box is not square
         draw.rectangle(box, fill=colour)
-    elif shape == "triangle":                                # apex anywhere on the top or bottom edge
+    elif shape == "triangle":                                # apex anywhere on top or bottom edge
         apex = x0 + rng.uniform(0, 1) * (x1 - x0)
         base_y, apex_y = (y1, y0) if rng.random() < 0.5 else (y0, y1)
         draw.polygon([(x0, base_y), (x1, base_y), (apex, apex_y)], fill=colour)

@@ -1,8 +1,8 @@
 """Drawing helpers: boxes with class names and scores, on PIL images or matplotlib axes.
 
-    >>> draw_boxes(image, boxes_xyxy, labels, scores, class_names).save("out.png")  # doctest: +SKIP
-    >>> show_detections(ax, denormalize(batch.images[0]), batch.boxes[0] * 300,    # doctest: +SKIP
-    ...                 batch.labels[0], class_names=ds.class_names)
+    draw_boxes(image, boxes_xyxy, labels, scores, class_names).save("out.png")
+    show_detections(ax, denormalize(batch.images[0]), batch.boxes[0] * 300,
+                    batch.labels[0], class_names=ds.class_names)
 
 Boxes are pixel xyxy; multiply [0, 1] boxes by the image size first. Labels are 1..C
 (0 is the background), so the name of label k is ``class_names[k - 1]``.
@@ -119,7 +119,7 @@ def show_detections(ax, image, boxes_xyxy, labels=None, scores=None, class_names
 
 
 def make_grid(pictures, columns: int = 4, pad: int = 4, background=(255, 255, 255)) -> Image.Image:
-    """Paste PIL images (or uint8 HWC arrays) into one picture, row by row, each cell the largest size."""
+    """Paste PIL images (or uint8 HWC arrays) into one picture, row by row, in equal cells."""
     pictures = [p if isinstance(p, Image.Image) else Image.fromarray(to_numpy(p)) for p in pictures]
     if not pictures:
         raise ValueError("make_grid: no pictures given")
@@ -127,10 +127,12 @@ def make_grid(pictures, columns: int = 4, pad: int = 4, background=(255, 255, 25
     cell_h = max(p.height for p in pictures)
     columns = min(columns, len(pictures))
     rows = -(-len(pictures) // columns)
-    grid = Image.new("RGB", (columns * (cell_w + pad) + pad, rows * (cell_h + pad) + pad), background)
+    size = (columns * (cell_w + pad) + pad, rows * (cell_h + pad) + pad)
+    grid = Image.new("RGB", size, background)
     for k, picture in enumerate(pictures):
         row, column = divmod(k, columns)
-        grid.paste(picture.convert("RGB"), (pad + column * (cell_w + pad), pad + row * (cell_h + pad)))
+        corner = (pad + column * (cell_w + pad), pad + row * (cell_h + pad))
+        grid.paste(picture.convert("RGB"), corner)
     return grid
 
 

@@ -73,6 +73,8 @@ def test_default_classes_are_voc_and_several_roots_concatenate(tmp_path):
     np.testing.assert_array_equal(ds.annotation(8)[1], [VOC_CLASSES.index("bus") + 1,
                                                         VOC_CLASSES.index("person") + 1])
     assert len(VOCDataset((other, "trainval"))) == 1            # a single (root, split) pair
+    with pytest.raises(ValueError, match=r"give \[\(root, split\), \.\.\.\]"):
+        VOCDataset(str(other))                                   # a root alone: which split?
 
 
 def test_difficult_dropped_for_training_kept_flagged_for_evaluation(tmp_path):
