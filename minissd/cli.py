@@ -115,7 +115,7 @@ def cmd_detect(args):
     from PIL import Image
     from minissd.inference import Detector
     from minissd.train import load_model
-    from minissd.viz import draw_boxes
+    from minissd.viz import draw_boxes, save_grid
     model, meta = load_model(args.checkpoint, device=args.device)
     detector = Detector(model, conf_threshold=args.threshold)
     os.makedirs(args.out, exist_ok=True)
@@ -139,21 +139,9 @@ def cmd_detect(args):
         found = ", ".join(f"{meta['class_names'][l - 1]} {s:.2f}" for l, s in zip(labels, scores))
         print(f"{path}: {len(labels)} detection(s) {found}")
     if args.grid:
-        _save_grid(drawn, args.grid)
+        os.makedirs(os.path.dirname(os.path.abspath(args.grid)), exist_ok=True)
+        save_grid(drawn, args.grid)
         print(f"detections picture: {args.grid}")
-
-
-def _save_grid(pictures, path, columns=4):
-    """Paste PIL images into one picture, ``columns`` per row."""
-    from PIL import Image
-    w = max(p.width for p in pictures)
-    h = max(p.height for p in pictures)
-    rows = -(-len(pictures) // columns)
-    grid = Image.new("RGB", (w * min(columns, len(pictures)), h * rows), "white")
-    for i, p in enumerate(pictures):
-        grid.paste(p, ((i % columns) * w, (i // columns) * h))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    grid.save(path)
 
 
 def build_parser():

@@ -26,10 +26,9 @@ class Detector:
         self.conf_threshold, self.nms_threshold, self.top_k = conf_threshold, nms_threshold, top_k
 
     def preprocess(self, image):
-        """uint8 (H, W, 3) RGB -> float32 (3, S, S)."""
+        """uint8 (H, W, 3) RGB -> float32 (3, S, S) (uint8 in: PIL's fast resize)."""
         empty = np.zeros((0, 4), np.float32)
-        out, _, _ = self.transform(image.astype(np.float32), empty, np.zeros(0, np.int64),
-                                   np.random.default_rng(0))
+        out, _, _ = self.transform(image, empty, np.zeros(0, np.int64), np.random.default_rng(0))
         return out
 
     def predict_batch(self, images_chw, sizes):
