@@ -29,9 +29,12 @@ def test_chapter_runs(path):
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                                      resources={"metadata": {"path": str(CHAPTERS)}})
+    failure = None
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as err:   # the cell's source and traceback
-        pytest.fail(f"{path.name}: a cell raised\n{ANSI.sub('', str(err))}", pytrace=False)
+        failure = f"{path.name}: a cell raised\n{ANSI.sub('', str(err))}"
     except nbclient.exceptions.CellTimeoutError as err:
-        pytest.fail(f"{path.name}: a cell ran longer than {CELL_TIMEOUT_S} s\n{err}", pytrace=False)
+        failure = f"{path.name}: a cell ran longer than {CELL_TIMEOUT_S} s\n{err}"
+    if failure:   # outside the except block, so the error is not printed twice (chained)
+        pytest.fail(failure, pytrace=False)
