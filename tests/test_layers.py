@@ -103,13 +103,13 @@ def test_conv_chunks_of_images_give_the_same_result(xp, rng, monkeypatch):
 def test_im2col_col2im_are_adjoint(xp, rng):
     # <im2col(x), c> == <x, col2im(c)> for any x, c: col2im is exactly the transpose
     args = ((2, 2), (1, 1), (2, 2))                      # stride, padding, dilation
-    x = randn(xp, rng, 2, 3, 7, 6)
+    x_cn = randn(xp, rng, 3, 2, 7, 6)                    # (C, N, H, W)
     ho, wo = conv_output_size(7, 3, 2, 1, 2), conv_output_size(6, 3, 2, 1, 2)
-    col = im2col(x, 3, 3, *args, (ho, wo))
-    assert col.shape == (2, 3, 3, 3, ho, wo)
+    col = im2col(x_cn, 3, 3, *args, (ho, wo))
+    assert col.shape == (3, 3, 3, 2, ho, wo)             # (C, kh, kw, N, Ho, Wo)
     c = randn(xp, rng, *col.shape)
     lhs = float((col * c).sum())
-    rhs = float((x * col2im(c, (7, 6), *args)).sum())
+    rhs = float((x_cn * col2im(c, x_cn.shape, *args)).sum())
     assert abs(lhs - rhs) < 1e-10 * max(1.0, abs(lhs))
 
 
