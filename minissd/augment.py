@@ -329,3 +329,20 @@ def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Compose:
     """Evaluation: resize and normalise only (deterministic; rng may be None)."""
     # Resize before ToFloat: PIL resizes uint8 images several times faster.
     return Compose([Resize(size), ToFloat(), BoxesToUnit(), Normalize(mean, std), ToCHW()])
+
+
+def flip_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Compose:
+    """Light training pipeline: horizontal flip, resize, normalise (for data without scale variety
+    to learn, like the synthetic shapes, where SSD's zoom in/out mostly slows training down)."""
+    return Compose([Resize(size), ToFloat(), RandomFlip(), BoxesToUnit(), Normalize(mean, std),
+                    ToCHW()])
+
+
+TRANSFORMS = {"ssd": train_transform, "flip": flip_transform, "none": eval_transform}
+
+
+def get_transform(kind: str, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Compose:
+    """The pipeline named ``kind``: 'ssd' (the paper's augmentation), 'flip' or 'none'."""
+    if kind not in TRANSFORMS:
+        raise ValueError(f"unknown augmentation {kind!r}: expected one of {sorted(TRANSFORMS)}")
+    return TRANSFORMS[kind](size, mean, std)

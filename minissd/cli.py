@@ -82,7 +82,7 @@ def cmd_train(args):
     tc = TrainConfig(data=args.data, split=args.split, config=args.config, classes=classes,
                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      device=args.device, workers=args.workers, out=args.out,
-                     max_minutes=args.max_minutes, augment=not args.no_augment)
+                     max_minutes=args.max_minutes, augment=args.augment)
     trainer = Trainer(tc)
     if args.resume:
         trainer.resume(args.resume)
@@ -160,7 +160,9 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="data loader workers")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this long")
-    p.add_argument("--no-augment", action="store_true", help="resize + normalise only")
+    p.add_argument("--augment", default="ssd", choices=["ssd", "flip", "none"],
+                   help="ssd: the paper's photometric/expand/crop/flip (default); flip: flip only; "
+                        "none: resize + normalise")
     p.add_argument("--out", default="runs/train", help="folder for checkpoints and the log")
     p.add_argument("--resume", help="checkpoint to continue from")
     p.add_argument("--eval-split", help="evaluate on this split after training (e.g. test)")

@@ -112,26 +112,19 @@ def _chunks(x, col_bytes_per_image):
     return [(n0, min(n0 + step, x.shape[0])) for n0 in range(0, x.shape[0], step)]
 
 
-class _Columns:
-    """im2col over a batch, one chunk of images at a time, reusing one buffer."""
+def _columns(x, kernel, stride, padding, dilation, out_hw):
+    """Yield (n0, n1, col (C*kh*kw, B*Ho*Wo)) for each chunk of images of x (N, C, H, W).
 
-    def __init__(self, x, kernel, stride, padding, dilation, out_hw):
-        self.x, self.kernel, self.args, self.out_hw = x, kernel, (stride, padding, dilation), out_hw
-        N, C = x.shape[:2]
-        self.rows = C * kernel[0] * kernel[1]                       # C*kh*kw
-        self.chunks = _chunks(x, self.rows * out_hw[0] * out_hw[1] * x.itemsize)
-        step = self.chunks[0][1] - self.chunks[0][0]
-        self.buffer = get_array_module(x).empty(self.rows * step * out_hw[0] * out_hw[1], x.dtype)
-
-    def __iter__(self):
-        """Yield (n0, n1, col (C*kh*kw, B*Ho*Wo)) per chunk; each col is overwritten by the next."""
-        (kh, kw), (ho, wo) = self.kernel, self.out_hw
-        for n0, n1 in self.chunks:
-            x_cn = self.x[n0:n1].transpose(1, 0, 2, 3)              # (C, B, H, W), a view
-            out = self.buffer[:self.rows * (n1 - n0) * ho * wo].reshape(
-                x_cn.shape[0], kh, kw, n1 - n0, ho, wo)
-            col = im2col(x_cn, kh, kw, *self.args, self.out_hw, out=out)
-            yield n0, n1, col.reshape(self.rows, (n1 - n0) * ho * wo)
+    All chunks share one buffer: each col is overwritten by the next.
+    """
+    xp = get_array_module(x)
+    C, (kh, kw), (ho, wo) = x.shape[1], kernel, out_hw
+    chunks = _chunks(x, C * kh * kw * ho * wo * x.itemsize)
+    buffer = xp.empty(C * kh * kw * (chunks[0][1] - chunks[0][0]) * ho * wo, dtype=x.dtype)
+    for n0, n1 in chunks:
+        col = buffer[:C * kh * kw * (n1 - n0) * ho * wo].reshape(C, kh, kw, n1 - n0, ho, wo)
+        im2col(x[n0:n1].transpose(1, 0, 2, 3), kh, kw, stride, padding, dilation, out_hw, out=col)
+        yield n0, n1, col.reshape(C * kh * kw, (n1 - n0) * ho * wo)
 
 
 def _batch_major(a_k, b):
@@ -161,7 +154,7 @@ def conv2d(x, weight, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
     if _is_pointwise((kh, kw), stride, padding):
         return xp.matmul(w2, x.reshape(N, C, H * W)).reshape(N, K, ho, wo)
     y = xp.empty((N, K, ho * wo), dtype=xp.result_type(x, weight))
-    for n0, n1, col in _Columns(x, (kh, kw), stride, padding, dilation, (ho, wo)):
+    for n0, n1, col in _columns(x, (kh, kw), stride, padding, dilation, (ho, wo)):
         y[n0:n1] = _batch_major(w2 @ col, n1 - n0)                  # (K, B*Ho*Wo) -> (B, K, Ho*Wo)
     return y.reshape(N, K, ho, wo)
 
@@ -176,7 +169,7 @@ def conv2d_weight_grad(x, dy, kernel, stride=(1, 1), padding=(0, 0), dilation=(1
         return xp.matmul(dy.reshape(N, K, ho * wo), x.reshape(N, C, H * W).transpose(0, 2, 1)
                          ).sum(axis=0).reshape(K, C, 1, 1)
     dw_t = xp.zeros((C * kh * kw, K), dtype=xp.result_type(x, dy))
-    for n0, n1, col in _Columns(x, kernel, stride, padding, dilation, (ho, wo)):   # recomputed
+    for n0, n1, col in _columns(x, kernel, stride, padding, dilation, (ho, wo)):  # recomputed
         # dW.T = col @ dy.T: the same product, ~20% faster in OpenBLAS when K is small
         dw_t += col @ _channel_major(dy[n0:n1]).T                    # (C*kh*kw, K)
     return xp.ascontiguousarray(dw_t.T).reshape(K, C, kh, kw)

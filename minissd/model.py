@@ -69,7 +69,9 @@ class SSD(Module):
         trunk = self.trunk()
         names = [n for n, _ in trunk]
         # a source is named after the conv it comes from: relu4_3 -> conv4_3, relu7 -> fc7
-        self.source_names = tuple(names[names.index(t) - 1] for t in self.taps)
+        # (skipping a BatchNorm between the conv and its ReLU, as ssd-tiny has)
+        self.source_names = tuple(next(n for n in reversed(names[:names.index(t)])
+                                       if n.startswith(("conv", "fc"))) for t in self.taps)
         if len(self.taps) != len(cfg.feature_maps):
             raise ValueError(f"SSD: architecture {self.arch.name!r} has {len(self.taps)} source maps, "
                              f"config {cfg.name!r} lists {len(cfg.feature_maps)} feature_maps")

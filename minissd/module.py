@@ -33,6 +33,7 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         self.params: OrderedDict = OrderedDict()
         self.grads: OrderedDict = OrderedDict()
+        self.buffers: OrderedDict = OrderedDict()   # state that is saved but not trained
         self.training = True
 
     # --- children ---------------------------------------------------------
@@ -72,6 +73,19 @@ class Module:
             for key in mod.params:
                 yield (f"{mod_name}.{key}" if mod_name else key), mod, key
 
+    def named_buffers(self) -> Iterator[tuple[str, "Module", str]]:
+        """Yield ``(dotted_name, owning_module, key)`` for every buffer (e.g. running means)."""
+        for mod_name, mod in self.named_modules():
+            for key in mod.buffers:
+                yield (f"{mod_name}.{key}" if mod_name else key), mod, key
+
+    def _named_state(self):
+        """(dotted name, the dict holding it, key): each module's parameters, then its buffers."""
+        for mod_name, mod in self.named_modules():
+            for store in (mod.params, mod.buffers):
+                for key in store:
+                    yield (f"{mod_name}.{key}" if mod_name else key), store, key
+
     def parameters(self) -> Iterator:
         for _, mod, key in self.named_parameters():
             yield mod.params[key]
@@ -102,6 +116,8 @@ class Module:
         for _, mod, key in self.named_parameters():
             mod.params[key] = backend.to_device(mod.params[key], device)
             mod.grads[key] = backend.to_device(mod.grads[key], device)
+        for _, mod, key in self.named_buffers():
+            mod.buffers[key] = backend.to_device(mod.buffers[key], device)
         return self
 
     def astype(self, dtype) -> "Module":
@@ -109,6 +125,8 @@ class Module:
         for _, mod, key in self.named_parameters():
             mod.params[key] = mod.params[key].astype(dtype)
             mod.grads[key] = mod.grads[key].astype(dtype)
+        for _, mod, key in self.named_buffers():
+            mod.buffers[key] = mod.buffers[key].astype(dtype)
         return self
 
     @property
@@ -119,17 +137,17 @@ class Module:
 
     # --- state dicts --------------------------------------------------------
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Dotted name -> NumPy copy of each parameter."""
-        return OrderedDict((name, backend.to_numpy(mod.params[key]).copy())
-                           for name, mod, key in self.named_parameters())
+        """Dotted name -> NumPy copy of each parameter and buffer."""
+        return OrderedDict((name, backend.to_numpy(store[key]).copy())
+                           for name, store, key in self._named_state())
 
     def load_state_dict(self, state: dict, strict: bool = True, source: str = "state dict"):
-        """Copy arrays into the parameters, keeping each parameter's device and dtype.
+        """Copy arrays into the parameters and buffers, keeping each one's device and dtype.
 
         Raises ``KeyError`` naming missing (and, if ``strict``, unexpected) keys,
         and ``ValueError`` naming a key whose shape differs.
         """
-        own = list(self.named_parameters())
+        own = list(self._named_state())
         names = {name for name, _, _ in own}
         missing = [n for n, _, _ in own if n not in state]
         unexpected = [k for k in state if k not in names]
@@ -139,16 +157,16 @@ class Module:
         if strict and unexpected:
             raise KeyError(f"{source}: unexpected {len(unexpected)} key(s): "
                            f"{', '.join(unexpected[:8])}" + (" ..." if len(unexpected) > 8 else ""))
-        for name, mod, key in own:
-            old = mod.params[key]
+        for name, store, key in own:
+            old = store[key]
             new = state[name]
             if tuple(new.shape) != tuple(old.shape):
                 raise ValueError(f"{source}: key {name!r} has shape {tuple(new.shape)}, "
                                  f"the model expects {tuple(old.shape)}")
-        for name, mod, key in own:
-            old = mod.params[key]
+        for name, store, key in own:
+            old = store[key]
             xp = backend.get_array_module(old)
-            mod.params[key] = xp.asarray(backend.to_numpy(state[name]), dtype=old.dtype).copy()
+            store[key] = xp.asarray(backend.to_numpy(state[name]), dtype=old.dtype).copy()
         return self
 
     def save(self, path: str):

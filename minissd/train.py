@@ -62,7 +62,7 @@ class TrainConfig:
     out: str = "runs/train"
     max_minutes: float | None = None           # stop (and checkpoint) after this much time
     log_every: int = 10
-    augment: bool = True
+    augment: str = "ssd"                      # 'ssd' (the paper's), 'flip' or 'none'
 
 
 def pad_batch_targets(batch, xp):
@@ -148,7 +148,7 @@ class Trainer:
     """Builds model, data, loss and optimiser from a :class:`TrainConfig` and trains."""
 
     def __init__(self, tc: TrainConfig, dataset=None, log=print):
-        from minissd.augment import eval_transform, train_transform
+        from minissd.augment import get_transform
         from minissd.data import VOCDataset, read_class_names
         from minissd.loader import DataLoader
 
@@ -164,7 +164,7 @@ class Trainer:
         self.dataset = dataset
         self.class_names = list(dataset.class_names)
         size = self.cfg.image_size
-        transform = train_transform(size) if tc.augment else eval_transform(size)
+        transform = get_transform(tc.augment, size)
         self.loader = DataLoader(dataset, transform, batch_size=tc.batch_size, shuffle=True,
                                  seed=tc.seed, num_workers=tc.workers, drop_last=True)
         if len(self.loader) == 0:
