@@ -72,14 +72,13 @@ def _open_dataset(roots, split, class_names, keep_difficult):
 
 
 def cmd_train(args):
-    from minissd.data import read_class_names
     from minissd.inference import Detector
     from minissd.train import Trainer, TrainConfig
     for root in args.data:
         if not os.path.isdir(root):
             raise FileNotFoundError(f"data folder not found: {root}")
-    classes = _classes(args.classes) or read_class_names(args.data[0])
-    tc = TrainConfig(data=args.data, split=args.split, config=args.config, classes=classes,
+    tc = TrainConfig(data=args.data, split=args.split, config=args.config,
+                     classes=_classes(args.classes),
                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      device=args.device, workers=args.workers, out=args.out,
                      max_minutes=args.max_minutes, augment=args.augment)
@@ -87,6 +86,7 @@ def cmd_train(args):
     if args.resume:
         trainer.resume(args.resume)
         print(f"resumed from {args.resume} at epoch {trainer.epoch}, step {trainer.step}")
+    classes = trainer.class_names
     print(f"training {tc.config} on {len(trainer.dataset)} images ({', '.join(classes)}) "
           f"for {tc.epochs} epochs of {len(trainer.loader)} steps on {tc.device}")
     t0 = time.time()

@@ -155,7 +155,8 @@ def parse_voc_xml(xml_path, class_names, root=None, image_id=None) -> VOCRecord:
         name = _text(obj, "name", xml_path)
         if name not in class_names:
             raise ValueError(f"{xml_path}: unknown class {name!r} "
-                             f"(expected one of {', '.join(class_names)})")
+                             f"(expected one of {', '.join(class_names)}; a custom data set lists its "
+                             "classes in classes.txt in its root, or via --classes)")
         bndbox = obj.find("bndbox")
         if bndbox is None:
             raise ValueError(f"{xml_path}: object {name!r} has no <bndbox>")

@@ -149,7 +149,7 @@ class Trainer:
 
     def __init__(self, tc: TrainConfig, dataset=None, log=print):
         from minissd.augment import get_transform
-        from minissd.data import VOCDataset, read_class_names
+        from minissd.data import VOCDataset
         from minissd.loader import DataLoader
 
         backend.check_device(tc.device)
@@ -159,8 +159,7 @@ class Trainer:
         if dataset is None:
             if not tc.data:
                 raise ValueError("TrainConfig.data: give at least one VOC root folder")
-            classes = tc.classes or read_class_names(tc.data[0])
-            dataset = VOCDataset([(root, tc.split) for root in tc.data], class_names=classes)
+            dataset = VOCDataset([(root, tc.split) for root in tc.data], class_names=tc.classes)
         self.dataset = dataset
         self.class_names = list(dataset.class_names)
         size = self.cfg.image_size
