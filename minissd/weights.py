@@ -81,16 +81,33 @@ def _convs(seq):
 # --------------------------------------------------------------------------- #
 # ssd.pytorch
 # --------------------------------------------------------------------------- #
+def _state_keys(layer):
+    """A layer's parameter and buffer keys ('weight', 'bias', 'running_mean', ...)."""
+    return list(layer.params) + list(layer.buffers)
+
+
 def ssd_pytorch_key_map(model) -> "OrderedDict[str, str]":
-    """minissd parameter name -> ssd.pytorch checkpoint key, for every parameter of ``model``."""
+    """minissd state name -> ssd.pytorch checkpoint key, for every parameter and buffer of ``model``.
+
+    ``vgg.{i}`` is the i-th layer of ``model.vgg`` (with ``batch_norm`` the BatchNorm
+    sits between conv and ReLU, as in ssd.pytorch's ``vgg(cfg, batch_norm=True)``).
+    ssd.pytorch's extras have no BatchNorm; an ssd-tiny's extras BatchNorm after
+    ``extras.{j}`` is called ``extras_bn.{j}`` (tests/torch_reference.py does the same).
+    """
     keys = OrderedDict()
-    for i, name, conv in _convs(model.vgg):
-        for p in conv.params:
+    for i, (name, layer) in enumerate(model.vgg.named_children()):
+        for p in _state_keys(layer):
             keys[f"vgg.{name}.{p}"] = f"vgg.{i}.{p}"
     keys["l2norm.weight"] = "L2Norm.weight"
-    for j, (_, name, conv) in enumerate(_convs(model.extras)):
-        for p in conv.params:
-            keys[f"extras.{name}.{p}"] = f"extras.{j}.{p}"
+    j = -1
+    for name, layer in model.extras.named_children():
+        if isinstance(layer, Conv2d):
+            j += 1
+            prefix = f"extras.{j}"
+        else:
+            prefix = f"extras_bn.{j}"
+        for p in _state_keys(layer):
+            keys[f"extras.{name}.{p}"] = f"{prefix}.{p}"
     for m, source in enumerate(model.source_names):
         for head in ("loc", "conf"):
             for p in getattr(model, head)[source].params:
@@ -98,11 +115,14 @@ def ssd_pytorch_key_map(model) -> "OrderedDict[str, str]":
     return keys
 
 
+IGNORED_SUFFIXES = (".num_batches_tracked",)   # torch's BatchNorm step counter: not used
+
+
 def from_ssd_pytorch(model, state: dict, source: str = "ssd.pytorch state dict"):
     """An ssd.pytorch-layout state dict -> minissd's, checked against ``model``'s shapes."""
     own = model.state_dict()
     keys = ssd_pytorch_key_map(model)
-    unexpected = sorted(set(state) - set(keys.values()))
+    unexpected = sorted(k for k in set(state) - set(keys.values()) if not k.endswith(IGNORED_SUFFIXES))
     if unexpected:
         raise KeyError(f"{source}: unexpected key(s) {', '.join(unexpected[:6])} — not an "
                        f"ssd.pytorch layout for architecture {model.arch.name!r}?")
