@@ -5,7 +5,7 @@
 
 Cases:
   * ssd-tiny training step at batch 32: forward + MultiBoxLoss + backward + SGD
-    (momentum 0.9, weight decay 5e-4). The targets (loc offsets, labels with
+    (momentum 0.9, weight decay 5e-4), no gradient for the images in either. The targets (loc offsets, labels with
     ~1.5 % positives) are fixed random arrays made once, so matching and data
     loading are not timed. PyTorch runs tests/torch_reference.py's TorchSSD
     (ssd.pytorch's layout) with the same weights, the same loss written in
@@ -127,7 +127,7 @@ def bench_train_step(rng):
             dloc, dconf = criterion.backward()
         else:   # stand-in: d(0.5 |x|^2) = x
             dloc, dconf = loc / B, conf / B
-        model.backward(dloc, dconf)
+        model.backward(dloc, dconf, need_dimages=False)      # as training: no image gradient
         opt.step()
 
     t_images, t_loc, t_conf = map(torch.from_numpy, (images, loc_t, conf_t))

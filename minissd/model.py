@@ -29,7 +29,7 @@ import numpy as np
 
 from minissd.backend import get_array_module
 from minissd.config import SSDConfig
-from minissd.layers import Conv2d, L2Norm, MaxPool2d
+from minissd.layers import Conv2d, L2Norm, MaxPool2d, conv2d_weight_grad
 from minissd.module import Module
 from minissd.summary import summary  # noqa: F401  (re-exported: `from minissd.model import summary`)
 from minissd.vgg import SSDArch, build_extras, build_vgg, get_arch
@@ -83,7 +83,7 @@ class SSD(Module):
             setattr(self.conf, name, Conv2d(channels, k * (self.num_classes + 1), 3, padding=1,
                                             rng=rng, init="xavier"))
         self._check_feature_maps()
-        self._maps = None
+        self._maps = self._images = None
 
     # --- structure --------------------------------------------------------------
     def trunk(self):
@@ -143,6 +143,7 @@ class SSD(Module):
         self._check_images(images)
         xp = get_array_module(images)
         B = images.shape[0]
+        self._images = images if self.training else None       # for backward(need_dimages=False)
         x, sources = images, []
         for name, layer in self.trunk():
             x = layer.forward(x)
@@ -164,8 +165,12 @@ class SSD(Module):
         return xp.concatenate(locs, axis=1), xp.concatenate(confs, axis=1)  # (B, P, 4), (B, P, C+1)
 
     # --- backward -----------------------------------------------------------------
-    def backward(self, dloc, dconf):
-        """dL/dloc (B, P, 4), dL/dconf (B, P, C+1) -> dL/dimages (B, 3, S, S); fills every grads."""
+    def backward(self, dloc, dconf, need_dimages=True):
+        """dL/dloc (B, P, 4), dL/dconf (B, P, C+1) -> dL/dimages (B, 3, S, S); fills every grads.
+
+        need_dimages=False (training: nothing upstream of the images) skips the first
+        conv's input gradient, a full-resolution transposed convolution, and returns None.
+        """
         if self._maps is None:
             raise RuntimeError("SSD.backward called before forward")
         B = dloc.shape[0]
@@ -185,15 +190,27 @@ class SSD(Module):
         dsources[0] = self.l2norm.backward(dsources[0])         # conv4_3's heads saw L2Norm(x)
 
         # the trunk in reverse; dx is the gradient from the deeper layers
+        trunk = self.trunk()
         dx, m = None, len(self.taps) - 1
-        for name, layer in reversed(self.trunk()):
+        for i in reversed(range(len(trunk))):
+            name, layer = trunk[i]
             if m >= 0 and name == self.taps[m]:
                 # this output feeds its heads AND the deeper layers: add both gradients
                 # (the last source, relu11_2, has no deeper layers)
                 dx = dsources[m] if dx is None else dx + dsources[m]
                 m -= 1
+            if i == 0 and not need_dimages and isinstance(layer, Conv2d):
+                self._weight_grads_only(layer, dx)
+                return None
             dx = layer.backward(dx)
         return dx                                               # (B, 3, S, S)
+
+    def _weight_grads_only(self, conv, dy):
+        """conv1_1's dW and db, as its backward computes them, without dx (the images' gradient)."""
+        conv.grads["weight"] = conv2d_weight_grad(self._images, dy, conv.kernel_size, conv.stride,
+                                                  conv.padding, conv.dilation)   # (K, C, kh, kw)
+        if "bias" in conv.params:
+            conv.grads["bias"] = dy.sum(axis=(0, 2, 3))                            # (K,)
 
     def __repr__(self):
         return (f"SSD(config={self.cfg.name!r}, arch={self.arch.name!r}, "

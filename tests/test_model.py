@@ -216,6 +216,21 @@ def test_branch_gradients_add_up(split_map, tap):
         assert only_head[1]["l2norm.weight"].any() and not only_deep[1]["l2norm.weight"].any()
 
 
+def test_backward_without_image_gradient_fills_the_same_grads():
+    model = tiny64()
+    x = images_for(TINY64, 2)
+    loc, conf = model.forward(x)
+    rng = np.random.default_rng(2)
+    dloc, dconf = rng.standard_normal(loc.shape), rng.standard_normal(conf.shape)
+    assert model.backward(dloc, dconf).shape == x.shape
+    full = {n: mod.grads[k].copy() for n, mod, k in model.named_parameters()}
+    for _, mod, k in model.named_parameters():
+        mod.grads[k] = mod.grads[k] * np.nan
+    assert model.backward(dloc, dconf, need_dimages=False) is None
+    for n, mod, k in model.named_parameters():
+        np.testing.assert_allclose(mod.grads[k], full[n], rtol=1e-12, atol=1e-14, err_msg=n)
+
+
 def test_backward_before_forward_is_an_error():
     model = tiny64()
     with pytest.raises(RuntimeError, match="before forward"):
