@@ -5,18 +5,21 @@
 
 Cases:
   * ssd-tiny training step at batch 32: forward + MultiBoxLoss + backward + SGD
-    (momentum 0.9, weight decay 5e-4), no gradient for the images in either. The targets (loc offsets, labels with
-    ~1.5 % positives) are fixed random arrays made once, so matching and data
-    loading are not timed. PyTorch runs tests/torch_reference.py's TorchSSD
-    (ssd.pytorch's layout) with the same weights, the same loss written in
-    torch (smooth L1 + cross-entropy with 3:1 hard negative mining), autograd
+    (momentum 0.9, weight decay 5e-4); neither computes a gradient for the
+    images. The targets (loc offsets, labels with ~1.5 % positives) are fixed
+    random arrays made once, so matching and data loading are not timed.
+    PyTorch runs tests/torch_reference.py's TorchSSD (ssd.pytorch's layout,
+    with ssd-tiny's BatchNorms) holding the same weights, the same loss written
+    in torch (smooth L1 + cross-entropy with 3:1 hard negative mining), autograd
     and torch.optim.SGD.
   * SSD300 forward (eval mode, no caches / torch.no_grad) at batch 1 and 8.
 
 Both get the same threads: numpy's BLAS through OPENBLAS_NUM_THREADS /
 OMP_NUM_THREADS (set before numpy is imported), torch through
 torch.set_num_threads. Each timing is the median of ``--repeats`` runs after
-``--warmup`` untimed ones. Needs torch (not a minissd dependency).
+``--warmup`` untimed ones, as wall time and as CPU time of the process (the
+CPU time is the steadier number on a machine shared with other jobs). Needs
+torch (not a minissd dependency).
 """
 from __future__ import annotations
 
@@ -67,14 +70,16 @@ POSITIVE_FRACTION = 0.015
 
 
 def median_ms(fn, repeats, warmup):
+    """(median wall ms, median process CPU ms) of fn()."""
     for _ in range(warmup):
         fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return 1e3 * float(np.median(wall)), 1e3 * float(np.median(cpu))
 
 
 def twin_models(name, num_classes, seed=0):
@@ -141,8 +146,8 @@ def bench_train_step(rng):
 
     ms = median_ms(minissd_step, ARGS.repeats, ARGS.warmup)
     mt = median_ms(torch_step, ARGS.repeats, ARGS.warmup)
-    loss = "MultiBoxLoss" if criterion is not None else "stand-in loss (minissd.loss missing)"
-    return [(f"ssd-tiny train step, batch {B} ({loss})", ms, mt)]
+    loss = "" if criterion is not None else " (stand-in loss: minissd.loss missing)"
+    return [(f"ssd-tiny train step, batch {B}{loss}", ms, mt)]
 
 
 def bench_ssd300_forward(rng):
@@ -168,13 +173,16 @@ def main():
     torch.set_num_threads(ARGS.threads)
     rng = np.random.default_rng(0)
     print(f"threads {ARGS.threads}, median of {ARGS.repeats} (+{ARGS.warmup} warm-up), float32, "
-          f"numpy {np.__version__}, torch {torch.__version__}")
+          f"numpy {np.__version__}, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.2f} at start")
     rows = bench_train_step(rng)
     if not ARGS.skip_ssd300:
         rows += bench_ssd300_forward(rng)
-    print(f"{'case':<58}{'minissd ms':>12}{'torch ms':>10}{'ratio':>8}")
-    for name, ms, mt in rows:
-        print(f"{name:<58}{ms:>12.1f}{mt:>10.1f}{ms / mt:>8.2f}")
+    print(f"{'case':<46}{'minissd ms':>12}{'torch ms':>10}{'ratio':>7}"
+          f"{'minissd cpu':>13}{'torch cpu':>11}{'ratio':>7}")
+    for name, (ms, cs), (mt, ct) in rows:
+        print(f"{name:<46}{ms:>12.1f}{mt:>10.1f}{ms / mt:>7.2f}{cs:>13.1f}{ct:>11.1f}{cs / ct:>7.2f}")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":
