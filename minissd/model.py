@@ -20,8 +20,9 @@ pool4 sees the raw relu4_3 output.
 
     >>> from minissd.config import get_config
     >>> model = SSD(get_config('ssd-tiny'), num_classes=3, seed=0)
-    >>> loc, conf = model.forward(images)          # (B, P, 4), (B, P, 4)
+    >>> loc, conf = model.forward(images)          # (B, 3, 128, 128) -> (B, 1524, 4), (B, 1524, 3 + 1)
     >>> dimages = model.backward(dloc, dconf)      # fills every layer's grads
+    >>> model.backward(dloc, dconf, need_dimages=False)   # training: skip conv1_1's dx
 """
 from __future__ import annotations
 
