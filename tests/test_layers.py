@@ -356,3 +356,69 @@ def test_l2norm_matches_torch(xp, rng, N, C, H, W):
     np.testing.assert_allclose(to_numpy(y), y_t, rtol=1e-12)
     np.testing.assert_allclose(to_numpy(layer.backward(dy)), dx_t, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(to_numpy(layer.grads["weight"]), dw_t, rtol=1e-10)
+
+
+# --------------------------------------------------------------------------- #
+# BatchNorm2d (ssd-tiny)
+# --------------------------------------------------------------------------- #
+def batchnorm(xp, rng, C):
+    layer = on(xp, layers.BatchNorm2d(C))
+    layer.params["weight"] = xp.asarray(rng.uniform(0.5, 2, C))
+    layer.params["bias"] = xp.asarray(rng.standard_normal(C))
+    return layer
+
+
+@pytest.mark.parametrize("N, C, H, W", [(4, 3, 5, 6), (2, 2, 1, 1), (1, 3, 4, 3)])
+def test_batchnorm_gradients(xp, rng, N, C, H, W):
+    x = randn(xp, rng, N, C, H, W) * 3 + 1
+    check_backward(batchnorm(xp, rng, C), x, atol=1e-6, rtol=1e-4)
+
+
+def test_batchnorm_train_normalises_and_eval_uses_running_stats(xp, rng):
+    layer = batchnorm(xp, rng, 3)
+    layer.params["weight"], layer.params["bias"] = xp.ones(3), xp.zeros(3)
+    x = randn(xp, rng, 8, 3, 4, 4) * 5 + 2
+    y = to_numpy(layer.forward(x))
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-4)
+    m = 8 * 4 * 4                       # running averages: momentum 0.1, unbiased variance
+    np.testing.assert_allclose(to_numpy(layer.buffers["running_mean"]),
+                               0.1 * to_numpy(x).mean(axis=(0, 2, 3)))
+    np.testing.assert_allclose(to_numpy(layer.buffers["running_var"]),
+                               0.9 + 0.1 * to_numpy(x).var(axis=(0, 2, 3)) * m / (m - 1))
+    layer.eval()
+    rm, rv = to_numpy(layer.buffers["running_mean"]), to_numpy(layer.buffers["running_var"])
+    expected = (to_numpy(x) - rm[None, :, None, None]) / np.sqrt(rv[None, :, None, None] + 1e-5)
+    np.testing.assert_allclose(to_numpy(layer.forward(x)), expected, rtol=1e-10)
+
+
+def test_batchnorm_buffers_are_saved_and_moved(xp, rng, tmp_path):
+    layer = batchnorm(xp, rng, 3)
+    layer.forward(randn(xp, rng, 2, 3, 2, 2))
+    assert list(layer.state_dict()) == ["weight", "bias", "running_mean", "running_var"]
+    layer.save(tmp_path / "bn.npz")
+    other = layers.BatchNorm2d(3).load(tmp_path / "bn.npz")
+    assert other.buffers["running_var"].dtype == np.float32          # load keeps the model's dtype
+    np.testing.assert_allclose(other.buffers["running_var"], to_numpy(layer.buffers["running_var"]),
+                               rtol=1e-6)
+    assert [n for n, _, _ in layer.named_parameters()] == ["weight", "bias"]   # not trained
+
+
+def test_batchnorm_matches_torch(xp, rng):
+    torch = pytest.importorskip("torch")
+    layer = batchnorm(xp, rng, 4)
+    ref = torch.nn.BatchNorm2d(4).double()
+    with torch.no_grad():
+        ref.weight.copy_(torch.tensor(to_numpy(layer.params["weight"])))
+        ref.bias.copy_(torch.tensor(to_numpy(layer.params["bias"])))
+    x = randn(xp, rng, 3, 4, 5, 2)
+    y = layer.forward(x)
+    dy = randn(xp, rng, *y.shape)
+    xt = torch.tensor(to_numpy(x), requires_grad=True)
+    yt = ref(xt)
+    yt.backward(torch.tensor(to_numpy(dy)))
+    np.testing.assert_allclose(to_numpy(y), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(layer.backward(dy)), xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(layer.grads["weight"]), ref.weight.grad.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(to_numpy(layer.buffers["running_var"]), ref.running_var.numpy(),
+                               rtol=1e-12)
