@@ -7,8 +7,8 @@ STAMP  := $(VENV)/.installed
 # the demo: synthetic shapes -> ssd-tiny on the CPU -> detections picture -> VOC07 mAP (last line)
 DEMO_DATA   ?= data/shapes
 DEMO_RUN    ?= runs/demo
-DEMO_EPOCHS ?= 30
-DEMO_ARGS   ?=
+DEMO_EPOCHS ?= 12
+DEMO_ARGS   ?= --lr 1e-2 --augment flip --batch-size 32
 
 .PHONY: venv test demo notebooks bench clean
 

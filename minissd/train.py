@@ -234,7 +234,7 @@ class Trainer:
         log_path = os.path.join(tc.out, "train_log.jsonl")
         start = time.time()
         self.model.train()
-        with open(log_path, "a") as log_file:
+        with open(log_path, "a" if self.step else "w") as log_file:   # a fresh run starts a fresh log
             while self.epoch < epochs:
                 progress = Progress(len(self.loader), f"epoch {self.epoch + 1}/{epochs}",
                                     every=tc.log_every)
