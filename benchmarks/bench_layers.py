@@ -1,13 +1,14 @@
 """Conv2d and MaxPool2d, forward + backward, float32: minissd (NumPy) beside PyTorch (CPU).
 
     .venv/bin/python benchmarks/bench_layers.py                 # all shapes, threads = nproc
-    .venv/bin/python benchmarks/bench_layers.py --threads 1 --repeats 9
+    .venv/bin/python benchmarks/bench_layers.py --threads 1 --clock cpu   # on a busy machine
 
 Both libraries get the same number of threads: numpy's BLAS (OpenBLAS) through
 OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, set *before* numpy is imported, and
 torch through torch.set_num_threads. (numpy's own element-wise copies, used by
-im2col/col2im, always run on one thread.) Each timing is the median of
-``--repeats`` runs after ``--warmup`` untimed ones. torch's backward is autograd:
+im2col/col2im, always run on one thread.) Each timing is the median (and the
+min) of ``--repeats`` runs after ``--warmup`` untimed ones, minissd and torch
+taking turns so that load from other processes hits both. torch's backward is autograd:
 x, weight and bias require grad and ``y.backward(dy)`` fills all three, the same
 work as minissd's ``backward`` (dx, dW, db). Needs torch (not a minissd
 dependency): ``.venv/bin/pip install torch``.
@@ -39,10 +40,14 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=7, help="timed runs per case (median)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     p.add_argument("--only", choices=["conv", "pool"], help="run one group of cases")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall time, or this process's CPU time (with --threads 1 it hardly "
+                        "moves when other processes share the cores)")
     return p.parse_args(argv)
 
 
 ARGS = parse_args()
+CLOCK = time.perf_counter if ARGS.clock == "wall" else time.process_time
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)   # must happen before numpy is imported
 
@@ -65,9 +70,9 @@ def time_pair(ours, theirs, repeats, warmup):
     times = ([], [])
     for _ in range(repeats):
         for fn, out in zip((ours, theirs), times):
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             fn()
-            out.append(1e3 * (time.perf_counter() - t0))
+            out.append(1e3 * (CLOCK() - t0))
     return [(float(np.median(t)), min(t)) for t in times]
 
 
@@ -142,7 +147,7 @@ def main():
         rows += [bench_conv(c, rng) for c in CONV_CASES]
     if ARGS.only in (None, "pool"):
         rows += [bench_pool(c, rng) for c in POOL_CASES]
-    print(f"threads: {ARGS.threads} (numpy's BLAS and torch); float32, forward + backward; "
+    print(f"threads: {ARGS.threads} (numpy's BLAS and torch); {ARGS.clock} time; float32, forward + backward; "
           f"median (min) of {ARGS.repeats} after {ARGS.warmup} warm-up, alternating the two; "
           f"torch {torch.__version__}, numpy {np.__version__}; "
           f"1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
