@@ -5,6 +5,7 @@
     minissd evaluate --checkpoint runs/shapes/last.npz --data data/shapes --split test
     minissd detect data/shapes/JPEGImages/000001.png --checkpoint runs/shapes/last.npz --out det/
     minissd summary --config ssd300 --num-classes 20
+    minissd export runs/shapes/last.npz models/shapes.npz
 
 Errors a user can fix (a missing folder, an unknown config, a checkpoint for
 another class list) are one line on stderr and exit code 2.
@@ -144,6 +145,12 @@ def cmd_detect(args):
         print(f"detections picture: {args.grid}")
 
 
+def cmd_export(args):
+    from minissd.train import export_model
+    export_model(args.checkpoint, args.out)
+    print(f"wrote {args.out} (model weights and config, no optimiser state)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="minissd", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -192,6 +199,11 @@ def build_parser():
     p.add_argument("--grid", help="also write all drawn images as one picture here")
     _add_device(p)
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("export", help="a checkpoint without optimiser state, for shipping")
+    p.add_argument("checkpoint")
+    p.add_argument("out")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("data", help="data set tools")
     data_sub = p.add_subparsers(dest="data_command", required=True)

@@ -79,7 +79,11 @@ def save_checkpoint(path, model, optimizer, meta: dict):
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_arrays, optim_meta = optimizer.state_dict() if optimizer is not None else ({}, None)
     arrays.update({f"optim.{k}": v for k, v in optim_arrays.items()})
-    meta = dict(meta, format=CHECKPOINT_FORMAT, optimizer=optim_meta)
+    _write_checkpoint(path, arrays, meta, optim_meta)
+
+
+def _write_checkpoint(path, arrays, meta, optimizer_meta):
+    meta = dict(meta, format=CHECKPOINT_FORMAT, optimizer=optimizer_meta)
     text = json.dumps(meta, indent=2)
     arrays["__meta__"] = np.frombuffer(text.encode(), dtype=np.uint8)
     save_npz(path, arrays)
@@ -100,6 +104,15 @@ def read_checkpoint(path):
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
     return arrays, meta
+
+
+def export_model(src, dst):
+    """Copy a checkpoint without its optimiser state (half the size): for shipping a model."""
+    arrays, meta = read_checkpoint(src)
+    model = {k: v for k, v in arrays.items() if k.startswith("model.")}
+    meta = {k: v for k, v in meta.items() if k not in ("format", "optimizer")}
+    meta["exported_from"] = os.path.basename(os.fspath(src))
+    _write_checkpoint(dst, model, meta, optimizer_meta=None)
 
 
 def load_model(path, device="cpu", class_names=None):

@@ -7,7 +7,7 @@ import pytest
 
 from minissd.cli import main
 
-SUBCOMMANDS = [["train"], ["evaluate"], ["detect"], ["data", "shapes"], ["summary"]]
+SUBCOMMANDS = [["train"], ["evaluate"], ["detect"], ["data", "shapes"], ["summary"], ["export"]]
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,20 @@ def test_detect_draws_images(trained, tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["000008.png", "000009.png"]
     assert os.path.getsize(tmp_path / "g.png") > 0
     assert "000008.jpg:" in capsys.readouterr().out
+
+
+def test_export_drops_optimiser_state(trained, tmp_path):
+    from minissd.train import load_model, read_checkpoint
+    data, ckpt = trained
+    out = str(tmp_path / "model.npz")
+    assert main(["export", ckpt, out]) == 0
+    arrays, meta = read_checkpoint(out)
+    assert arrays and not [k for k in arrays if not k.startswith("model.")]
+    assert meta["class_names"] == ["circle", "square", "triangle"] and meta["optimizer"] is None
+    exported, _ = load_model(out)
+    original, _ = load_model(ckpt)
+    for k, v in original.state_dict().items():
+        assert (exported.state_dict()[k] == v).all(), k
 
 
 def test_summary_prints_the_table(capsys):
