@@ -186,6 +186,9 @@ def save_npz(path, arrays: dict):
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **{k: backend.to_numpy(v) for k, v in arrays.items()})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)      # mkstemp made it private; a checkpoint is not
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
