@@ -7,8 +7,7 @@ Both libraries get the same number of threads: numpy's BLAS (OpenBLAS) through
 OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, set *before* numpy is imported, and
 torch through torch.set_num_threads. (numpy's own element-wise copies, used by
 im2col/col2im, always run on one thread.) Each timing is the median (and the
-min) of ``--repeats`` runs after ``--warmup`` untimed ones, minissd and torch
-taking turns so that load from other processes hits both. torch's backward is autograd:
+min) of ``--repeats`` runs after ``--warmup`` untimed ones. torch's backward is autograd:
 x, weight and bias require grad and ``y.backward(dy)`` fills all three, the same
 work as minissd's ``backward`` (dx, dW, db). Needs torch (not a minissd
 dependency): ``.venv/bin/pip install torch``.
@@ -40,6 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=7, help="timed runs per case (median)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     p.add_argument("--only", choices=["conv", "pool"], help="run one group of cases")
+    p.add_argument("--case", help="run only the cases whose name contains this text")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall time, or this process's CPU time (with --threads 1 it hardly "
                         "moves when other processes share the cores)")
@@ -63,17 +63,24 @@ except ImportError:
 
 
 def time_pair(ours, theirs, repeats, warmup):
-    """(median, min) ms of each, timed alternately so that load from other processes hits both."""
-    for _ in range(warmup):
-        ours()
-        theirs()
-    times = ([], [])
-    for _ in range(repeats):
-        for fn, out in zip((ours, theirs), times):
+    """(median, min) ms of each: all runs of one, then all runs of the other.
+
+    Not alternated: after its work each library's thread pool (OpenBLAS for
+    numpy, OpenMP for torch) keeps spinning for a while, and that would steal
+    the cores from the other one.
+    """
+    result = []
+    for fn in (ours, theirs):
+        time.sleep(0.5)                       # let the other library's threads go to sleep
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
             t0 = CLOCK()
             fn()
-            out.append(1e3 * (CLOCK() - t0))
-    return [(float(np.median(t)), min(t)) for t in times]
+            times.append(1e3 * (CLOCK() - t0))
+        result.append((float(np.median(times)), min(times)))
+    return result
 
 
 def rel_err(a, b):
@@ -143,12 +150,13 @@ def main():
     rng = np.random.default_rng(0)
     load_before = os.getloadavg()[0]
     rows = []
+    picked = [c for c in CONV_CASES + POOL_CASES if ARGS.case is None or ARGS.case in c[0]]
     if ARGS.only in (None, "conv"):
-        rows += [bench_conv(c, rng) for c in CONV_CASES]
+        rows += [bench_conv(c, rng) for c in CONV_CASES if c in picked]
     if ARGS.only in (None, "pool"):
-        rows += [bench_pool(c, rng) for c in POOL_CASES]
+        rows += [bench_pool(c, rng) for c in POOL_CASES if c in picked]
     print(f"threads: {ARGS.threads} (numpy's BLAS and torch); {ARGS.clock} time; float32, forward + backward; "
-          f"median (min) of {ARGS.repeats} after {ARGS.warmup} warm-up, alternating the two; "
+          f"median (min) of {ARGS.repeats} after {ARGS.warmup} warm-up; "
           f"torch {torch.__version__}, numpy {np.__version__}; "
           f"1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"| {'case':<16} | {'shape':<38} | {'minissd ms':>15} | {'torch ms':>15} | {'ratio':>5} |")

@@ -120,6 +120,8 @@ def _columns(x, kernel, stride, padding, dilation, out_hw):
     xp = get_array_module(x)
     C, (kh, kw), (ho, wo) = x.shape[1], kernel, out_hw
     chunks = _chunks(x, C * kh * kw * ho * wo * x.itemsize)
+    if not chunks:                                                    # an empty batch
+        return
     buffer = xp.empty(C * kh * kw * (chunks[0][1] - chunks[0][0]) * ho * wo, dtype=x.dtype)
     for n0, n1 in chunks:
         col = buffer[:C * kh * kw * (n1 - n0) * ho * wo].reshape(C, kh, kw, n1 - n0, ho, wo)

@@ -100,6 +100,15 @@ def test_conv_chunks_of_images_give_the_same_result(xp, rng, monkeypatch):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("k, s, p", [(3, 1, 1), (3, 2, 1), (1, 1, 0)])
+def test_conv_on_an_empty_batch(xp, rng, k, s, p):
+    conv = make_conv(xp, rng, 2, 3, k, s, p, 1, True, "float32")
+    y = conv.forward(xp.zeros((0, 2, 6, 6), dtype=xp.float32))
+    assert y.shape == (0, 3, *conv.output_shape(6, 6))
+    assert conv.backward(y).shape == (0, 2, 6, 6)
+    assert float(abs(conv.grads["weight"]).max()) == 0.0
+
+
 def test_im2col_col2im_are_adjoint(xp, rng):
     # <im2col(x), c> == <x, col2im(c)> for any x, c: col2im is exactly the transpose
     args = ((2, 2), (1, 1), (2, 2))                      # stride, padding, dilation
