@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# one BLAS thread: the tests' GEMMs are small, and OpenBLAS's spinning threads slow them down badly
+# whenever anything else shares the cores
 test: $(STAMP)
-	$(PY) -m pytest -q
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q
 
 demo: $(STAMP)
 	test -f $(DEMO_DATA)/classes.txt || $(PY) -m minissd data shapes --out $(DEMO_DATA)

@@ -233,7 +233,7 @@ class Trainer:
                 f"images in the batch: {', '.join(map(str, batch.ids))}. Check their boxes, "
                 f"or lower the learning rate (now {self.optimizer.lr:.3g}).")
         dloc, dconf = self.criterion.backward()
-        self.model.backward(dloc, dconf)
+        self.model.backward(dloc, dconf, need_dimages=False)   # no gradient for the images
         self.optimizer.lr = self.schedule(self.step)
         self.optimizer.step()
         self.step += 1
