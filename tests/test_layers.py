@@ -86,14 +86,17 @@ def test_conv_forward_matches_naive_loops(xp, rng, N, C, H, W, K, k, s, p, d, bi
 
 
 def test_conv_chunks_of_images_give_the_same_result(xp, rng, monkeypatch):
-    # a tiny budget puts one image per GEMM (and a ragged last chunk of 2 below)
+    # one image per GEMM, 3 (a ragged last chunk of 2), all 5; columns kept for backward or not
     conv = make_conv(xp, rng, 3, 4, 3, 2, 1, 1, True)
     x, dy = randn(xp, rng, 5, 3, 8, 8), randn(xp, rng, 5, 4, 4, 4)
+    per_image = 3 * 9 * 4 * 4 * 8                        # column bytes of one image
     outs = []
-    for budget in (1, 3 * 9 * 16 * 8 * 3, 2**40):        # 1 image, 3 images, all 5
-        monkeypatch.setattr(layers, "COL_CHUNK_BYTES", budget)
-        monkeypatch.setattr(layers, "GPU_COL_CHUNK_BYTES", budget)
+    for chunk, keep in ((1, 0), (3 * per_image, 0), (2**40, 0), (2**40, 2**40)):
+        monkeypatch.setattr(layers, "COL_CHUNK_BYTES", chunk)
+        monkeypatch.setattr(layers, "GPU_COL_CHUNK_BYTES", chunk)
+        monkeypatch.setattr(layers, "KEEP_COLUMNS_BYTES", keep)
         y = conv.forward(x)
+        assert (conv._cache[1] is not None) == (keep > 0)
         outs.append([to_numpy(a) for a in (y, conv.backward(dy), conv.grads["weight"])])
     for got in outs[1:]:
         for a, b in zip(got, outs[0]):
@@ -268,9 +271,9 @@ def test_float32_stays_float32(xp, rng, make):
 
 
 @pytest.mark.parametrize("make", FLOAT32_LAYERS)
-def test_backward_before_forward_is_a_clear_error(make):
+def test_backward_before_forward_is_a_clear_error(xp, make):
     with pytest.raises(RuntimeError, match="backward called before forward"):
-        make().backward(np.zeros((1, 3, 7, 7), np.float32))
+        on(xp, make(), "float32").backward(xp.zeros((1, 3, 7, 7), dtype=xp.float32))
 
 
 def test_conv_errors_name_the_shape(xp):
