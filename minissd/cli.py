@@ -84,6 +84,10 @@ def cmd_train(args):
                      device=args.device, workers=args.workers, out=args.out,
                      max_minutes=args.max_minutes, augment=args.augment)
     trainer = Trainer(tc)
+    if args.vgg_weights:
+        from minissd.weights import load_vgg16_torchvision
+        load_vgg16_torchvision(trainer.model, args.vgg_weights)
+        print(f"base initialised from {args.vgg_weights}")
     if args.resume:
         trainer.resume(args.resume)
         print(f"resumed from {args.resume} at epoch {trainer.epoch}, step {trainer.step}")
@@ -172,6 +176,8 @@ def build_parser():
                         "none: resize + normalise")
     p.add_argument("--out", default="runs/train", help="folder for checkpoints and the log")
     p.add_argument("--resume", help="checkpoint to continue from")
+    p.add_argument("--vgg-weights", help="torchvision ImageNet VGG16 .pth (vgg16-397923af.pth) for "
+                                         "the ssd300 base; you download it, minissd never does")
     p.add_argument("--eval-split", help="evaluate on this split after training (e.g. test)")
     p.add_argument("--metric", default="voc07", choices=["voc07", "voc10"])
     _add_device(p)

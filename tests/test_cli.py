@@ -81,6 +81,13 @@ def test_errors_are_one_line_and_exit_2(argv, message, capsys):
     assert len(err) == 1 and err[0].startswith("minissd: error:") and message in err[0]
 
 
+def test_missing_vgg_weights_are_named(trained, capsys, tmp_path):
+    data, _ = trained
+    assert main(["train", "--data", data, "--epochs", "1", "--batch-size", "4", "--workers", "1",
+                 "--out", str(tmp_path), "--vgg-weights", "/no/vgg16.pth"]) == 2
+    assert "/no/vgg16.pth" in capsys.readouterr().err
+
+
 def test_checkpoint_for_other_classes_is_refused(trained, capsys):
     data, ckpt = trained
     assert main(["evaluate", "--checkpoint", ckpt, "--data", data, "--classes", "cat,dog,bird"]) == 2
