@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q
 
+# one BLAS thread for training: ssd-tiny's GEMMs are small, the second core decodes images,
+# and OpenBLAS's spinning second thread makes a step slower, not faster (benchmarks/README.md)
+demo: export OPENBLAS_NUM_THREADS = 1
 demo: $(STAMP)
 	test -f $(DEMO_DATA)/classes.txt || $(PY) -m minissd data shapes --out $(DEMO_DATA)
 	$(PY) -m minissd train --data $(DEMO_DATA) --config ssd-tiny --epochs $(DEMO_EPOCHS) \
