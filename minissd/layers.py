@@ -65,7 +65,8 @@ def conv_output_size(size, kernel, stride=1, padding=0, dilation=1, ceil_mode=Fa
 # chunk's columns (9x its pixels for a 3x3 kernel) stay in the CPU's cache
 # between im2col writing them and the GEMM reading them: one image per chunk
 # for big maps, many for small ones. backward recomputes the columns from x
-# rather than keeping them (they would be 9x the activations).
+# rather than keeping them (they would be 9x the activations), unless the
+# whole batch's columns are small.
 # --------------------------------------------------------------------------- #
 COL_CHUNK_BYTES = 8 * 2**20        # NumPy: one chunk's column buffer, about the L3 cache
 GPU_COL_CHUNK_BYTES = 512 * 2**20  # CuPy: big chunks, few kernel launches
@@ -138,7 +139,8 @@ def _batch_major(a_k, b):
 def _channel_major(a):
     """(B, K, P...) -> (K, B*P): NCHW rows as a GEMM operand (a copy unless B == 1)."""
     xp = get_array_module(a)
-    return xp.ascontiguousarray(a.reshape(a.shape[0], a.shape[1], -1).transpose(1, 0, 2)).reshape(a.shape[1], -1)
+    k_major = a.reshape(a.shape[0], a.shape[1], -1).transpose(1, 0, 2)   # (K, B, P)
+    return xp.ascontiguousarray(k_major).reshape(a.shape[1], -1)
 
 
 def _is_pointwise(kernel, stride, padding):
