@@ -226,6 +226,35 @@ def test_eval_transform_is_resize_and_normalise():
     assert labels.dtype == np.int64
 
 
+def test_flip_transform_is_eval_or_its_mirror():
+    image, boxes, labels = VOCDataset([(VOC5, "trainval")]).load(0)
+    plain, plain_boxes, _ = A.eval_transform(64)(image, boxes, labels)
+    seen = set()
+    for seed in range(8):
+        out, out_boxes, out_labels = A.flip_transform(64)(image, boxes, labels, np.random.default_rng(seed))
+        np.testing.assert_array_equal(out_labels, labels)
+        if np.array_equal(out, plain):
+            np.testing.assert_allclose(out_boxes, plain_boxes, rtol=1e-6)
+            seen.add("plain")
+        else:
+            np.testing.assert_array_equal(out, plain[:, :, ::-1])                # mirrored image
+            mirrored = np.stack([1 - plain_boxes[:, 2], plain_boxes[:, 1],
+                                 1 - plain_boxes[:, 0], plain_boxes[:, 3]], axis=1)
+            np.testing.assert_allclose(out_boxes, mirrored, rtol=1e-6, atol=1e-7)
+            seen.add("flipped")
+    assert seen == {"plain", "flipped"}
+
+
+@pytest.mark.parametrize("kind, first", [("ssd", A.ToFloat), ("flip", A.Resize), ("none", A.Resize)])
+def test_get_transform_by_name(kind, first):
+    assert isinstance(A.get_transform(kind, 32).transforms[0], first)
+
+
+def test_get_transform_unknown_name_is_named():
+    with pytest.raises(ValueError, match="'zoom'.*flip"):
+        A.get_transform("zoom", 32)
+
+
 def test_empty_boxes_go_through_the_training_pipeline():
     image = np.full((50, 70, 3), 128, np.uint8)
     for seed in range(10):
