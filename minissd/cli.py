@@ -63,11 +63,15 @@ def _evaluate(detector, dataset, metric, plot=None, class_names=None):
     return result
 
 
-def _open_dataset(roots, split, class_names, keep_difficult):
-    from minissd.data import VOCDataset
+def _check_roots(roots):
     for root in roots:
         if not os.path.isdir(root):
             raise FileNotFoundError(f"data folder not found: {root}")
+
+
+def _open_dataset(roots, split, class_names, keep_difficult):
+    from minissd.data import VOCDataset
+    _check_roots(roots)
     return VOCDataset([(r, split) for r in roots], class_names=class_names,
                       keep_difficult=keep_difficult)
 
@@ -75,9 +79,7 @@ def _open_dataset(roots, split, class_names, keep_difficult):
 def cmd_train(args):
     from minissd.inference import Detector
     from minissd.train import Trainer, TrainConfig
-    for root in args.data:
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"data folder not found: {root}")
+    _check_roots(args.data)
     tc = TrainConfig(data=args.data, split=args.split, config=args.config,
                      classes=_classes(args.classes),
                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -106,12 +108,8 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from minissd.inference import Detector
     from minissd.train import load_model
-    model, meta = load_model(args.checkpoint, device=args.device)
-    classes = _classes(args.classes) or meta["class_names"]
-    if list(classes) != list(meta["class_names"]):
-        raise ValueError(f"{args.checkpoint}: checkpoint was trained for classes "
-                         f"{meta['class_names']}, not {classes}")
-    dataset = _open_dataset(args.data, args.split, classes, keep_difficult=True)
+    model, meta = load_model(args.checkpoint, device=args.device, class_names=_classes(args.classes))
+    dataset = _open_dataset(args.data, args.split, meta["class_names"], keep_difficult=True)
     _evaluate(Detector(model), dataset, args.metric, plot=args.plot)
 
 
@@ -126,8 +124,7 @@ def cmd_detect(args):
     os.makedirs(args.out, exist_ok=True)
     paths = list(args.images)
     if args.data:
-        from minissd.data import VOCDataset
-        dataset = VOCDataset([(args.data, args.split)], class_names=meta["class_names"])
+        dataset = _open_dataset([args.data], args.split, meta["class_names"], keep_difficult=False)
         paths += [dataset.records[i].image_path for i in range(min(args.limit, len(dataset)))]
     if not paths:
         raise ValueError("detect: give image files, or --data ROOT --split SPLIT")

@@ -10,7 +10,7 @@ PyTorch's:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from minissd import backend
 from minissd.backend import get_array_module

@@ -106,10 +106,15 @@ def read_checkpoint(path):
     return arrays, meta
 
 
+def _section(arrays, prefix):
+    """The arrays whose key starts with ``prefix`` ('model.', 'optim.'), keyed without it."""
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
 def export_model(src, dst):
     """Copy a checkpoint without its optimiser state (half the size): for shipping a model."""
     arrays, meta = read_checkpoint(src)
-    model = {k: v for k, v in arrays.items() if k.startswith("model.")}
+    model = {f"model.{k}": v for k, v in _section(arrays, "model.").items()}
     meta = {k: v for k, v in meta.items() if k not in ("format", "optimizer")}
     meta["exported_from"] = os.path.basename(os.fspath(src))
     _write_checkpoint(dst, model, meta, optimizer_meta=None)
@@ -123,8 +128,7 @@ def load_model(path, device="cpu", class_names=None):
                          f"not {list(class_names)}")
     cfg = SSDConfig.from_dict(meta["config"])
     model = SSD(cfg, len(meta["class_names"]))
-    model.load_state_dict({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")},
-                          source=str(path))
+    model.load_state_dict(_section(arrays, "model."), source=str(path))
     return model.to(device).eval(), meta
 
 
@@ -211,10 +215,8 @@ class Trainer:
         if meta["config"] != self.cfg.to_dict():
             raise ValueError(f"{path}: checkpoint config {meta['config'].get('name')!r} differs "
                              f"from --config {self.cfg.name!r}")
-        self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")},
-                                   source=str(path))
-        self.optimizer.load_state_dict(
-            {k[6:]: v for k, v in arrays.items() if k.startswith("optim.")}, meta["optimizer"])
+        self.model.load_state_dict(_section(arrays, "model."), source=str(path))
+        self.optimizer.load_state_dict(_section(arrays, "optim."), meta["optimizer"])
         self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
 
     # -- one step --------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_fit_writes_checkpoint_log_and_changes_parameters(shapes_root, tmp_path)
 
 def test_resume_continues_exactly(shapes_root, tmp_path):
     straight = Trainer(tiny(shapes_root, tmp_path / "a"), log=lambda *_: None).fit()
-    first = Trainer(tiny(shapes_root, tmp_path / "b"), log=lambda *_: None).fit(epochs=1)
+    Trainer(tiny(shapes_root, tmp_path / "b"), log=lambda *_: None).fit(epochs=1)
     resumed = Trainer(tiny(shapes_root, tmp_path / "c"), log=lambda *_: None)
     resumed.resume(tmp_path / "b" / "last.npz")
     assert (resumed.epoch, resumed.step) == (1, 2)
