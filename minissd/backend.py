@@ -11,6 +11,12 @@ lines run on both backends.
 """
 from __future__ import annotations
 
+import ctypes
+import glob
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 try:  # CuPy is optional: `pip install -e .[cuda12]` (or .[cuda13]) brings it.
@@ -101,3 +107,126 @@ def synchronize(xp) -> None:
     """Wait for queued GPU work (for timing); nothing to do on NumPy."""
     if xp is not np:
         xp.cuda.Stream.null.synchronize()
+
+
+# --------------------------------------------------------------------------- #
+# CPU threads.
+#
+# NumPy runs each array operation on one core; only its BLAS (the GEMMs) may
+# use more. minissd runs its CPU work -- a layer's batch, cut into chunks small
+# enough to stay in the cache -- on a small pool of threads of its own (NumPy
+# lets go of Python's lock inside its loops, so the threads really run at
+# once), and asks BLAS for one thread, so that idle BLAS threads spinning for
+# work never compete with the pool for the cores. This is PyTorch's model too:
+# one intra-op pool, torch.set_num_threads(n).
+# --------------------------------------------------------------------------- #
+_THREADS = {"n": None, "explicit": False}
+_POOL = {"pool": None, "size": 0}
+_WORKER = threading.local()          # .active: this thread is running a pool task
+_BLAS_SETTERS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
+                 "scipy_openblas_set_num_threads")
+
+
+def _blas_thread_setter():
+    """The C function that sets OpenBLAS's thread count, or None (another BLAS, not found).
+
+    Looked up in the OpenBLAS that NumPy has loaded: the one shipped in the
+    wheel's numpy.libs folder, or (conda, distributions) one in the process's
+    memory map.
+    """
+    paths = glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*"))
+    try:
+        with open("/proc/self/maps") as f:
+            paths += sorted({line.split()[-1] for line in f if "openblas" in line.lower()})
+    except OSError:                                                   # not Linux
+        pass
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _BLAS_SETTERS:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                return fn
+    return None
+
+
+def _default_threads() -> int:
+    """MINISSD_NUM_THREADS if set, else the cores this process may use (1 if BLAS can't be told)."""
+    env = os.environ.get("MINISSD_NUM_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"MINISSD_NUM_THREADS={env!r} is not a whole number") from None
+    if _blas_thread_setter() is None:
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                                            # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def num_threads() -> int:
+    """How many threads minissd's CPU layers use (see :func:`set_num_threads`)."""
+    if _THREADS["n"] is None:
+        _THREADS["n"] = _default_threads()
+    return _THREADS["n"]
+
+
+def set_num_threads(n: int) -> int:
+    """Run minissd's CPU work on ``n`` threads; returns the previous count.
+
+    With ``n > 1`` OpenBLAS is asked for one thread (for the whole process, as
+    ``torch.set_num_threads`` does for its BLAS), since minissd's threads call
+    it in parallel. The default is the number of cores, or the environment
+    variable MINISSD_NUM_THREADS. Results do not depend on ``n``: the work is
+    cut into the same chunks whatever the count, and partial sums are added in
+    chunk order.
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be at least 1, got {n}")
+    previous = num_threads()
+    _THREADS["n"] = n
+    return previous
+
+
+def _pool(n):
+    if _POOL["size"] != n:
+        if _POOL["pool"] is not None:
+            _POOL["pool"].shutdown(wait=True)
+        setter = _blas_thread_setter()
+        if setter is not None:
+            setter(1)                                                 # pool threads each run 1-thread GEMMs
+        _POOL["pool"] = ThreadPoolExecutor(n, thread_name_prefix="minissd")
+        _POOL["size"] = n
+    return _POOL["pool"]
+
+
+def _run_task(fn, item):
+    _WORKER.active = True
+    try:
+        return fn(*item)
+    finally:
+        _WORKER.active = False
+
+
+def parallel_map(fn, items):
+    """[fn(*item) for item in items], run on minissd's threads; results in order.
+
+    Runs in the calling thread when there is one thread, one item, or when it
+    is called from inside a pool task (no nested parallelism: it cannot
+    deadlock). Only for NumPy work: CuPy work is queued on the GPU instead.
+    """
+    items = list(items)
+    n = num_threads()
+    if n == 1 or len(items) < 2 or getattr(_WORKER, "active", False):
+        return [fn(*item) for item in items]
+    return list(_pool(n).map(_run_task, [fn] * len(items), items))
+
+
+def in_parallel_task() -> bool:
+    """True inside a :func:`parallel_map` task (where further splitting runs serially)."""
+    return getattr(_WORKER, "active", False)

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from minissd.backend import get_array_module, is_cupy
+from minissd.backend import get_array_module, in_parallel_task, is_cupy, num_threads, parallel_map
 from minissd.module import Module
 
 
@@ -57,22 +57,88 @@ def conv_output_size(size, kernel, stride=1, padding=0, dilation=1, ceil_mode=Fa
 
 
 # --------------------------------------------------------------------------- #
-# im2col / col2im: one loop over the kh*kw kernel offsets, never over pixels.
+# Chunks of images.
 #
-# Column layout (C, kh, kw, B, Ho, Wo) for a chunk of B images: reshaped to
-# (C*kh*kw, B*Ho*Wo) it is the right operand of ONE GEMM, W (K, C*kh*kw) @ col,
-# and dW is one GEMM too. The batch goes through in chunks sized so that a
-# chunk's columns (9x its pixels for a 3x3 kernel) stay in the CPU's cache
-# between im2col writing them and the GEMM reading them: one image per chunk
-# for big maps, many for small ones. backward recomputes the columns from x
-# rather than keeping them (they would be 9x the activations), unless the
-# whole batch's columns are small.
+# A layer's work is cut along the batch into chunks of images. On NumPy each
+# chunk is small enough to stay in the CPU's cache while the several passes
+# NumPy makes over it (im2col's copies and the GEMM reading them; BatchNorm's
+# statistics, scale and shift) run, so the batch crosses the memory bus about
+# once; and the chunks run on minissd's threads (backend.parallel_map). The
+# cut depends only on the shapes -- never on the thread count -- and partial
+# sums are added in chunk order, so results are the same on 1 thread or 16.
+# On CuPy the whole batch is one chunk (a GPU wants few, big kernels), except
+# for convolution columns bigger than GPU_COL_CHUNK_BYTES.
 # --------------------------------------------------------------------------- #
 COL_CHUNK_BYTES = 8 * 2**20        # NumPy: one chunk's column buffer, about the L3 cache
 GPU_COL_CHUNK_BYTES = 512 * 2**20  # CuPy: big chunks, few kernel launches
 KEEP_COLUMNS_BYTES = 8 * 2**20     # small maps: forward keeps the batch's columns for backward
+CHUNK_BYTES = 2**20                # NumPy element-wise layers: a chunk of about the L2 cache
+MIN_CHUNKS = 8                     # NumPy: at least this many chunks (if the batch has the images)
+GEMM_SPLIT_MACS = 2**22            # NumPy: one product this big is split over the threads
 
 
+def _chunks(x, bytes_per_image, budget=None):
+    """(n0, n1) image ranges of x: chunks of at most ``budget`` bytes (at least one image).
+
+    NumPy: at least MIN_CHUNKS chunks when the batch has that many images, so
+    that small layers still give every thread work. CuPy: one chunk unless the
+    columns exceed GPU_COL_CHUNK_BYTES.
+    """
+    n = x.shape[0]
+    if is_cupy(x):
+        step = n if budget is None else max(1, GPU_COL_CHUNK_BYTES // max(1, bytes_per_image))
+    else:
+        budget = CHUNK_BYTES if budget is None else budget
+        step = max(1, min(budget // max(1, bytes_per_image), -(-n // MIN_CHUNKS)))
+    return [(n0, min(n0 + step, n)) for n0 in range(0, n, max(1, step))]
+
+
+def _map_chunks(fn, x, chunks):
+    """[fn(n0, n1) for each chunk], on minissd's threads for NumPy arrays, in order."""
+    if is_cupy(x):
+        return [fn(n0, n1) for n0, n1 in chunks]
+    return parallel_map(fn, chunks)
+
+
+def _sum_in_order(parts, empty=None):
+    """parts[0] + parts[1] + ...: partial sums added in chunk order (same result for any
+    thread count); ``empty`` (zeros of the right shape) when there are no chunks."""
+    if not parts:
+        return empty
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
+def _matmul(a, b):
+    """a (M, K) @ b (K, N). On NumPy, a big product outside a pool task is cut by rows of a
+    over minissd's threads (batch 1: nothing else to run in parallel)."""
+    threads = num_threads()
+    if is_cupy(a) or threads == 1 or in_parallel_task() or a.shape[0] < 2 * threads \
+            or a.shape[0] * a.shape[1] * b.shape[1] < GEMM_SPLIT_MACS:
+        return a @ b
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    bounds = np.linspace(0, a.shape[0], threads + 1).astype(int)
+
+    def rows(i0, i1):
+        out[i0:i1] = a[i0:i1] @ b
+
+    parallel_map(rows, list(zip(bounds[:-1], bounds[1:])))
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# im2col / col2im: one loop over the kh*kw kernel offsets, never over pixels.
+#
+# Column layout (C, kh, kw, B, Ho, Wo) for a chunk of B images: reshaped to
+# (C*kh*kw, B*Ho*Wo) it is the right operand of ONE GEMM, W (K, C*kh*kw) @ col,
+# and dW is one GEMM too. A chunk's columns (9x its pixels for a 3x3 kernel)
+# fit COL_CHUNK_BYTES so they stay in the cache between im2col writing them
+# and the GEMM reading them: one image per chunk for big maps, several for
+# small ones. backward recomputes the columns from x rather than keeping them
+# (they would be 9x the activations), unless the whole batch's are small.
+# --------------------------------------------------------------------------- #
 def im2col(x_cn, kh, kw, stride, padding, dilation, out_hw, out=None):
     """x_cn (C, N, H, W) -> col (C, kh, kw, N, Ho, Wo), zero padded; ``out``: a buffer to fill."""
     xp = get_array_module(x_cn)
@@ -107,28 +173,12 @@ def col2im(col, x_shape_cn, stride, padding, dilation):
     return dxpad[:, :, ph:ph + H, pw:pw + W]
 
 
-def _chunks(x, col_bytes_per_image):
-    """(n0, n1) image ranges whose columns together fit the chunk budget (at least one image)."""
-    budget = GPU_COL_CHUNK_BYTES if is_cupy(x) else COL_CHUNK_BYTES
-    step = max(1, budget // max(1, col_bytes_per_image))
-    return [(n0, min(n0 + step, x.shape[0])) for n0 in range(0, x.shape[0], step)]
-
-
 def _columns(x, kernel, stride, padding, dilation, out_hw):
-    """Yield (n0, n1, col (C*kh*kw, B*Ho*Wo)) for each chunk of images of x (N, C, H, W).
-
-    All chunks share one buffer: each col is overwritten by the next.
-    """
-    xp = get_array_module(x)
-    C, (kh, kw), (ho, wo) = x.shape[1], kernel, out_hw
-    chunks = _chunks(x, C * kh * kw * ho * wo * x.itemsize)
-    if not chunks:                                                    # an empty batch
-        return
-    buffer = xp.empty(C * kh * kw * (chunks[0][1] - chunks[0][0]) * ho * wo, dtype=x.dtype)
-    for n0, n1 in chunks:
-        col = buffer[:C * kh * kw * (n1 - n0) * ho * wo].reshape(C, kh, kw, n1 - n0, ho, wo)
-        im2col(x[n0:n1].transpose(1, 0, 2, 3), kh, kw, stride, padding, dilation, out_hw, out=col)
-        yield n0, n1, col.reshape(C * kh * kw, (n1 - n0) * ho * wo)
+    """The column matrix (C*kh*kw, B*Ho*Wo) of a chunk of images x (B, C, H, W)."""
+    (kh, kw), (ho, wo) = kernel, out_hw
+    B, C = x.shape[:2]
+    col = im2col(x.transpose(1, 0, 2, 3), kh, kw, stride, padding, dilation, out_hw)
+    return col.reshape(C * kh * kw, B * ho * wo)
 
 
 def _batch_major(a_k, b):
@@ -148,12 +198,14 @@ def _is_pointwise(kernel, stride, padding):
     return tuple(kernel) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
 
 
-def conv2d(x, weight, stride=(1, 1), padding=(0, 0), dilation=(1, 1), return_columns=False):
-    """y (N, K, Ho, Wo) = x (N, C, H, W) cross-correlated with weight (K, C, kh, kw); no bias.
+def conv2d(x, weight, stride=(1, 1), padding=(0, 0), dilation=(1, 1), bias=None,
+           return_columns=False):
+    """y (N, K, Ho, Wo) = x (N, C, H, W) cross-correlated with weight (K, C, kh, kw) (+ bias (K,)).
 
-    return_columns: return (y, col) where col is the batch's column matrix
-    (C*kh*kw, N*Ho*Wo) if it is at most KEEP_COLUMNS_BYTES (else None), for
-    :func:`conv2d_weight_grad` to reuse instead of recomputing it.
+    return_columns: return (y, cols) where cols is the list of the chunks'
+    column matrices (C*kh*kw, B*Ho*Wo) if together they take at most
+    KEEP_COLUMNS_BYTES (else None), for :func:`conv2d_weight_grad` to reuse
+    instead of recomputing them.
     """
     xp = get_array_module(x, weight)
     N, C, H, W = x.shape
@@ -161,39 +213,61 @@ def conv2d(x, weight, stride=(1, 1), padding=(0, 0), dilation=(1, 1), return_col
     ho = conv_output_size(H, kh, stride[0], padding[0], dilation[0])
     wo = conv_output_size(W, kw, stride[1], padding[1], dilation[1])
     w2 = weight.reshape(K, C * kh * kw)
-    kept = None
-    if _is_pointwise((kh, kw), stride, padding):
-        y = xp.matmul(w2, x.reshape(N, C, H * W))                    # (N, K, H*W)
-    else:
-        y = xp.empty((N, K, ho * wo), dtype=xp.result_type(x, weight))
-        for n0, n1, col in _columns(x, (kh, kw), stride, padding, dilation, (ho, wo)):
-            y[n0:n1] = _batch_major(w2 @ col, n1 - n0)              # (K, B*Ho*Wo) -> (B, K, Ho*Wo)
-            if n1 - n0 == N and col.nbytes <= KEEP_COLUMNS_BYTES:   # one chunk: nothing overwrites it
-                kept = col
+    y = xp.empty((N, K, ho * wo), dtype=xp.result_type(x, weight))
+    pointwise = _is_pointwise((kh, kw), stride, padding)
+    col_bytes = C * kh * kw * ho * wo * x.itemsize                    # one image's columns
+    keep = return_columns and not pointwise and N * col_bytes <= KEEP_COLUMNS_BYTES
+
+    def run(n0, n1):
+        if pointwise:                                                 # x is its own column matrix
+            y[n0:n1] = xp.matmul(w2, x[n0:n1].reshape(n1 - n0, C, H * W))
+            col = None
+        else:
+            col = _columns(x[n0:n1], (kh, kw), stride, padding, dilation, (ho, wo))
+            y[n0:n1] = _batch_major(_matmul(w2, col), n1 - n0)        # (K, B*Ho*Wo) -> (B, K, Ho*Wo)
+        if bias is not None:
+            y[n0:n1] += bias[:, None]
+        return col if keep else None
+
+    chunks = _chunks(x, (C + K) * H * W * x.itemsize if pointwise else col_bytes, COL_CHUNK_BYTES)
+    cols = _map_chunks(run, x, chunks)
     y = y.reshape(N, K, ho, wo)
-    return (y, kept) if return_columns else y
+    return (y, list(zip(chunks, cols)) if keep else None) if return_columns else y
 
 
-def conv2d_weight_grad(x, dy, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1), col=None):
+def conv2d_weight_grad(x, dy, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1), cols=None,
+                       with_bias=False):
     """dW (K, C, kh, kw): the sum over chunks of dy (K, B*Ho*Wo) @ col.T (B*Ho*Wo, C*kh*kw).
 
-    col: the batch's column matrix from ``conv2d(..., return_columns=True)``, if
-    it kept one; otherwise the columns are recomputed from x, chunk by chunk.
+    cols: the chunks' column matrices from ``conv2d(..., return_columns=True)``,
+    if it kept them; otherwise they are recomputed from x, chunk by chunk.
+    with_bias: return (dW, db (K,)), db = dy summed over (N, Ho, Wo).
     """
     xp = get_array_module(x, dy)
     N, C, H, W = x.shape
     _, K, ho, wo = dy.shape
     kh, kw = kernel
-    if _is_pointwise(kernel, stride, padding):
-        return xp.matmul(dy.reshape(N, K, ho * wo), x.reshape(N, C, H * W).transpose(0, 2, 1)
-                         ).sum(axis=0).reshape(K, C, 1, 1)
-    dw_t = xp.zeros((C * kh * kw, K), dtype=xp.result_type(x, dy))
-    chunks = [(0, N, col)] if col is not None else \
-        _columns(x, kernel, stride, padding, dilation, (ho, wo))
-    for n0, n1, col in chunks:
+    pointwise = _is_pointwise(kernel, stride, padding)
+
+    def run(n0, n1, col=None):
+        dy_k = _channel_major(dy[n0:n1])                              # (K, B*Ho*Wo)
+        if pointwise:
+            col = _channel_major(x[n0:n1])                            # (C, B*H*W)
+        elif col is None:
+            col = _columns(x[n0:n1], kernel, stride, padding, dilation, (ho, wo))
         # dW.T = col @ dy.T: the same product, ~20% faster in OpenBLAS when K is small
-        dw_t += col @ _channel_major(dy[n0:n1]).T                    # (C*kh*kw, K)
-    return xp.ascontiguousarray(dw_t.T).reshape(K, C, kh, kw)
+        dw_t = _matmul(col, dy_k.T)                                   # (C*kh*kw, K)
+        return dw_t, (dy_k.sum(axis=1) if with_bias else None)
+
+    if cols is not None:
+        parts = _map_chunks(lambda chunk, col: run(*chunk, col), x, cols)
+    else:
+        bytes_per_image = (C + K) * H * W * x.itemsize if pointwise else C * kh * kw * ho * wo * x.itemsize
+        parts = _map_chunks(run, x, _chunks(x, bytes_per_image, COL_CHUNK_BYTES))
+    dtype = xp.result_type(x, dy)
+    dw_t = _sum_in_order([p[0] for p in parts], xp.zeros((C * kh * kw, K), dtype=dtype))
+    dw = xp.ascontiguousarray(dw_t.T).reshape(K, C, kh, kw)
+    return (dw, _sum_in_order([p[1] for p in parts], xp.zeros(K, dtype=dtype))) if with_bias else dw
 
 
 def conv2d_input_grad(dy, weight, x_hw, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
@@ -213,9 +287,12 @@ def conv2d_input_grad(dy, weight, x_hw, stride=(1, 1), padding=(0, 0), dilation=
         return conv2d(dy, flipped, (1, 1), back_pad, dilation)
     w2t = weight.reshape(K, C * kh * kw).T                            # (C*kh*kw, K)
     dx = xp.empty((N, C, *x_hw), dtype=xp.result_type(dy, weight))
-    for n0, n1 in _chunks(dy, C * kh * kw * ho * wo * dy.itemsize):
-        dcol = (w2t @ _channel_major(dy[n0:n1])).reshape(C, kh, kw, n1 - n0, ho, wo)
+
+    def run(n0, n1):
+        dcol = _matmul(w2t, _channel_major(dy[n0:n1])).reshape(C, kh, kw, n1 - n0, ho, wo)
         dx[n0:n1] = col2im(dcol, (C, n1 - n0, *x_hw), stride, padding, dilation).transpose(1, 0, 2, 3)
+
+    _map_chunks(run, dy, _chunks(dy, C * kh * kw * ho * wo * dy.itemsize, COL_CHUNK_BYTES))
     return dx
 
 
@@ -274,24 +351,31 @@ class Conv2d(Module):
         if ho <= 0 or wo <= 0:
             raise ValueError(f"Conv2d: input {tuple(x.shape)} is smaller than the "
                              f"dilated kernel {self.kernel_size} (dilation {self.dilation})")
-        y, col = conv2d(x, self.params["weight"], self.stride, self.padding, self.dilation,
-                        return_columns=True)
-        if "bias" in self.params:
-            y += self.params["bias"][:, None, None]                   # (N, K, Ho, Wo)
+        args = (x, self.params["weight"], self.stride, self.padding, self.dilation,
+                self.params.get("bias"))
+        y, cols = conv2d(*args, return_columns=True) if self.training else (conv2d(*args), None)
+        # y (N, K, Ho, Wo)
         # keep x itself (not a copy: nothing may change it in place before backward);
         # backward recomputes the columns (9x x for a 3x3 kernel) unless they are small
-        self._cache = (x, col) if self.training else None
+        self._cache = (x, cols) if self.training else None
         return y
 
     def backward(self, dy):
-        x, col = _require_cache(self, self._cache)
+        x, cols = _require_cache(self, self._cache)
         _check_grad_shape(self, dy, (x.shape[0], self.out_channels, *self.output_shape(*x.shape[2:])))
-        if "bias" in self.params:
-            self.grads["bias"] = dy.sum(axis=(0, 2, 3))                # (K,)
-        self.grads["weight"] = conv2d_weight_grad(x, dy, self.kernel_size, self.stride, self.padding,
-                                                  self.dilation, col=col)  # (K, C, kh, kw)
+        self.param_grads(dy)
         return conv2d_input_grad(dy, self.params["weight"], x.shape[2:], self.stride,
                                  self.padding, self.dilation)         # (N, C, H, W)
+
+    def param_grads(self, dy):
+        """Fill grads["weight"] (K, C, kh, kw) and grads["bias"] (K,) from dy; no dx."""
+        x, cols = _require_cache(self, self._cache)
+        grads = conv2d_weight_grad(x, dy, self.kernel_size, self.stride, self.padding, self.dilation,
+                                   cols=cols, with_bias="bias" in self.params)
+        if "bias" in self.params:
+            self.grads["weight"], self.grads["bias"] = grads
+        else:
+            self.grads["weight"] = grads
 
     def __repr__(self):
         extra = "" if self.dilation == (1, 1) else f", dilation={self.dilation[0]}"
@@ -332,27 +416,33 @@ class MaxPool2d(Module):
         ho, wo = self.output_shape(H, W)
         # pad with -inf: left/top by `padding`, right/bottom as far as the last window reaches
         hp, wp = (ho - 1) * sh + kh, (wo - 1) * sw + kw
-        if (ph, pw) != (0, 0) or hp > H + ph or wp > W + pw:
-            xpad = xp.full((N, C, max(hp, H + ph), max(wp, W + pw)), -xp.inf, dtype=x.dtype)
-            xpad[:, :, ph:ph + H, pw:pw + W] = x
-        else:
-            xpad = x
-
-        def window(i, j):                                             # (N, C, Ho, Wo) view
-            return xpad[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
-
-        y = window(0, 0).copy()
+        pad_shape = (max(hp, H + ph), max(wp, W + pw))
+        padded = (ph, pw) != (0, 0) or pad_shape != (H + ph, W + pw)
+        y = xp.empty((N, C, ho, wo), dtype=x.dtype)
         # arg: which window entry (i * kw + j) holds the maximum; only backward needs it
-        arg = xp.zeros(y.shape, dtype=xp.int8 if kh * kw < 128 else xp.int32) if self.training else None
-        for i in range(kh):
-            for j in range(kw):
-                if i == j == 0:
-                    continue
-                win = window(i, j)
-                if arg is not None:
-                    xp.copyto(arg, i * kw + j, where=win > y)         # strict: the first maximum wins ties
-                xp.maximum(y, win, out=y)
-        self._cache = (x.shape, xpad.shape, arg) if self.training else None
+        arg = xp.empty(y.shape, dtype=xp.int8 if kh * kw < 128 else xp.int32) if self.training else None
+
+        def run(n0, n1):                                              # a chunk of images, in cache
+            if padded:
+                xpad = xp.full((n1 - n0, C, *pad_shape), -xp.inf, dtype=x.dtype)
+                xpad[:, :, ph:ph + H, pw:pw + W] = x[n0:n1]
+            else:
+                xpad = x[n0:n1]
+            out = y[n0:n1]
+            for i in range(kh):
+                for j in range(kw):
+                    win = xpad[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]  # (B, C, Ho, Wo)
+                    if i == j == 0:
+                        out[...] = win
+                        if arg is not None:
+                            arg[n0:n1] = 0
+                        continue
+                    if arg is not None:
+                        xp.copyto(arg[n0:n1], i * kw + j, where=win > out)  # strict: first maximum wins ties
+                    xp.maximum(out, win, out=out)
+
+        _map_chunks(run, x, _chunks(x, C * H * W * x.itemsize))
+        self._cache = (x.shape, (N, C, *pad_shape), arg) if self.training else None
         return y
 
     def backward(self, dy):
@@ -363,18 +453,27 @@ class MaxPool2d(Module):
         _check_grad_shape(self, dy, arg.shape)
         _, _, ho, wo = dy.shape
         overlapping = sh < kh or sw < kw                                  # pool5: 3x3, stride 1
-        dxpad = xp.zeros(pad_shape, dtype=dy.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                # each output's gradient goes to the one input that was its maximum
-                dx_win = dxpad[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
-                if overlapping:
-                    dx_win += dy * (arg == i * kw + j)                # an input in several windows: add
-                else:
-                    xp.multiply(dy, arg == i * kw + j, out=dx_win)    # each input in one window at most
-        if tuple(pad_shape) == tuple(x_shape):
-            return dxpad
-        return dxpad[:, :, ph:ph + H, pw:pw + W].copy()
+        # windows that tile the input exactly write every dx entry once: no zeros, no crop
+        tiled = (sh, sw) == (kh, kw) and tuple(pad_shape) == (N, C, (ho - 1) * sh + kh, (wo - 1) * sw + kw) \
+            and tuple(pad_shape) == tuple(x_shape)
+        dx = xp.empty(x_shape, dtype=dy.dtype)
+
+        def run(n0, n1):
+            dxpad = dx[n0:n1] if tiled else xp.zeros((n1 - n0, *pad_shape[1:]), dtype=dy.dtype)
+            for i in range(kh):
+                for j in range(kw):
+                    # each output's gradient goes to the one input that was its maximum
+                    dx_win = dxpad[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+                    hit = arg[n0:n1] == i * kw + j
+                    if overlapping:
+                        dx_win += dy[n0:n1] * hit                     # an input in several windows: add
+                    else:
+                        xp.multiply(dy[n0:n1], hit, out=dx_win)       # each input in one window at most
+            if not tiled:
+                dx[n0:n1] = dxpad[:, :, ph:ph + H, pw:pw + W]
+
+        _map_chunks(run, dy, _chunks(dy, C * H * W * dy.itemsize))
+        return dx
 
     def __repr__(self):
         return (f"MaxPool2d(kernel_size={self.kernel_size[0]}, stride={self.stride[0]}, "
@@ -382,24 +481,47 @@ class MaxPool2d(Module):
 
 
 class ReLU(Module):
-    """y = max(x, 0); dy passes where x > 0."""
+    """y = max(x, 0); dy passes where x > 0.
 
-    def __init__(self):
+    inplace=True writes y over x (as ``torch.nn.ReLU(inplace=True)``): one
+    activation-sized array less per layer. Only safe where nothing else keeps
+    x -- after a Conv2d or a BatchNorm2d, which keep their inputs, not their
+    outputs -- so SSD's base network uses it and the default is off.
+    """
+
+    def __init__(self, inplace=False):
         super().__init__()
+        self.inplace = bool(inplace)
         self._cache = None
 
     def forward(self, x):
         xp = get_array_module(x)
-        y = xp.maximum(x, 0)
-        self._cache = (y > 0) if self.training else None
+        y = x if self.inplace else xp.empty_like(x)
+        mask = xp.empty(x.shape, dtype=bool) if self.training else None
+
+        def run(n0, n1):
+            xp.maximum(x[n0:n1], 0, out=y[n0:n1])
+            if mask is not None:
+                xp.greater(y[n0:n1], 0, out=mask[n0:n1])
+
+        _map_chunks(run, x, _chunks(x, x[:1].nbytes))
+        self._cache = mask
         return y
 
     def backward(self, dy):
         mask = _require_cache(self, self._cache)
-        return dy * mask
+        _check_grad_shape(self, dy, mask.shape)
+        xp = get_array_module(dy)
+        dx = xp.empty_like(dy)
+
+        def run(n0, n1):
+            xp.multiply(dy[n0:n1], mask[n0:n1], out=dx[n0:n1])
+
+        _map_chunks(run, dy, _chunks(dy, dy[:1].nbytes))
+        return dx
 
     def __repr__(self):
-        return "ReLU()"
+        return "ReLU(inplace=True)" if self.inplace else "ReLU()"
 
 
 class L2Norm(Module):
@@ -420,22 +542,40 @@ class L2Norm(Module):
     def forward(self, x):
         _check_nchw(self, x, self.channels)
         xp = get_array_module(x)
-        r = xp.sqrt((x * x).sum(axis=1, keepdims=True))               # (N, 1, H, W)
-        n = r + self.eps
-        u = x / n                                                     # (N, C, H, W)
-        y = self.params["weight"][None, :, None, None] * u
-        self._cache = (x, r, n, u) if self.training else None
+        w = self.params["weight"][None, :, None, None]
+        n = xp.empty((x.shape[0], 1, *x.shape[2:]), dtype=x.dtype)   # (N, 1, H, W): ||x|| + eps
+        y = xp.empty_like(x)                                          # (N, C, H, W)
+
+        def run(n0, n1):
+            xc = x[n0:n1]
+            n[n0:n1] = xp.sqrt((xc * xc).sum(axis=1, keepdims=True)) + self.eps
+            y[n0:n1] = w * (xc / n[n0:n1])
+
+        _map_chunks(run, x, _chunks(x, x[:1].nbytes))
+        self._cache = (x, n) if self.training else None
         return y
 
     def backward(self, dy):
-        x, r, n, u = _require_cache(self, self._cache)
+        x, n = _require_cache(self, self._cache)
+        _check_grad_shape(self, dy, x.shape)
         xp = get_array_module(dy)
-        self.grads["weight"] = (dy * u).sum(axis=(0, 2, 3))           # (C,)
-        du = dy * self.params["weight"][None, :, None, None]          # (N, C, H, W)
-        # u = x / n, n = ||x|| + eps:  dx = du / n - x * <du, x> / (n^2 ||x||)
-        r_safe = xp.where(r > 0, r, 1)
-        dot = (du * x).sum(axis=1, keepdims=True)                     # (N, 1, H, W)
-        return du / n - x * dot / (n * n * r_safe)
+        w = self.params["weight"][None, :, None, None]
+        dx = xp.empty_like(dy)
+
+        def run(n0, n1):
+            xc, nc, dyc = x[n0:n1], n[n0:n1], dy[n0:n1]
+            u = xc / nc                                               # the unscaled output
+            du = dyc * w
+            # u = x / n, n = ||x|| + eps:  dx = du / n - x * <du, x> / (n^2 ||x||)
+            r = nc - self.eps
+            r_safe = xp.where(r > 0, r, 1)
+            dot = (du * xc).sum(axis=1, keepdims=True)                # (B, 1, H, W)
+            dx[n0:n1] = du / nc - xc * (dot / (nc * nc * r_safe))
+            return (dyc * u).sum(axis=(0, 2, 3))                      # this chunk's share of dw (C,)
+
+        self.grads["weight"] = _sum_in_order(_map_chunks(run, dy, _chunks(dy, dy[:1].nbytes)),
+                                             xp.zeros_like(self.params["weight"]))
+        return dx
 
     def __repr__(self):
         return f"L2Norm({self.channels}, scale={self.scale:g})"
@@ -497,11 +637,11 @@ class BatchNorm2d(Module):
     def forward(self, x):
         _check_nchw(self, x, self.channels)
         xp = get_array_module(x)
+        N, C = x.shape[:2]
+        chunks = _chunks(x, x[:1].nbytes)
         if self.training:
-            mean = x.mean(axis=(0, 2, 3))                             # (C,)
-            xc = x - mean[None, :, None, None]                        # (N, C, H, W)
-            var = (xc * xc).mean(axis=(0, 2, 3))                      # (C,) biased, for the forward
-            m = x.size // self.channels
+            mean, var = self._batch_stats(x, chunks)                  # (C,) each, biased variance
+            m = x.size // C
             unbiased = var * (m / max(m - 1, 1))                      # running_var is unbiased (PyTorch)
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             self.buffers["running_mean"] = ((1 - self.momentum) * rm + self.momentum * mean).astype(rm.dtype)
@@ -509,22 +649,81 @@ class BatchNorm2d(Module):
         else:
             mean = self.buffers["running_mean"].astype(x.dtype)
             var = self.buffers["running_var"].astype(x.dtype)
-            xc = x - mean[None, :, None, None]
-        inv_std = 1 / xp.sqrt(var + self.eps)                         # (C,)
-        xhat = xc * inv_std[None, :, None, None]                      # (N, C, H, W)
-        y = self.params["weight"][None, :, None, None] * xhat + self.params["bias"][None, :, None, None]
-        self._cache = (xhat, inv_std) if self.training else None
+        inv_std = (1 / xp.sqrt(var + self.eps)).astype(x.dtype)     # (C,)
+        # y = weight * (x - mean) * inv_std + bias = x * scale + shift: one pass per chunk
+        scale = (self.params["weight"] * inv_std).astype(x.dtype)
+        shift = (self.params["bias"] - mean * scale).astype(x.dtype)
+        y = xp.empty_like(x)
+
+        def run(n0, n1):
+            xp.multiply(x[n0:n1], scale[:, None, None], out=y[n0:n1])
+            y[n0:n1] += shift[:, None, None]
+
+        _map_chunks(run, x, chunks)
+        # keep x (not x-hat: backward recomputes it chunk by chunk, in cache)
+        self._cache = (x, mean.astype(x.dtype), inv_std) if self.training else None
         return y
 
+    @staticmethod
+    def _batch_stats(x, chunks):
+        """Mean and biased variance (C,) of x (N, C, H, W) over (N, H, W).
+
+        Each chunk gives its mean and sum of squared deviations from it; the
+        chunks are combined with Chan et al.'s formula (in float64), which
+        does not lose precision the way E[x^2] - E[x]^2 can.
+        """
+        xp = get_array_module(x)
+        C = x.shape[1]
+
+        def run(n0, n1):
+            xc = x[n0:n1].reshape(n1 - n0, C, -1)                     # (B, C, H*W)
+            count = xc.shape[0] * xc.shape[2]
+            mean = xc.sum(axis=2).sum(axis=0) / count                 # (C,)
+            d = xc - mean[:, None]
+            d *= d
+            return count, mean.astype(xp.float64), d.sum(axis=2).sum(axis=0).astype(xp.float64)
+
+        parts = _map_chunks(run, x, chunks)
+        total = sum(count for count, _, _ in parts)
+        mean = _sum_in_order([count * m for count, m, _ in parts]) / total
+        m2 = _sum_in_order([ss + count * (m - mean) ** 2 for count, m, ss in parts])
+        return mean.astype(x.dtype), (m2 / total).astype(x.dtype)
+
     def backward(self, dy):
-        xhat, inv_std = _require_cache(self, self._cache)
-        self.grads["weight"] = (dy * xhat).sum(axis=(0, 2, 3))        # (C,)
-        self.grads["bias"] = dy.sum(axis=(0, 2, 3))                   # (C,)
-        dxhat = dy * self.params["weight"][None, :, None, None]
-        # the batch mean and variance depend on every x: subtract their share of the gradient
-        mean_dxhat = dxhat.mean(axis=(0, 2, 3), keepdims=True)
-        mean_dxhat_xhat = (dxhat * xhat).mean(axis=(0, 2, 3), keepdims=True)
-        return (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * inv_std[None, :, None, None]
+        x, mean, inv_std = _require_cache(self, self._cache)
+        _check_grad_shape(self, dy, x.shape)
+        xp = get_array_module(dy)
+        N, C = x.shape[:2]
+        chunks = _chunks(dy, dy[:1].nbytes)
+
+        def sums(n0, n1):                                             # this chunk's dbias, dweight (C,)
+            dyc = dy[n0:n1].reshape(n1 - n0, C, -1)                   # (B, C, H*W)
+            xhat = (x[n0:n1].reshape(n1 - n0, C, -1) - mean[:, None]) * inv_std[:, None]
+            xhat *= dyc
+            return dyc.sum(axis=2).sum(axis=0), xhat.sum(axis=2).sum(axis=0)
+
+        parts = _map_chunks(sums, dy, chunks)
+        dbias = _sum_in_order([p[0] for p in parts])
+        dweight = _sum_in_order([p[1] for p in parts])
+        self.grads["bias"], self.grads["weight"] = dbias, dweight     # (C,) each
+        # the batch mean and variance depend on every x, so
+        #   dx = weight * inv_std * (dy - dbias / m - xhat * dweight / m),  xhat = (x - mean) * inv_std
+        # which is a * dy + b * x + c per channel:
+        m = x.size // C
+        a = self.params["weight"] * inv_std
+        b = -a * inv_std * dweight / m
+        c = -a * dbias / m - b * mean
+        a, b, c = (v.astype(dy.dtype)[:, None, None] for v in (a, b, c))
+        dx = xp.empty_like(dy)
+
+        def run(n0, n1):
+            out = dx[n0:n1]
+            xp.multiply(dy[n0:n1], a, out=out)
+            out += x[n0:n1] * b
+            out += c
+
+        _map_chunks(run, dy, chunks)
+        return dx
 
     def __repr__(self):
         return f"BatchNorm2d({self.channels})"

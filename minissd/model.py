@@ -30,7 +30,7 @@ import numpy as np
 
 from minissd.backend import get_array_module
 from minissd.config import SSDConfig
-from minissd.layers import Conv2d, L2Norm, MaxPool2d, conv2d_weight_grad
+from minissd.layers import Conv2d, L2Norm, MaxPool2d, conv2d, conv2d_input_grad, conv2d_weight_grad
 from minissd.module import Module
 from minissd.summary import summary  # noqa: F401  (re-exported: `from minissd.model import summary`)
 from minissd.vgg import SSDArch, build_extras, build_vgg, get_arch
@@ -84,7 +84,7 @@ class SSD(Module):
             setattr(self.conf, name, Conv2d(channels, k * (self.num_classes + 1), 3, padding=1,
                                             rng=rng, init="xavier"))
         self._check_feature_maps()
-        self._maps = self._images = None
+        self._maps = self._head_inputs = None
 
     # --- structure --------------------------------------------------------------
     def trunk(self):
@@ -144,7 +144,6 @@ class SSD(Module):
         self._check_images(images)
         xp = get_array_module(images)
         B = images.shape[0]
-        self._images = images if self.training else None       # for backward(need_dimages=False)
         x, sources = images, []
         for name, layer in self.trunk():
             x = layer.forward(x)
@@ -154,16 +153,47 @@ class SSD(Module):
         sources[0] = self.l2norm.forward(sources[0])            # (B, 512, 38, 38)
 
         locs, confs, maps = [], [], []
+        self._head_inputs = sources if self.training else None
         for name, s in zip(self.source_names, sources):
             _, _, H, W = s.shape
-            loc = self.loc[name].forward(s)                     # (B, k*4, H, W)
-            conf = self.conf[name].forward(s)                   # (B, k*(C+1), H, W)
+            loc, conf = self._heads_forward(name, s)            # (B, k*4, H, W), (B, k*(C+1), H, W)
             k = loc.shape[1] // 4
             locs.append(loc.transpose(0, 2, 3, 1).reshape(B, H * W * k, 4))       # (B, H*W*k, 4)
             confs.append(conf.transpose(0, 2, 3, 1).reshape(B, H * W * k, -1))    # (B, H*W*k, C+1)
             maps.append((H, W, k))
         self._maps = maps
         return xp.concatenate(locs, axis=1), xp.concatenate(confs, axis=1)  # (B, P, 4), (B, P, C+1)
+
+    # --- the two heads of a source, as one convolution --------------------------------
+    # loc[name] and conf[name] are two 3x3 convs over the same map. Stacking their
+    # weights along the output channels makes them one conv: one im2col of the
+    # map instead of two, one bigger GEMM instead of two small ones. In backward
+    # the same stacking gives the source's gradient -- the SUM of what the two
+    # heads send back -- as one transposed convolution.
+    def _stacked_heads(self, name):
+        loc, conf = self.loc[name], self.conf[name]
+        xp = get_array_module(loc.params["weight"])
+        w = xp.concatenate([loc.params["weight"], conf.params["weight"]])   # (k*4 + k*(C+1), C_s, 3, 3)
+        b = xp.concatenate([loc.params["bias"], conf.params["bias"]])       # (k*4 + k*(C+1),)
+        return loc, conf, w, b
+
+    def _heads_forward(self, name, source):
+        """source (B, C_s, H, W) -> loc (B, k*4, H, W), conf (B, k*(C+1), H, W)."""
+        loc, conf, w, b = self._stacked_heads(name)
+        y = conv2d(source, w, loc.stride, loc.padding, loc.dilation, bias=b)
+        return y[:, :loc.out_channels], y[:, loc.out_channels:]
+
+    def _heads_backward(self, name, source, dl, dc):
+        """Fill both heads' grads from dl (B, k*4, H, W), dc (B, k*(C+1), H, W); return d source."""
+        loc, conf, w, _ = self._stacked_heads(name)
+        xp = get_array_module(dl)
+        dy = xp.concatenate([dl, dc], axis=1)                   # (B, k*4 + k*(C+1), H, W)
+        dw, db = conv2d_weight_grad(source, dy, loc.kernel_size, loc.stride, loc.padding,
+                                    loc.dilation, with_bias=True)
+        n = loc.out_channels
+        loc.grads["weight"], conf.grads["weight"] = dw[:n], dw[n:]
+        loc.grads["bias"], conf.grads["bias"] = db[:n], db[n:]
+        return conv2d_input_grad(dy, w, source.shape[2:], loc.stride, loc.padding, loc.dilation)
 
     # --- backward -----------------------------------------------------------------
     def backward(self, dloc, dconf, need_dimages=True):
@@ -181,12 +211,13 @@ class SSD(Module):
                              f"got {tuple(dloc.shape)} and {tuple(dconf.shape)}")
         # heads, map by map: undo the concatenation and the (B, H, W, k*4) transpose
         dsources, start = [], 0
-        for name, (H, W, k) in zip(self.source_names, self._maps):
+        if self._head_inputs is None:
+            raise RuntimeError("SSD.backward needs a forward in training mode first (model.train())")
+        for name, (H, W, k), source in zip(self.source_names, self._maps, self._head_inputs):
             stop = start + H * W * k
             dl = dloc[:, start:stop].reshape(B, H, W, k * 4).transpose(0, 3, 1, 2)   # (B, k*4, H, W)
             dc = dconf[:, start:stop].reshape(B, H, W, k * K).transpose(0, 3, 1, 2)  # (B, k*K, H, W)
-            # the source feeds both heads: its gradient is the sum of the two
-            dsources.append(self.loc[name].backward(dl) + self.conf[name].backward(dc))
+            dsources.append(self._heads_backward(name, source, dl, dc))   # (B, C_s, H, W)
             start = stop
         dsources[0] = self.l2norm.backward(dsources[0])         # conv4_3's heads saw L2Norm(x)
 
@@ -201,17 +232,10 @@ class SSD(Module):
                 dx = dsources[m] if dx is None else dx + dsources[m]
                 m -= 1
             if i == 0 and not need_dimages and isinstance(layer, Conv2d):
-                self._weight_grads_only(layer, dx)
+                layer.param_grads(dx)                           # conv1_1's dW, db; no dx
                 return None
             dx = layer.backward(dx)
         return dx                                               # (B, 3, S, S)
-
-    def _weight_grads_only(self, conv, dy):
-        """conv1_1's dW and db, as its backward computes them, without dx (the images' gradient)."""
-        conv.grads["weight"] = conv2d_weight_grad(self._images, dy, conv.kernel_size, conv.stride,
-                                                  conv.padding, conv.dilation)   # (K, C, kh, kw)
-        if "bias" in conv.params:
-            conv.grads["bias"] = dy.sum(axis=(0, 2, 3))                            # (K,)
 
     def __repr__(self):
         return (f"SSD(config={self.cfg.name!r}, arch={self.arch.name!r}, "

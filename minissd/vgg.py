@@ -145,7 +145,7 @@ def _conv_block(name, suffix, conv, batch_norm):
     block = [(name, conv)]
     if batch_norm:
         block.append((f"bn{suffix}", BatchNorm2d(conv.out_channels)))
-    return block + [(f"relu{suffix}", ReLU())]
+    return block + [(f"relu{suffix}", ReLU(inplace=True))]          # nothing else keeps conv/bn outputs
 
 
 def _plan_layers(plan, in_channels, stage, index, rng, init, first_stride=1, batch_norm=False):

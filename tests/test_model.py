@@ -36,6 +36,19 @@ def record_outputs(layer, log, key):
     layer.forward = wrapped
 
 
+def record_head_outputs(model, log):
+    """From now on, each head's own conv output (B, k*4 or k*(C+1), H, W) is stored in
+    ``log["loc" | "conf", source name]``: the model runs the two heads of a map as one
+    stacked conv, so these also check that stacking them changes nothing."""
+    stacked = model._heads_forward
+
+    def wrapped(name, source):
+        log["loc", name] = model.loc[name].forward(source)
+        log["conf", name] = model.conf[name].forward(source)
+        return stacked(name, source)
+    model._heads_forward = wrapped
+
+
 def record_gradients(layer, log, key):
     """From now on, ``layer.backward`` also stores the gradient it receives in ``log[key]``."""
     backward = layer.backward
@@ -130,9 +143,7 @@ def test_prediction_order_matches_default_boxes():
     cfg = dataclasses.replace(get_config("ssd-tiny"), clip=False)     # unclipped: exact centres
     model = SSD(cfg, 2)
     head_out = {}
-    for head in ("loc", "conf"):
-        for name in model.source_names:
-            record_outputs(getattr(model, head)[name], head_out, (head, name))
+    record_head_outputs(model, head_out)
     loc, conf = model.forward(images_for(cfg, 1, dtype=np.float32))
     priors, K = default_boxes(cfg), model.num_classes + 1
     p = 0
@@ -145,8 +156,8 @@ def test_prediction_order_matches_default_boxes():
                     centre = [(j + .5) * step, (i + .5) * step]
                     np.testing.assert_allclose(priors[p], [*centre, *wh], atol=1e-6)
                     l_map, c_map = head_out["loc", name], head_out["conf", name]  # (1, k*4, f, f)...
-                    np.testing.assert_array_equal(loc[0, p], l_map[0, 4 * a:4 * (a + 1), i, j])
-                    np.testing.assert_array_equal(conf[0, p], c_map[0, K * a:K * (a + 1), i, j])
+                    np.testing.assert_allclose(loc[0, p], l_map[0, 4 * a:4 * (a + 1), i, j], rtol=1e-5, atol=1e-6)
+                    np.testing.assert_allclose(conf[0, p], c_map[0, K * a:K * (a + 1), i, j], rtol=1e-5, atol=1e-6)
                     p += 1
     assert p == loc.shape[1] == priors.shape[0]
 

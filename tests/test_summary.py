@@ -6,7 +6,7 @@ from minissd.config import get_config
 from minissd.layers import Conv2d
 from minissd.model import SSD, summary
 from minissd.summary import conv_macs, model_stats
-from test_model import record_outputs
+from test_model import record_head_outputs, record_outputs
 
 
 @pytest.mark.parametrize("name, classes, params, boxes, gmacs", [
@@ -41,7 +41,10 @@ def test_macs_match_a_forward_pass():
     convs = {name: layer for name, layer in model.named_modules() if isinstance(layer, Conv2d)}
     for name, conv in convs.items():
         record_outputs(conv, outputs, name)
+    heads = {}
+    record_head_outputs(model, heads)          # the heads run as one stacked conv per map
     model.forward(np.zeros((2, 3, 128, 128), np.float32))
+    outputs.update({f"{head}.{name}": y for (head, name), y in heads.items()})
     macs = sum(outputs[n][0].size * c.in_channels * np.prod(c.kernel_size) for n, c in convs.items())
     assert len(outputs) == 23
     assert model_stats(model)["macs"] == macs
