@@ -3,10 +3,10 @@
     .venv/bin/python benchmarks/bench_layers.py                 # all shapes, threads = nproc
     .venv/bin/python benchmarks/bench_layers.py --threads 1 --clock cpu   # on a busy machine
 
-Both libraries get the same number of threads: numpy's BLAS (OpenBLAS) through
-OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, set *before* numpy is imported, and
-torch through torch.set_num_threads. (numpy's own element-wise copies, used by
-im2col/col2im, always run on one thread.) Each timing is the median (and the
+Both libraries get the same number of threads: minissd through
+minissd.backend.set_num_threads (its own pool, each task calling a one-thread
+BLAS; OPENBLAS_NUM_THREADS / OMP_NUM_THREADS are set too, before numpy is
+imported), torch through torch.set_num_threads. Each timing is the median (and the
 min) of ``--repeats`` runs after ``--warmup`` untimed ones. torch's backward is autograd:
 x, weight and bias require grad and ``y.backward(dy)`` fills all three, the same
 work as minissd's ``backward`` (dx, dW, db). Needs torch (not a minissd
@@ -52,6 +52,8 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)   # must happen before numpy is imported
 
 import numpy as np  # noqa: E402
+
+from minissd.backend import set_num_threads  # noqa: E402
 
 from minissd.layers import Conv2d, MaxPool2d  # noqa: E402
 
@@ -147,6 +149,7 @@ def bench_pool(case, rng):
 
 def main():
     torch.set_num_threads(ARGS.threads)
+    set_num_threads(ARGS.threads)          # minissd's own pool (BLAS then runs one thread per task)
     rng = np.random.default_rng(0)
     load_before = os.getloadavg()[0]
     rows = []

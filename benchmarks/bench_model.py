@@ -14,9 +14,9 @@ Cases:
     and torch.optim.SGD.
   * SSD300 forward (eval mode, no caches / torch.no_grad) at batch 1 and 8.
 
-Both get the same threads: numpy's BLAS through OPENBLAS_NUM_THREADS /
-OMP_NUM_THREADS (set before numpy is imported), torch through
-torch.set_num_threads. Each timing is the median of ``--repeats`` runs after
+Both get the same threads: minissd through minissd.backend.set_num_threads
+(its own pool; OPENBLAS_NUM_THREADS / OMP_NUM_THREADS are set too, before numpy
+is imported), torch through torch.set_num_threads. Each timing is the median of ``--repeats`` runs after
 ``--warmup`` untimed ones, as wall time and as CPU time of the process (the
 CPU time is the steadier number on a machine shared with other jobs). Needs
 torch (not a minissd dependency).
@@ -46,6 +46,8 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
+from minissd.backend import set_num_threads  # noqa: E402
+
 from minissd.config import get_config  # noqa: E402
 from minissd.model import SSD  # noqa: E402
 from minissd.optim import SGD  # noqa: E402
@@ -60,10 +62,7 @@ except ImportError:
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from torch_reference import TorchSSD, plan_of  # noqa: E402
 
-try:
-    from minissd.loss import MultiBoxLoss  # noqa: E402
-except ImportError:     # stand-in until minissd.loss exists: same maths, no mining
-    MultiBoxLoss = None
+from minissd.loss import MultiBoxLoss  # noqa: E402
 
 NEG_POS_RATIO = 3
 POSITIVE_FRACTION = 0.015
@@ -122,16 +121,13 @@ def bench_train_step(rng):
     images = rng.standard_normal((B, 3, S, S)).astype(np.float32)
     loc_t, conf_t = random_targets(B, P, num_classes, rng)
 
-    criterion = MultiBoxLoss(neg_pos_ratio=NEG_POS_RATIO) if MultiBoxLoss else None
+    criterion = MultiBoxLoss(neg_pos_ratio=NEG_POS_RATIO)
     opt = SGD(model, lr=1e-4, momentum=0.9, weight_decay=5e-4)
 
     def minissd_step():
         loc, conf = model.forward(images)
-        if criterion is not None:
-            criterion.forward(loc, conf, loc_t, conf_t)
-            dloc, dconf = criterion.backward()
-        else:   # stand-in: d(0.5 |x|^2) = x
-            dloc, dconf = loc / B, conf / B
+        criterion.forward(loc, conf, loc_t, conf_t)
+        dloc, dconf = criterion.backward()
         model.backward(dloc, dconf, need_dimages=False)      # as training: no image gradient
         opt.step()
 
@@ -146,8 +142,7 @@ def bench_train_step(rng):
 
     ms = median_ms(minissd_step, ARGS.repeats, ARGS.warmup)
     mt = median_ms(torch_step, ARGS.repeats, ARGS.warmup)
-    loss = "" if criterion is not None else " (stand-in loss: minissd.loss missing)"
-    return [(f"ssd-tiny train step, batch {B}{loss}", ms, mt)]
+    return [(f"ssd-tiny train step, batch {B}", ms, mt)]
 
 
 def bench_ssd300_forward(rng):
@@ -171,6 +166,7 @@ def bench_ssd300_forward(rng):
 
 def main():
     torch.set_num_threads(ARGS.threads)
+    set_num_threads(ARGS.threads)          # minissd's own pool (BLAS then runs one thread per task)
     rng = np.random.default_rng(0)
     print(f"threads {ARGS.threads}, median of {ARGS.repeats} (+{ARGS.warmup} warm-up), float32, "
           f"numpy {np.__version__}, torch {torch.__version__}, "

@@ -181,6 +181,34 @@ def _columns(x, kernel, stride, padding, dilation, out_hw):
     return col.reshape(C * kh * kw, B * ho * wo)
 
 
+def _band_columns(x, n, r0, r1, kernel, stride, padding, dilation, wo):
+    """The columns (C*kh*kw, (r1-r0)*Wo) of output rows r0:r1 of image n of x (N, C, H, W).
+
+    For big images (SSD300's first layers: 207 MB of columns for conv1_2) one
+    image is cut into bands of output rows, so that a band's columns fit the
+    cache and a batch of one image still gives every thread work.
+    """
+    xp = get_array_module(x)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    C, H, W = x.shape[1:]
+    top, bottom = r0 * sh - ph, (r1 - 1) * sh - ph + dh * (kh - 1) + 1   # input rows [top, bottom)
+    slab = xp.zeros((C, 1, bottom - top, W + 2 * pw), dtype=x.dtype)   # zero padding around the band
+    t, b = max(top, 0), min(bottom, H)
+    slab[:, 0, t - top:b - top, pw:pw + W] = x[n, :, t:b]
+    col = im2col(slab, kh, kw, stride, (0, 0), dilation, (r1 - r0, wo))
+    return col.reshape(C * kh * kw, (r1 - r0) * wo)
+
+
+def _bands(x, col_bytes_per_row, ho):
+    """(n, r0, r1) work items: bands of output rows whose columns fit COL_CHUNK_BYTES,
+    or None when one image's columns fit already (or on CuPy)."""
+    rows = COL_CHUNK_BYTES // max(1, col_bytes_per_row)
+    if is_cupy(x) or rows >= ho:
+        return None
+    rows = max(1, rows)
+    return [(n, r0, min(r0 + rows, ho)) for n in range(x.shape[0]) for r0 in range(0, ho, rows)]
+
+
 def _batch_major(a_k, b):
     """(K, B*P) -> (B, K, P): a GEMM's output back in NCHW order (free when B == 1)."""
     return a_k.reshape(a_k.shape[0], b, -1).transpose(1, 0, 2)
@@ -229,6 +257,18 @@ def conv2d(x, weight, stride=(1, 1), padding=(0, 0), dilation=(1, 1), bias=None,
             y[n0:n1] += bias[:, None]
         return col if keep else None
 
+    bands = None if pointwise else _bands(x, col_bytes // ho, ho)
+    if bands is not None:                                             # big images: bands of rows
+        y_rows = y.reshape(N, K, ho, wo)
+
+        def run_band(n, r0, r1):
+            col = _band_columns(x, n, r0, r1, (kh, kw), stride, padding, dilation, wo)
+            y_rows[n, :, r0:r1] = (w2 @ col).reshape(K, r1 - r0, wo)
+            if bias is not None:
+                y_rows[n, :, r0:r1] += bias[:, None, None]
+
+        parallel_map(run_band, bands)
+        return (y_rows, None) if return_columns else y_rows
     chunks = _chunks(x, (C + K) * H * W * x.itemsize if pointwise else col_bytes, COL_CHUNK_BYTES)
     cols = _map_chunks(run, x, chunks)
     y = y.reshape(N, K, ho, wo)
@@ -259,7 +299,17 @@ def conv2d_weight_grad(x, dy, kernel, stride=(1, 1), padding=(0, 0), dilation=(1
         dw_t = _matmul(col, dy_k.T)                                   # (C*kh*kw, K)
         return dw_t, (dy_k.sum(axis=1) if with_bias else None)
 
-    if cols is not None:
+    bands = None if pointwise or cols is not None else _bands(x, C * kh * kw * wo * x.itemsize, ho)
+    if bands is not None:                                             # big images: bands of rows
+        dy_rows = dy.reshape(N, K, ho * wo)
+
+        def run_band(n, r0, r1):
+            col = _band_columns(x, n, r0, r1, kernel, stride, padding, dilation, wo)
+            dy_band = dy_rows[n, :, r0 * wo:r1 * wo]                   # (K, (r1-r0)*Wo)
+            return col @ dy_band.T, (dy_band.sum(axis=1) if with_bias else None)
+
+        parts = parallel_map(run_band, bands)
+    elif cols is not None:
         parts = _map_chunks(lambda chunk, col: run(*chunk, col), x, cols)
     else:
         bytes_per_image = (C + K) * H * W * x.itemsize if pointwise else C * kh * kw * ho * wo * x.itemsize

@@ -434,3 +434,65 @@ def test_batchnorm_matches_torch(xp, rng):
     np.testing.assert_allclose(to_numpy(layer.grads["weight"]), ref.weight.grad.numpy(), rtol=1e-9)
     np.testing.assert_allclose(to_numpy(layer.buffers["running_var"]), ref.running_var.numpy(),
                                rtol=1e-12)
+
+
+def test_batchnorm_statistics_keep_float32_precision_far_from_zero(rng):
+    # activations around 1000 with spread 0.1: E[x^2] - E[x]^2 would lose most digits in float32
+    x = (1000 + 0.1 * rng.standard_normal((16, 3, 16, 16))).astype(np.float32)
+    layer = layers.BatchNorm2d(3)
+    y = layer.forward(x)
+    x64 = x.astype(np.float64)
+    want = (x64 - x64.mean(axis=(0, 2, 3), keepdims=True)) / np.sqrt(x64.var(axis=(0, 2, 3), keepdims=True) + 1e-5)
+    np.testing.assert_allclose(y, want, atol=2e-3)
+
+
+# --------------------------------------------------------------------------- #
+# Chunks and threads: the same numbers whatever the cut and the thread count
+# --------------------------------------------------------------------------- #
+THREADED_LAYERS = [
+    pytest.param(lambda rng: Conv2d(6, 5, 3, padding=1, rng=rng), (9, 6, 10, 12), id="conv3x3"),
+    pytest.param(lambda rng: Conv2d(6, 5, 3, padding=4, dilation=4, rng=rng), (9, 6, 9, 9), id="dilated"),
+    pytest.param(lambda rng: Conv2d(6, 5, 3, stride=2, padding=1, rng=rng), (9, 6, 10, 12), id="stride2"),
+    pytest.param(lambda rng: Conv2d(6, 5, 1, rng=rng), (9, 6, 7, 7), id="1x1"),
+    pytest.param(lambda rng: layers.BatchNorm2d(6), (9, 6, 7, 5), id="batchnorm"),
+    pytest.param(lambda rng: MaxPool2d(2, 2, ceil_mode=True), (9, 6, 7, 5), id="pool2x2ceil"),
+    pytest.param(lambda rng: MaxPool2d(3, 1, 1), (9, 6, 7, 5), id="pool5"),
+    pytest.param(lambda rng: ReLU(), (9, 6, 7, 5), id="relu"),
+    pytest.param(lambda rng: L2Norm(6), (9, 6, 7, 5), id="l2norm"),
+]
+
+
+def _run(layer, x, dy):
+    y = layer.forward(x.copy())
+    return [y, layer.backward(dy)] + [g.copy() for g in layer.grads.values()]
+
+
+@pytest.mark.parametrize("make, shape", THREADED_LAYERS)
+def test_results_do_not_depend_on_the_thread_count(rng, make, shape):
+    from minissd import backend
+    layer = make(rng)
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(layer.forward(x).shape).astype(np.float32)
+    previous = backend.set_num_threads(1)
+    try:
+        one = _run(layer, x, dy)
+        backend.set_num_threads(3)
+        three = _run(layer, x, dy)
+    finally:
+        backend.set_num_threads(previous)
+    for a, b in zip(one, three):
+        np.testing.assert_array_equal(a, b)                   # bit for bit
+
+
+@pytest.mark.parametrize("make, shape", THREADED_LAYERS[:4])
+def test_conv_bands_of_rows_give_the_same_result(rng, monkeypatch, make, shape):
+    # a tiny column budget cuts each image into bands of output rows (SSD300's big maps)
+    layer = make(rng)
+    x = rng.standard_normal(shape)
+    dy = rng.standard_normal(layer.forward(x).shape)
+    whole = _run(layer, x, dy)
+    monkeypatch.setattr(layers, "COL_CHUNK_BYTES", 3 * 9 * shape[1] * 8 * shape[3])  # ~3 rows
+    assert layers._bands(x, 9 * shape[1] * 8 * shape[3], layer.output_shape(*shape[2:])[0]) is not None \
+        or layer.kernel_size == (1, 1)
+    for a, b in zip(_run(layer, x, dy), whole):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

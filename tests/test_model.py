@@ -337,3 +337,26 @@ def test_ssd_tiny_matches_torch_forward_and_backward(batch_norm):
                                        err_msg=name)
         else:                                                  # BatchNorm running statistics
             np.testing.assert_allclose(state[name], theirs[key].numpy(), rtol=1e-9, err_msg=name)
+
+
+def test_stacked_heads_give_each_head_its_own_gradients():
+    """The model runs loc[name] and conf[name] as one stacked conv; each head's grads, and
+    the source's gradient (the sum of the two), must be what the two convs give alone."""
+    model = tiny64()
+    rng = np.random.default_rng(4)
+    name = model.source_names[1]
+    loc_conv, conf_conv = model.loc[name], model.conf[name]
+    source = rng.standard_normal((2, loc_conv.in_channels, 4, 4))
+    loc, conf = model._heads_forward(name, source)
+    np.testing.assert_allclose(loc, loc_conv.forward(source), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conf, conf_conv.forward(source), rtol=1e-12, atol=1e-12)
+    dl, dc = rng.standard_normal(loc.shape), rng.standard_normal(conf.shape)
+    want_dsource = loc_conv.backward(dl) + conf_conv.backward(dc)
+    want = {k: v.copy() for conv, tag in ((loc_conv, "loc"), (conf_conv, "conf"))
+            for k, v in ((f"{tag}.{g}", conv.grads[g]) for g in conv.grads)}
+    dsource = model._heads_backward(name, source, dl, dc)
+    np.testing.assert_allclose(dsource, want_dsource, rtol=1e-12, atol=1e-12)
+    for key, value in want.items():
+        conv = loc_conv if key.startswith("loc") else conf_conv
+        np.testing.assert_allclose(conv.grads[key.split(".")[1]], value, rtol=1e-12, atol=1e-12,
+                                   err_msg=key)
