@@ -15,7 +15,7 @@ import ctypes
 import glob
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -194,37 +194,52 @@ def set_num_threads(n: int) -> int:
 
 
 def _pool(n):
-    if _POOL["size"] != n:
+    """The n - 1 helper threads (the calling thread is the n-th)."""
+    if _POOL["size"] != n - 1:
         if _POOL["pool"] is not None:
             _POOL["pool"].shutdown(wait=True)
         setter = _blas_thread_setter()
         if setter is not None:
-            setter(1)                                                 # pool threads each run 1-thread GEMMs
-        _POOL["pool"] = ThreadPoolExecutor(n, thread_name_prefix="minissd")
-        _POOL["size"] = n
+            setter(1)                                                 # each thread runs 1-thread GEMMs
+        _POOL["pool"] = ThreadPoolExecutor(n - 1, thread_name_prefix="minissd")
+        _POOL["size"] = n - 1
     return _POOL["pool"]
 
 
-def _run_task(fn, item):
+def _run_share(fn, share):
+    """Run fn on this thread's share of the items, marked as a pool task (no nesting)."""
+    active = getattr(_WORKER, "active", False)
     _WORKER.active = True
     try:
-        return fn(*item)
+        return [fn(*item) for item in share]
     finally:
-        _WORKER.active = False
+        _WORKER.active = active
 
 
 def parallel_map(fn, items):
     """[fn(*item) for item in items], run on minissd's threads; results in order.
 
-    Runs in the calling thread when there is one thread, one item, or when it
-    is called from inside a pool task (no nested parallelism: it cannot
-    deadlock). Only for NumPy work: CuPy work is queued on the GPU instead.
+    The items are dealt out in turn (item i to thread i mod n); the calling
+    thread takes one share itself. Runs everything in the calling thread when
+    there is one thread, one item, or when called from inside a share (no
+    nested parallelism, so it cannot deadlock). Only for NumPy work: CuPy work
+    is queued on the GPU instead.
     """
     items = list(items)
-    n = num_threads()
-    if n == 1 or len(items) < 2 or getattr(_WORKER, "active", False):
+    n = min(num_threads(), len(items))
+    if n <= 1 or getattr(_WORKER, "active", False):
         return [fn(*item) for item in items]
-    return list(_pool(n).map(_run_task, [fn] * len(items), items))
+    shares = [items[t::n] for t in range(n)]
+    futures = [_pool(num_threads()).submit(_run_share, fn, share) for share in shares[1:]]
+    try:
+        results = [_run_share(fn, shares[0])]
+    finally:                                                          # never leave shares running
+        wait(futures)
+    results += [f.result() for f in futures]                          # re-raises a share's error
+    out = [None] * len(items)
+    for t, share_results in enumerate(results):
+        out[t::n] = share_results
+    return out
 
 
 def in_parallel_task() -> bool:

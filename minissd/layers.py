@@ -488,7 +488,11 @@ class MaxPool2d(Module):
                             arg[n0:n1] = 0
                         continue
                     if arg is not None:
-                        xp.copyto(arg[n0:n1], i * kw + j, where=win > out)  # strict: first maximum wins ties
+                        # arg becomes i*kw+j where win beats the maximum so far (strictly: the first
+                        # maximum wins ties). Entries are visited in increasing order, so that is
+                        # max(arg, (win > out) * (i*kw+j)) -- two fast passes; copyto(where=) is ~5x slower
+                        xp.maximum(arg[n0:n1], (win > out).astype(arg.dtype) * (i * kw + j),
+                                   out=arg[n0:n1])
                     xp.maximum(out, win, out=out)
 
         _map_chunks(run, x, _chunks(x, C * H * W * x.itemsize))
