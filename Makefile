@@ -20,14 +20,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-# one BLAS thread: the tests' GEMMs are small, and OpenBLAS's spinning threads slow them down badly
-# whenever anything else shares the cores
+# one BLAS thread: minissd pins OpenBLAS to one thread once its layers run (it has its own
+# threads, backend.set_num_threads), and the tests' other small GEMMs are slowed down badly by
+# OpenBLAS's spinning threads whenever anything else shares the cores
 test: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q
 
-# one BLAS thread for training: ssd-tiny's GEMMs are small, the second core decodes images,
-# and OpenBLAS's spinning second thread makes a step slower, not faster (benchmarks/README.md)
-demo: export OPENBLAS_NUM_THREADS = 1
+# training runs on minissd's own threads, one per core (MINISSD_NUM_THREADS=1 for one)
 demo: $(STAMP)
 	test -f $(DEMO_DATA)/classes.txt || $(PY) -m minissd data shapes --out $(DEMO_DATA)
 	$(PY) -m minissd train --data $(DEMO_DATA) --config ssd-tiny --epochs $(DEMO_EPOCHS) \

@@ -121,7 +121,7 @@ def synchronize(xp) -> None:
 # one intra-op pool, torch.set_num_threads(n).
 # --------------------------------------------------------------------------- #
 _THREADS = {"n": None, "explicit": False}
-_POOL = {"pool": None, "size": 0}
+_POOL = {"pool": None, "size": 0, "blas_pinned": False}
 _WORKER = threading.local()          # .active: this thread is running a pool task
 _BLAS_SETTERS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
                  "scipy_openblas_set_num_threads")
@@ -178,9 +178,10 @@ def num_threads() -> int:
 def set_num_threads(n: int) -> int:
     """Run minissd's CPU work on ``n`` threads; returns the previous count.
 
-    With ``n > 1`` OpenBLAS is asked for one thread (for the whole process, as
-    ``torch.set_num_threads`` does for its BLAS), since minissd's threads call
-    it in parallel. The default is the number of cores, or the environment
+    OpenBLAS is asked for one thread when minissd first runs a layer (for the
+    whole process, as ``torch.set_num_threads`` does for its BLAS): each of
+    minissd's threads calls it for its own chunk, and idle BLAS threads
+    spinning for work would take the cores from them. The default is the number of cores, or the environment
     variable MINISSD_NUM_THREADS. Results do not depend on ``n``: the work is
     cut into the same chunks whatever the count, and partial sums are added in
     chunk order.
@@ -198,9 +199,6 @@ def _pool(n):
     if _POOL["size"] != n - 1:
         if _POOL["pool"] is not None:
             _POOL["pool"].shutdown(wait=True)
-        setter = _blas_thread_setter()
-        if setter is not None:
-            setter(1)                                                 # each thread runs 1-thread GEMMs
         _POOL["pool"] = ThreadPoolExecutor(n - 1, thread_name_prefix="minissd")
         _POOL["size"] = n - 1
     return _POOL["pool"]
@@ -226,6 +224,11 @@ def parallel_map(fn, items):
     is queued on the GPU instead.
     """
     items = list(items)
+    if not _POOL["blas_pinned"]:                                      # once: GEMMs run 1 thread each
+        setter = _blas_thread_setter()
+        if setter is not None:
+            setter(1)
+        _POOL["blas_pinned"] = True
     n = min(num_threads(), len(items))
     if n <= 1 or getattr(_WORKER, "active", False):
         return [fn(*item) for item in items]
