@@ -217,8 +217,8 @@ def _run_share(fn, share):
 def parallel_map(fn, items):
     """[fn(*item) for item in items], run on minissd's threads; results in order.
 
-    The items are dealt out in turn (item i to thread i mod n); the calling
-    thread takes one share itself. Runs everything in the calling thread when
+    The items are cut into n contiguous shares, one per thread; the calling
+    thread takes the first itself. Runs everything in the calling thread when
     there is one thread, one item, or when called from inside a share (no
     nested parallelism, so it cannot deadlock). Only for NumPy work: CuPy work
     is queued on the GPU instead.
@@ -232,17 +232,15 @@ def parallel_map(fn, items):
     n = min(num_threads(), len(items))
     if n <= 1 or getattr(_WORKER, "active", False):
         return [fn(*item) for item in items]
-    shares = [items[t::n] for t in range(n)]
+    bounds = [len(items) * t // n for t in range(n + 1)]
+    shares = [items[bounds[t]:bounds[t + 1]] for t in range(n)]     # contiguous runs of items
     futures = [_pool(num_threads()).submit(_run_share, fn, share) for share in shares[1:]]
     try:
         results = [_run_share(fn, shares[0])]
     finally:                                                          # never leave shares running
         wait(futures)
     results += [f.result() for f in futures]                          # re-raises a share's error
-    out = [None] * len(items)
-    for t, share_results in enumerate(results):
-        out[t::n] = share_results
-    return out
+    return [r for share_results in results for r in share_results]
 
 
 def in_parallel_task() -> bool:

@@ -205,7 +205,8 @@ def _bands(x, col_bytes_per_row, ho):
     rows = COL_CHUNK_BYTES // max(1, col_bytes_per_row)
     if is_cupy(x) or rows >= ho:
         return None
-    rows = max(1, rows)
+    bands = -(-ho // max(1, rows))
+    rows = -(-ho // bands)                                            # bands of (nearly) equal height
     return [(n, r0, min(r0 + rows, ho)) for n in range(x.shape[0]) for r0 in range(0, ho, rows)]
 
 
