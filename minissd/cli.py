@@ -21,6 +21,9 @@ import time
 def _add_device(p):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="cpu (NumPy) or cuda (CuPy) (default: cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for minissd's layers (default: MINISSD_NUM_THREADS, "
+                        "else one per core)")
 
 
 def _classes(text):
@@ -228,6 +231,9 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "threads", None) is not None:
+            from minissd.backend import set_num_threads
+            set_num_threads(args.threads)
         args.func(args)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -74,11 +74,20 @@ def test_summary_prints_the_table(capsys):
     (["summary", "--config", "ssd999"], "ssd999"),
     (["evaluate", "--checkpoint", "/no/ckpt.npz", "--data", "."], "/no/ckpt.npz"),
     (["detect", "/no/image.jpg", "--checkpoint", "/no/ckpt.npz", "--out", "x"], "/no/ckpt.npz"),
+    (["evaluate", "--checkpoint", "c.npz", "--data", ".", "--threads", "0"], "at least 1"),
 ])
 def test_errors_are_one_line_and_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("minissd: error:") and message in err[0]
+
+
+def test_threads_option_sets_minissd_threads(trained, monkeypatch, capsys):
+    from minissd import backend
+    monkeypatch.setitem(backend._THREADS, "n", backend.num_threads())   # restored afterwards
+    data, ckpt = trained
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", data, "--threads", "1"]) == 0
+    assert backend.num_threads() == 1
 
 
 def test_missing_vgg_weights_are_named(trained, capsys, tmp_path):
