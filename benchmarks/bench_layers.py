@@ -35,7 +35,7 @@ POOL_CASES = [
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=os.cpu_count(),
-                   help="threads for numpy's BLAS and for torch (default: nproc)")
+                   help="threads for minissd (its pool) and for torch (default: nproc)")
     p.add_argument("--repeats", type=int, default=7, help="timed runs per case (median)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     p.add_argument("--only", choices=["conv", "pool"], help="run one group of cases")
@@ -158,7 +158,7 @@ def main():
         rows += [bench_conv(c, rng) for c in CONV_CASES if c in picked]
     if ARGS.only in (None, "pool"):
         rows += [bench_pool(c, rng) for c in POOL_CASES if c in picked]
-    print(f"threads: {ARGS.threads} (numpy's BLAS and torch); {ARGS.clock} time; float32, forward + backward; "
+    print(f"threads: {ARGS.threads} (minissd's pool and torch); {ARGS.clock} time; float32, forward + backward; "
           f"median (min) of {ARGS.repeats} after {ARGS.warmup} warm-up; "
           f"torch {torch.__version__}, numpy {np.__version__}; "
           f"1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")

@@ -32,7 +32,7 @@ import time
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=os.cpu_count(),
-                   help="threads for numpy's BLAS and for torch (default: nproc)")
+                   help="threads for minissd (its pool) and for torch (default: nproc)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per case (median)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     p.add_argument("--batch", type=int, default=32, help="ssd-tiny training batch")
