@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -204,24 +205,15 @@ def _pool(n):
     return _POOL["pool"]
 
 
-def _run_share(fn, share):
-    """Run fn on this thread's share of the items, marked as a pool task (no nesting)."""
-    active = getattr(_WORKER, "active", False)
-    _WORKER.active = True
-    try:
-        return [fn(*item) for item in share]
-    finally:
-        _WORKER.active = active
-
-
 def parallel_map(fn, items):
     """[fn(*item) for item in items], run on minissd's threads; results in order.
 
-    The items are cut into n contiguous shares, one per thread; the calling
-    thread takes the first itself. Runs everything in the calling thread when
-    there is one thread, one item, or when called from inside a share (no
-    nested parallelism, so it cannot deadlock). Only for NumPy work: CuPy work
-    is queued on the GPU instead.
+    Each thread (the calling one too) takes the next item not yet taken until
+    none is left, so a few big items and many small ones still share out
+    evenly: put the big ones first. Which thread ran an item never changes its
+    result. Runs everything in the calling thread when there is one thread,
+    one item, or when called from inside an item (no nested parallelism, so it
+    cannot deadlock). Only for NumPy work: CuPy work is queued on the GPU.
     """
     items = list(items)
     if not _POOL["blas_pinned"]:                                      # once: GEMMs run 1 thread each
@@ -232,15 +224,25 @@ def parallel_map(fn, items):
     n = min(num_threads(), len(items))
     if n <= 1 or getattr(_WORKER, "active", False):
         return [fn(*item) for item in items]
-    bounds = [len(items) * t // n for t in range(n + 1)]
-    shares = [items[bounds[t]:bounds[t + 1]] for t in range(n)]     # contiguous runs of items
-    futures = [_pool(num_threads()).submit(_run_share, fn, share) for share in shares[1:]]
+    results = [None] * len(items)
+    taken = itertools.count()                                         # next() is atomic under the GIL
+
+    def work():
+        _WORKER.active = True
+        try:
+            while (i := next(taken)) < len(items):
+                results[i] = fn(*items[i])
+        finally:
+            _WORKER.active = False
+
+    futures = [_pool(num_threads()).submit(work) for _ in range(n - 1)]
     try:
-        results = [_run_share(fn, shares[0])]
-    finally:                                                          # never leave shares running
+        work()
+    finally:                                                          # never leave items running
         wait(futures)
-    results += [f.result() for f in futures]                          # re-raises a share's error
-    return [r for share_results in results for r in share_results]
+    for f in futures:
+        f.result()                                                    # re-raises an item's error
+    return results
 
 
 def in_parallel_task() -> bool:
