@@ -210,6 +210,140 @@ def _bands(x, col_bytes_per_row, ho):
     return [(n, r0, min(r0 + rows, ho)) for n in range(x.shape[0]) for r0 in range(0, ho, rows)]
 
 
+# --------------------------------------------------------------------------- #
+# Tap blocks: a convolution that skips the kernel taps falling in the padding.
+#
+# fc6 (3x3, dilation 6, padding 6) on a 19x19 map: near the border, the taps
+# 6 pixels out land in the zero padding -- 38% of fc6's column entries are
+# zeros, and the GEMM multiplies them like any other. Cut the output into
+# blocks instead: along each axis, the ranges of outputs for which the same
+# taps stay inside the input (for fc6: 3 x 3 blocks, the centre one seeing all
+# 9 taps, the corners 4). A block's columns hold only its taps, and its GEMM
+# takes the matching slice of the weights. The images go innermost -- x as
+# (C, H, W, N) -- so that a block's slices copy as long rows. Used on NumPy
+# for stride-1 convolutions whose columns would be at least
+# TAP_BLOCKS_MIN_ZEROS padding; on CuPy the plain im2col path runs.
+# --------------------------------------------------------------------------- #
+TAP_BLOCKS_MIN_ZEROS = 0.25
+
+
+def _axis_blocks(size_in, size_out, k, pad, dil):
+    """[(o0, o1, t0, t1)] along one axis: outputs o0:o1 all see exactly the taps t0:t1.
+
+    Output o reads input o + t*dil - pad; the taps inside the input for every
+    output of a range form one run t0:t1 (the offsets increase with t).
+    """
+    offsets = [t * dil - pad for t in range(k)]
+    cuts = {0, size_out}
+    for o in offsets:
+        cuts |= {min(max(-o, 0), size_out), min(max(size_in - o, 0), size_out)}
+    cuts = sorted(cuts)
+    blocks = []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        taps = [t for t, o in enumerate(offsets) if a + o >= 0 and b - 1 + o < size_in]
+        blocks.append((a, b, taps[0], taps[-1] + 1) if taps else (a, b, 0, 0))
+    return blocks
+
+
+def _tap_blocks(x, kernel, stride, padding, dilation, out_hw):
+    """The blocks ((r0, r1, i0, i1), (c0, c1, j0, j1)) of a convolution, the most work
+    first, or None where the plain im2col path should run."""
+    if is_cupy(x) or tuple(stride) != (1, 1) or min(out_hw) <= 0:
+        return None
+    (kh, kw), (ph, pw), (dh, dw), (ho, wo) = kernel, padding, dilation, out_hw
+    rows = _axis_blocks(x.shape[2], ho, kh, ph, dh)
+    cols = _axis_blocks(x.shape[3], wo, kw, pw, dw)
+    used = (sum((r1 - r0) * (i1 - i0) for r0, r1, i0, i1 in rows) / (kh * ho)
+            * sum((c1 - c0) * (j1 - j0) for c0, c1, j0, j1 in cols) / (kw * wo))
+    if 1 - used < TAP_BLOCKS_MIN_ZEROS:
+        return None
+
+    def work(block):
+        (r0, r1, i0, i1), (c0, c1, j0, j1) = block
+        return (r1 - r0) * (c1 - c0) * (i1 - i0) * (j1 - j0)
+
+    return sorted([(rb, cb) for rb in rows for cb in cols], key=work, reverse=True)
+
+
+def _images_last(a):
+    """(N, C, H, W) -> (C, H, W, N), copied on the threads a few channels at a time."""
+    out = np.empty((*a.shape[1:], a.shape[0]), dtype=a.dtype)
+    step = max(1, -(-a.shape[1] // MIN_CHUNKS))
+
+    def run(c0):
+        out[c0:c0 + step] = a[:, c0:c0 + step].transpose(1, 2, 3, 0)
+
+    parallel_map(run, [(c0,) for c0 in range(0, a.shape[1], step)])
+    return out
+
+
+def _images_first(a):
+    """(C, H, W, N) -> (N, C, H, W), copied on the threads a few channels at a time."""
+    out = np.empty((a.shape[3], *a.shape[:3]), dtype=a.dtype)
+    step = max(1, -(-a.shape[0] // MIN_CHUNKS))
+
+    def run(c0):
+        out[:, c0:c0 + step] = a[c0:c0 + step].transpose(3, 0, 1, 2)
+
+    parallel_map(run, [(c0,) for c0 in range(0, a.shape[0], step)])
+    return out
+
+
+def _block_columns(x_last, block, padding, dilation):
+    """The columns (taps*C, h*w*N) of one block of outputs, from x_last (C, H, W, N)."""
+    (r0, r1, i0, i1), (c0, c1, j0, j1) = block
+    (ph, pw), (dh, dw) = padding, dilation
+    h, w = r1 - r0, c1 - c0
+    col = np.empty((i1 - i0, j1 - j0, *x_last.shape[:1], h, w, x_last.shape[3]), dtype=x_last.dtype)
+    for i in range(i0, i1):
+        for j in range(j0, j1):
+            top, left = r0 + i * dh - ph, c0 + j * dw - pw
+            col[i - i0, j - j0] = x_last[:, top:top + h, left:left + w]
+    return col.reshape(-1, h * w * x_last.shape[3])
+
+
+def _conv_tap_blocks(x, weight, bias, blocks, padding, dilation, out_hw):
+    """y (N, K, Ho, Wo) of a stride-1 convolution, block by block (see above)."""
+    x_last = _images_last(x)                                          # (C, H, W, N)
+    w_last = np.ascontiguousarray(weight.transpose(0, 2, 3, 1))       # (K, kh, kw, C)
+    K, N = weight.shape[0], x.shape[0]
+    y_last = np.empty((K, *out_hw, N), dtype=np.result_type(x, weight))
+
+    def run(rows, cols):
+        (r0, r1, i0, i1), (c0, c1, j0, j1) = rows, cols
+        out = y_last[:, r0:r1, c0:c1]                                 # (K, h, w, N)
+        if i0 == i1 or j0 == j1:                                      # no tap reaches the input
+            out[...] = 0
+        else:
+            col = _block_columns(x_last, (rows, cols), padding, dilation)
+            out[...] = (w_last[:, i0:i1, j0:j1].reshape(K, -1) @ col).reshape(out.shape)
+        if bias is not None:
+            out += bias[:, None, None, None]
+
+    parallel_map(run, blocks)
+    return _images_first(y_last)
+
+
+def _weight_grad_tap_blocks(x, dy, blocks, kernel, padding, dilation):
+    """dW (K, C, kh, kw) of a stride-1 convolution: each block adds dy_block @ col.T to its taps."""
+    x_last, dy_last = _images_last(x), _images_last(dy)               # (C, H, W, N), (K, Ho, Wo, N)
+    K, C = dy.shape[1], x.shape[1]
+
+    def run(rows, cols):
+        (r0, r1, i0, i1), (c0, c1, j0, j1) = rows, cols
+        if i0 == i1 or j0 == j1:
+            return None
+        col = _block_columns(x_last, (rows, cols), padding, dilation)  # (taps*C, h*w*N)
+        dy_block = np.ascontiguousarray(dy_last[:, r0:r1, c0:c1]).reshape(K, -1)
+        return (dy_block @ col.T).reshape(K, i1 - i0, j1 - j0, C)
+
+    dw_last = np.zeros((K, *kernel, C), dtype=np.result_type(x, dy))  # (K, kh, kw, C)
+    for ((_, _, i0, i1), (_, _, j0, j1)), part in zip(blocks, parallel_map(run, blocks)):
+        if part is not None:                                          # in block order: deterministic
+            dw_last[:, i0:i1, j0:j1] += part
+    return np.ascontiguousarray(dw_last.transpose(0, 3, 1, 2))
+
+
 def _batch_major(a_k, b):
     """(K, B*P) -> (B, K, P): a GEMM's output back in NCHW order (free when B == 1)."""
     return a_k.reshape(a_k.shape[0], b, -1).transpose(1, 0, 2)
@@ -241,6 +375,10 @@ def conv2d(x, weight, stride=(1, 1), padding=(0, 0), dilation=(1, 1), bias=None,
     K, _, kh, kw = weight.shape
     ho = conv_output_size(H, kh, stride[0], padding[0], dilation[0])
     wo = conv_output_size(W, kw, stride[1], padding[1], dilation[1])
+    blocks = _tap_blocks(x, (kh, kw), stride, padding, dilation, (ho, wo))
+    if blocks is not None:                                            # many padding taps: skip them
+        y = _conv_tap_blocks(x, weight, bias, blocks, padding, dilation, (ho, wo))
+        return (y, None) if return_columns else y
     w2 = weight.reshape(K, C * kh * kw)
     y = xp.empty((N, K, ho * wo), dtype=xp.result_type(x, weight))
     pointwise = _is_pointwise((kh, kw), stride, padding)
@@ -288,6 +426,10 @@ def conv2d_weight_grad(x, dy, kernel, stride=(1, 1), padding=(0, 0), dilation=(1
     N, C, H, W = x.shape
     _, K, ho, wo = dy.shape
     kh, kw = kernel
+    blocks = _tap_blocks(x, kernel, stride, padding, dilation, (ho, wo))
+    if blocks is not None:                                            # many padding taps: skip them
+        dw = _weight_grad_tap_blocks(x, dy, blocks, kernel, padding, dilation)
+        return (dw, dy.sum(axis=(0, 2, 3))) if with_bias else dw
     pointwise = _is_pointwise(kernel, stride, padding)
 
     def run(n0, n1, col=None):

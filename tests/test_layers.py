@@ -496,3 +496,46 @@ def test_conv_bands_of_rows_give_the_same_result(rng, monkeypatch, make, shape):
         or layer.kernel_size == (1, 1)
     for a, b in zip(_run(layer, x, dy), whole):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- #
+# Tap blocks: convolutions that skip the taps landing in the padding
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("size_in, size_out, k, pad, dil, expected", [
+    (19, 19, 3, 6, 6, [(0, 6, 1, 3), (6, 13, 0, 3), (13, 19, 0, 2)]),     # SSD300's fc6
+    (8, 8, 3, 3, 3, [(0, 3, 1, 3), (3, 5, 0, 3), (5, 8, 0, 2)]),          # ssd-tiny's fc6
+    (1, 1, 3, 1, 1, [(0, 1, 1, 2)]),                                      # a head on a 1x1 map
+    (5, 3, 3, 0, 1, [(0, 3, 0, 3)]),                                      # no padding: one block
+    (2, 8, 3, 4, 1, [(0, 2, 0, 0), (2, 3, 2, 3), (3, 4, 1, 3), (4, 5, 0, 2),
+                     (5, 6, 0, 1), (6, 8, 0, 0)]),                        # outputs that see no input
+])
+def test_axis_blocks(size_in, size_out, k, pad, dil, expected):
+    assert layers._axis_blocks(size_in, size_out, k, pad, dil) == expected
+
+
+def test_tap_blocks_only_where_padding_taps_abound():
+    fc6 = np.zeros((8, 128, 19, 19), np.float32)
+    assert layers._tap_blocks(fc6, (3, 3), (1, 1), (6, 6), (6, 6), (19, 19)) is not None
+    big = np.zeros((2, 3, 64, 64), np.float32)                        # 3% padding taps: plain im2col
+    assert layers._tap_blocks(big, (3, 3), (1, 1), (1, 1), (1, 1), (64, 64)) is None
+    assert layers._tap_blocks(fc6, (3, 3), (2, 2), (6, 6), (6, 6), (10, 10)) is None   # strided
+
+
+@pytest.mark.parametrize("C, K, k, p, d, H, W", [
+    (3, 4, 3, 6, 6, 19, 17),          # fc6-like, non-square
+    (2, 5, 3, 1, 1, 4, 4),            # a small map
+    (3, 2, 3, 4, 1, 2, 3),            # outputs at the border see no input at all
+    (2, 3, 5, 2, 2, 6, 7),            # 5x5, dilation 2
+    (2, 3, 3, 0, 1, 5, 5),            # no padding
+])
+def test_tap_blocks_equal_the_im2col_path(rng, monkeypatch, C, K, k, p, d, H, W):
+    conv = Conv2d(C, K, k, padding=p, dilation=d, rng=rng).astype(np.float64)
+    conv.params["bias"] = rng.standard_normal(K)
+    x = rng.standard_normal((3, C, H, W))
+    dy = rng.standard_normal((3, K, *conv.output_shape(H, W)))
+    results = []
+    for threshold in (0.0, 2.0):                                      # always blocks, never blocks
+        monkeypatch.setattr(layers, "TAP_BLOCKS_MIN_ZEROS", threshold)
+        results.append(_run(conv, x, dy))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
