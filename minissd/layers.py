@@ -227,7 +227,7 @@ def _bands(x, col_bytes_per_row, ho):
 TAP_BLOCKS_MIN_ZEROS = 0.25
 
 
-def _axis_blocks(size_in, size_out, k, pad, dil):
+def valid_tap_ranges(size_in, size_out, k, pad, dil):
     """[(o0, o1, t0, t1)] along one axis: outputs o0:o1 all see exactly the taps t0:t1.
 
     Output o reads input o + t*dil - pad; the taps inside the input for every
@@ -251,8 +251,8 @@ def _tap_blocks(x, kernel, stride, padding, dilation, out_hw):
     if is_cupy(x) or tuple(stride) != (1, 1) or min(out_hw) <= 0:
         return None
     (kh, kw), (ph, pw), (dh, dw), (ho, wo) = kernel, padding, dilation, out_hw
-    rows = _axis_blocks(x.shape[2], ho, kh, ph, dh)
-    cols = _axis_blocks(x.shape[3], wo, kw, pw, dw)
+    rows = valid_tap_ranges(x.shape[2], ho, kh, ph, dh)
+    cols = valid_tap_ranges(x.shape[3], wo, kw, pw, dw)
     used = (sum((r1 - r0) * (i1 - i0) for r0, r1, i0, i1 in rows) / (kh * ho)
             * sum((c1 - c0) * (j1 - j0) for c0, c1, j0, j1 in cols) / (kw * wo))
     if 1 - used < TAP_BLOCKS_MIN_ZEROS:

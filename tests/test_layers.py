@@ -509,8 +509,8 @@ def test_conv_bands_of_rows_give_the_same_result(rng, monkeypatch, make, shape):
     (2, 8, 3, 4, 1, [(0, 2, 0, 0), (2, 3, 2, 3), (3, 4, 1, 3), (4, 5, 0, 2),
                      (5, 6, 0, 1), (6, 8, 0, 0)]),                        # outputs that see no input
 ])
-def test_axis_blocks(size_in, size_out, k, pad, dil, expected):
-    assert layers._axis_blocks(size_in, size_out, k, pad, dil) == expected
+def test_valid_tap_ranges(size_in, size_out, k, pad, dil, expected):
+    assert layers.valid_tap_ranges(size_in, size_out, k, pad, dil) == expected
 
 
 def test_tap_blocks_only_where_padding_taps_abound():
