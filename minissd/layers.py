@@ -1,9 +1,12 @@
 """Hand-written layers, NCHW, forward and backward: Conv2d (dilated too),
-MaxPool2d, ReLU, L2Norm and Sequential.
+MaxPool2d, ReLU, L2Norm, BatchNorm2d and Sequential.
 
 Each ``forward`` stores a small cache; ``backward`` reads it in reverse and
 fills ``grads``. The same lines run on NumPy and CuPy: arrays come in, and
-``xp = get_array_module(x)`` picks the library.
+``xp = get_array_module(x)`` picks the library. On NumPy each layer cuts its
+batch into cache-sized chunks and runs them on minissd's threads
+(``backend.parallel_map``); the cut never depends on the thread count, so
+neither do the results.
 """
 from __future__ import annotations
 
