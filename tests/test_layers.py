@@ -539,3 +539,18 @@ def test_tap_blocks_equal_the_im2col_path(rng, monkeypatch, C, K, k, p, d, H, W)
         results.append(_run(conv, x, dy))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("make, shape", THREADED_LAYERS)
+def test_the_gpu_code_path_gives_the_same_result(rng, monkeypatch, make, shape):
+    # On CuPy the layers take other branches: the whole batch in one chunk, no threads, no
+    # bands, no tap blocks. Run those branches here on NumPy arrays, by making `is_cupy`
+    # say yes, and compare (the CuPy tests themselves need a GPU).
+    layer = make(rng)
+    x = rng.standard_normal(shape)
+    dy = rng.standard_normal(layer.forward(x).shape)
+    cpu = _run(layer, x, dy)
+    monkeypatch.setattr(layers, "is_cupy", lambda a: True)
+    gpu = _run(layer, x, dy)
+    for a, b in zip(gpu, cpu):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
