@@ -48,24 +48,12 @@ import numpy as np  # noqa: E402
 
 from minissd.backend import set_num_threads  # noqa: E402
 
-from minissd.config import get_config  # noqa: E402
-from minissd.model import SSD  # noqa: E402
-from minissd.optim import SGD  # noqa: E402
-from minissd.weights import from_ssd_pytorch  # noqa: E402
-
 try:
     import torch  # noqa: E402
-    import torch.nn.functional as F  # noqa: E402
 except ImportError:
     sys.exit("bench_model.py needs torch for the comparison: .venv/bin/pip install torch")
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from torch_reference import TorchSSD, plan_of  # noqa: E402
-
-from minissd.loss import MultiBoxLoss  # noqa: E402
-
-NEG_POS_RATIO = 3
-POSITIVE_FRACTION = 0.015
+from common import random_targets, training_steps, twin_models  # noqa: E402
 
 
 def median_ms(fn, repeats, warmup):
@@ -81,39 +69,6 @@ def median_ms(fn, repeats, warmup):
     return 1e3 * float(np.median(wall)), 1e3 * float(np.median(cpu))
 
 
-def twin_models(name, num_classes, seed=0):
-    """A minissd SSD and a TorchSSD holding the same weights."""
-    cfg = get_config(name)
-    model = SSD(cfg, num_classes, seed=seed)
-    torch.manual_seed(seed)
-    ref = TorchSSD(plan_of(model.arch), cfg.num_boxes_per_location, num_classes + 1)
-    model.load_state_dict(from_ssd_pytorch(model, {k: v.numpy() for k, v in ref.state_dict().items()}))
-    return cfg, model, ref
-
-
-def random_targets(B, P, num_classes, rng):
-    labels = np.where(rng.random((B, P)) < POSITIVE_FRACTION,
-                      rng.integers(1, num_classes + 1, (B, P)), 0).astype(np.int64)   # (B, P)
-    offsets = rng.standard_normal((B, P, 4)).astype(np.float32)                        # (B, P, 4)
-    return offsets, labels
-
-
-def torch_multibox_loss(loc, conf, loc_t, conf_t):
-    """MultiBoxLoss in torch: (smooth L1 on positives + CE on positives and mined negatives) / N."""
-    B, P, K = conf.shape
-    pos = conf_t > 0
-    n = pos.sum().clamp(min=1)
-    loss_loc = F.smooth_l1_loss(loc[pos], loc_t[pos], reduction="sum")
-    ce = F.cross_entropy(conf.reshape(-1, K), conf_t.reshape(-1), reduction="none").view(B, P)
-    with torch.no_grad():
-        hardness = ce.masked_fill(pos, -float("inf"))
-        rank = hardness.argsort(1, descending=True).argsort(1)
-        num_pos = pos.sum(1, keepdim=True)
-        quota = torch.minimum(NEG_POS_RATIO * num_pos, P - num_pos)
-        selected = pos | ((rank < quota) & ~pos)
-    return (loss_loc + ce[selected].sum()) / n
-
-
 def bench_train_step(rng):
     num_classes = 3
     cfg, model, ref = twin_models("ssd-tiny", num_classes)
@@ -121,24 +76,7 @@ def bench_train_step(rng):
     images = rng.standard_normal((B, 3, S, S)).astype(np.float32)
     loc_t, conf_t = random_targets(B, P, num_classes, rng)
 
-    criterion = MultiBoxLoss(neg_pos_ratio=NEG_POS_RATIO)
-    opt = SGD(model, lr=1e-4, momentum=0.9, weight_decay=5e-4)
-
-    def minissd_step():
-        loc, conf = model.forward(images)
-        criterion.forward(loc, conf, loc_t, conf_t)
-        dloc, dconf = criterion.backward()
-        model.backward(dloc, dconf, need_dimages=False)      # as training: no image gradient
-        opt.step()
-
-    t_images, t_loc, t_conf = map(torch.from_numpy, (images, loc_t, conf_t))
-    t_opt = torch.optim.SGD(ref.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
-
-    def torch_step():
-        t_opt.zero_grad()
-        loc, conf = ref(t_images)
-        torch_multibox_loss(loc, conf, t_loc, t_conf).backward()
-        t_opt.step()
+    minissd_step, torch_step = training_steps(model, ref, images, loc_t, conf_t)
 
     ms = median_ms(minissd_step, ARGS.repeats, ARGS.warmup)
     mt = median_ms(torch_step, ARGS.repeats, ARGS.warmup)
