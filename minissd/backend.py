@@ -121,7 +121,7 @@ def synchronize(xp) -> None:
 # work never compete with the pool for the cores. This is PyTorch's model too:
 # one intra-op pool, torch.set_num_threads(n).
 # --------------------------------------------------------------------------- #
-_THREADS = {"n": None, "explicit": False}
+_THREADS = {"n": None}                # None: not yet resolved (see _default_threads)
 _POOL = {"pool": None, "size": 0, "blas_pinned": False}
 _WORKER = threading.local()          # .active: this thread is running a pool task
 _BLAS_SETTERS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
@@ -182,10 +182,10 @@ def set_num_threads(n: int) -> int:
     OpenBLAS is asked for one thread when minissd first runs a layer (for the
     whole process, as ``torch.set_num_threads`` does for its BLAS): each of
     minissd's threads calls it for its own chunk, and idle BLAS threads
-    spinning for work would take the cores from them. The default is the number of cores, or the environment
-    variable MINISSD_NUM_THREADS. Results do not depend on ``n``: the work is
-    cut into the same chunks whatever the count, and partial sums are added in
-    chunk order.
+    spinning for work would take the cores from them. The default is the
+    number of cores, or the environment variable MINISSD_NUM_THREADS. Results
+    do not depend on ``n``: the work is cut into the same chunks whatever the
+    count, and partial sums are added in chunk order.
     """
     n = int(n)
     if n < 1:
