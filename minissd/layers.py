@@ -268,28 +268,23 @@ def _tap_blocks(x, kernel, stride, padding, dilation, out_hw):
     return sorted([(rb, cb) for rb in rows for cb in cols], key=work, reverse=True)
 
 
-def _images_last(a):
-    """(N, C, H, W) -> (C, H, W, N), copied on the threads a few channels at a time."""
-    out = np.empty((*a.shape[1:], a.shape[0]), dtype=a.dtype)
-    step = max(1, -(-a.shape[1] // MIN_CHUNKS))
+def _transposed(a, axes, channel_axis):
+    """a.transpose(axes) as a new contiguous array, copied on the threads a few channels
+    (``channel_axis`` of the result) at a time: (N, C, H, W) <-> (C, H, W, N) around the
+    tap blocks."""
+    view = a.transpose(axes)
+    out = np.empty(view.shape, dtype=a.dtype)
+    step = max(1, -(-view.shape[channel_axis] // MIN_CHUNKS))
 
     def run(c0):
-        out[c0:c0 + step] = a[:, c0:c0 + step].transpose(1, 2, 3, 0)
+        index = (slice(None),) * channel_axis + (slice(c0, c0 + step),)
+        out[index] = view[index]
 
-    parallel_map(run, [(c0,) for c0 in range(0, a.shape[1], step)])
+    parallel_map(run, [(c0,) for c0 in range(0, view.shape[channel_axis], step)])
     return out
 
 
-def _images_first(a):
-    """(C, H, W, N) -> (N, C, H, W), copied on the threads a few channels at a time."""
-    out = np.empty((a.shape[3], *a.shape[:3]), dtype=a.dtype)
-    step = max(1, -(-a.shape[0] // MIN_CHUNKS))
-
-    def run(c0):
-        out[:, c0:c0 + step] = a[c0:c0 + step].transpose(3, 0, 1, 2)
-
-    parallel_map(run, [(c0,) for c0 in range(0, a.shape[0], step)])
-    return out
+IMAGES_LAST, IMAGES_FIRST = ((1, 2, 3, 0), 0), ((3, 0, 1, 2), 1)   # (axes, channel axis of the result)
 
 
 def _block_columns(x_last, block, padding, dilation):
@@ -307,7 +302,7 @@ def _block_columns(x_last, block, padding, dilation):
 
 def _conv_tap_blocks(x, weight, bias, blocks, padding, dilation, out_hw):
     """y (N, K, Ho, Wo) of a stride-1 convolution, block by block (see above)."""
-    x_last = _images_last(x)                                          # (C, H, W, N)
+    x_last = _transposed(x, *IMAGES_LAST)                              # (C, H, W, N)
     w_last = np.ascontiguousarray(weight.transpose(0, 2, 3, 1))       # (K, kh, kw, C)
     K, N = weight.shape[0], x.shape[0]
     y_last = np.empty((K, *out_hw, N), dtype=np.result_type(x, weight))
@@ -324,12 +319,13 @@ def _conv_tap_blocks(x, weight, bias, blocks, padding, dilation, out_hw):
             out += bias[:, None, None, None]
 
     parallel_map(run, blocks)
-    return _images_first(y_last)
+    return _transposed(y_last, *IMAGES_FIRST)
 
 
 def _weight_grad_tap_blocks(x, dy, blocks, kernel, padding, dilation):
     """dW (K, C, kh, kw) of a stride-1 convolution: each block adds dy_block @ col.T to its taps."""
-    x_last, dy_last = _images_last(x), _images_last(dy)               # (C, H, W, N), (K, Ho, Wo, N)
+    x_last = _transposed(x, *IMAGES_LAST)                              # (C, H, W, N)
+    dy_last = _transposed(dy, *IMAGES_LAST)                            # (K, Ho, Wo, N)
     K, C = dy.shape[1], x.shape[1]
 
     def run(rows, cols):
