@@ -12,6 +12,7 @@ lines run on both backends.
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import itertools
 import os
@@ -128,12 +129,13 @@ _BLAS_SETTERS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_"
                  "scipy_openblas_set_num_threads")
 
 
+@functools.lru_cache(maxsize=None)
 def _blas_thread_setter():
     """The C function that sets OpenBLAS's thread count, or None (another BLAS, not found).
 
-    Looked up in the OpenBLAS that NumPy has loaded: the one shipped in the
-    wheel's numpy.libs folder, or (conda, distributions) one in the process's
-    memory map.
+    Looked up once, in the OpenBLAS that NumPy has loaded: the one shipped in
+    the wheel's numpy.libs folder, or (conda, distributions) one in the
+    process's memory map.
     """
     paths = glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*"))
     try:
