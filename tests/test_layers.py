@@ -209,6 +209,21 @@ def test_relu_gradients(xp, rng):
     check_backward(ReLU(), distinct(xp, rng, 2, 3, 4, 5))
 
 
+def test_inplace_relu_writes_over_its_input_and_keeps_the_gradient(xp, rng):
+    x = distinct(xp, rng, 2, 3, 4, 5)
+    dy = randn(xp, rng, 2, 3, 4, 5)
+    plain = ReLU()
+    want_y, want_dx = to_numpy(plain.forward(x)), to_numpy(plain.backward(dy))
+    dy_before = to_numpy(dy).copy()
+    inplace = ReLU(inplace=True)
+    y = inplace.forward(x)
+    assert y is x                                                 # no new array
+    np.testing.assert_array_equal(to_numpy(x), want_y)
+    np.testing.assert_array_equal(to_numpy(inplace.backward(dy)), want_dx)
+    np.testing.assert_array_equal(to_numpy(dy), dy_before)       # backward leaves dy alone
+    assert repr(inplace) == "ReLU(inplace=True)"
+
+
 # (N, C, H, W, zero_location): an all-zero channel vector at (n, i, j), or None
 L2NORM_CASES = [
     pytest.param(2, 5, 3, 4, None, id="random"),
