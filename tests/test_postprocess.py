@@ -45,13 +45,19 @@ def random_boxes(rng, n, size=0.3):
     return np.concatenate([lo, lo + rng.uniform(0.02, size, (n, 2))], 1)
 
 
-@pytest.mark.parametrize("block, max_keep", [(512, None), (7, None), (7, 5), (1, 3)])
+@pytest.mark.parametrize("block, max_keep", [(None, None), (1024, None), (128, 200), (7, None),
+                                             (7, 5), (1, 3), (300, 0)])
 def test_blocked_nms_agrees_with_naive_loop(xp, rng, block, max_keep):
     boxes, scores = random_boxes(rng, 300), rng.random(300)
     keep = nms(xp.asarray(boxes), xp.asarray(scores), 0.45, max_keep=max_keep, block=block)
     expected = naive_nms(boxes, scores, 0.45)
     assert to_numpy(keep).tolist() == expected[:max_keep]
     assert 10 < len(expected) < 300                        # some, not all, suppressed
+
+
+def test_nms_block_must_be_positive(xp):
+    with pytest.raises(ValueError, match="block must be >= 1"):
+        nms(xp.zeros((3, 4)), xp.zeros(3), 0.5, block=0)
 
 
 def logits_from_probs(p):
