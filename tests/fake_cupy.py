@@ -156,9 +156,6 @@ class ndarray:
     def __deepcopy__(self, memo):
         return ndarray(self._a.copy())
 
-    def __reduce__(self):
-        raise TypeError("fake cupy: pickle a device array through .get()")
-
 
 def _operator(name, in_place=False):
     def op(self, *args):
