@@ -69,7 +69,7 @@ def nms(boxes_xyxy, scores, iou_threshold, max_keep=None, block=None):
     if block < 1:
         raise ValueError(f"nms: block must be >= 1, got {block}")
     max_keep = boxes_xyxy.shape[0] if max_keep is None else max_keep
-    order = stable_argsort(-scores).astype("int64")                      # (N,) best first
+    order = stable_argsort(-scores).astype("int64", copy=False)          # (N,) best first
     keep, num_kept = [], 0
     for start in range(0, order.shape[0], block):
         if num_kept >= max_keep:
