@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from minissd.augment import train_transform
-from minissd.data import VOC_CLASSES, VOCDataset, load_image
-from minissd.loader import DataLoader
+from minissd.datasets.augment import train_transform
+from minissd.datasets.voc import VOC_CLASSES, VOCDataset, load_image
+from minissd.datasets.loader import DataLoader
 
 REPO = Path(__file__).resolve().parents[1]
 VOC5_CLASSES = ("bus", "car", "cat", "person", "train")

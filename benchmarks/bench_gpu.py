@@ -51,7 +51,7 @@ ARGS = parse_args()
 
 import numpy as np  # noqa: E402
 
-from minissd import backend  # noqa: E402
+from minissd.nn import backend  # noqa: E402
 
 try:
     import torch  # noqa: E402

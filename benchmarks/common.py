@@ -12,11 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minissd.config import get_config
-from minissd.loss import MultiBoxLoss
-from minissd.model import SSD
-from minissd.optim import SGD
-from minissd.weights import from_ssd_pytorch
+from minissd.ssd.config import get_config
+from minissd.ssd.loss import MultiBoxLoss
+from minissd.ssd.model import SSD
+from minissd.nn.optim import SGD
+from minissd.interop.weights import from_ssd_pytorch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from torch_reference import TorchSSD, plan_of  # noqa: E402

@@ -37,7 +37,7 @@ need_data() {
 
 case "${1:-}" in
 test)
-    { nvidia-smi -L || true; "$PY" -c "import numpy, minissd.backend as b; print('numpy', numpy.__version__,
+    { nvidia-smi -L || true; "$PY" -c "import numpy, minissd.nn.backend as b; print('numpy', numpy.__version__,
 'cupy', getattr(b.cupy_module(), '__version__', None), 'GPU', b.cuda_available())"; } 2>&1 \
         | tee "$LOGS/tests.log"
     "$PY" -m pytest -q -p no:cacheprovider -o addopts="-ra --durations=15" 2>&1 | tee -a "$LOGS/tests.log"

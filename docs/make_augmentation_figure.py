@@ -15,8 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from minissd.augment import train_transform  # noqa: E402
-from minissd.data import VOCDataset  # noqa: E402
+from minissd.datasets.augment import train_transform  # noqa: E402
+from minissd.datasets.voc import VOCDataset  # noqa: E402
 from minissd.viz import denormalize, show_detections  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ def _classes(text):
 
 
 def cmd_data_shapes(args):
-    from minissd.shapes import write_shapes_dataset
+    from minissd.datasets.synthetic import write_shapes_dataset
     t0 = time.time()
     write_shapes_dataset(args.out, num_train=args.train, num_test=args.test,
                          image_size=args.size, seed=args.seed)
@@ -40,15 +40,15 @@ def cmd_data_shapes(args):
 
 
 def cmd_summary(args):
-    from minissd.config import get_config
-    from minissd.model import SSD, summary
+    from minissd.ssd.config import get_config
+    from minissd.ssd.model import SSD, summary
     cfg = get_config(args.config)
     print(summary(SSD(cfg, args.num_classes, seed=0)))
 
 
 def _evaluate(detector, dataset, metric, plot=None, class_names=None):
-    from minissd.inference import evaluate_dataset
-    from minissd.metrics import format_ap_table
+    from minissd.evaluation.inference import evaluate_dataset
+    from minissd.evaluation.metrics import format_ap_table
     use_07 = metric == "voc07"
     result, _ = evaluate_dataset(detector, dataset, use_07_metric=use_07)
     print(format_ap_table(result, class_names or dataset.class_names))
@@ -56,7 +56,7 @@ def _evaluate(detector, dataset, metric, plot=None, class_names=None):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from minissd.metrics import plot_pr_curves
+        from minissd.evaluation.metrics import plot_pr_curves
         fig, ax = plt.subplots(figsize=(6, 5))
         plot_pr_curves(result, dataset.class_names, ax=ax)
         fig.savefig(plot, dpi=100, bbox_inches="tight")
@@ -73,14 +73,14 @@ def _check_roots(roots):
 
 
 def _open_dataset(roots, split, class_names, keep_difficult):
-    from minissd.data import VOCDataset
+    from minissd.datasets.voc import VOCDataset
     _check_roots(roots)
     return VOCDataset([(r, split) for r in roots], class_names=class_names,
                       keep_difficult=keep_difficult)
 
 
 def cmd_train(args):
-    from minissd.inference import Detector
+    from minissd.evaluation.inference import Detector
     from minissd.train import Trainer, TrainConfig
     _check_roots(args.data)
     tc = TrainConfig(data=args.data, split=args.split, config=args.config,
@@ -90,7 +90,7 @@ def cmd_train(args):
                      max_minutes=args.max_minutes, augment=args.augment)
     trainer = Trainer(tc)
     if args.vgg_weights:
-        from minissd.weights import load_vgg16_torchvision
+        from minissd.interop.weights import load_vgg16_torchvision
         load_vgg16_torchvision(trainer.model, args.vgg_weights)
         print(f"base initialised from {args.vgg_weights}")
     if args.resume:
@@ -109,8 +109,8 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from minissd.inference import Detector
-    from minissd.train import load_model
+    from minissd.evaluation.inference import Detector
+    from minissd.checkpoint import load_model
     model, meta = load_model(args.checkpoint, device=args.device, class_names=_classes(args.classes))
     dataset = _open_dataset(args.data, args.split, meta["class_names"], keep_difficult=True)
     _evaluate(Detector(model), dataset, args.metric, plot=args.plot)
@@ -119,8 +119,8 @@ def cmd_evaluate(args):
 def cmd_detect(args):
     import numpy as np
     from PIL import Image
-    from minissd.inference import Detector
-    from minissd.train import load_model
+    from minissd.evaluation.inference import Detector
+    from minissd.checkpoint import load_model
     from minissd.viz import draw_boxes, save_grid
     model, meta = load_model(args.checkpoint, device=args.device)
     detector = Detector(model, conf_threshold=args.threshold)
@@ -150,7 +150,7 @@ def cmd_detect(args):
 
 
 def cmd_export(args):
-    from minissd.train import export_model
+    from minissd.checkpoint import export_model
     export_model(args.checkpoint, args.out)
     print(f"wrote {args.out} (model weights and config, no optimiser state)")
 
@@ -232,7 +232,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "threads", None) is not None:
-            from minissd.backend import set_num_threads
+            from minissd.nn.backend import set_num_threads
             set_num_threads(args.threads)
         args.func(args)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:

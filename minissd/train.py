@@ -1,4 +1,4 @@
-"""Training SSD: the loop, checkpoints, resume, the NaN guard and the log.
+"""Training SSD: the loop, resume, the NaN guard and the log.
 
 One step is the whole algorithm of the paper in six lines::
 
@@ -9,10 +9,9 @@ One step is the whole algorithm of the paper in six lines::
     model.backward(dloc, dconf)                             # fills every layer's grads
     optimizer.step()                                        # momentum SGD + weight decay
 
-Checkpoints are a single ``.npz`` (model, momentum buffers and a JSON record
-of config, class names, epoch and step, no pickle) written atomically, plus a
-readable copy of the JSON beside it. The loader's order depends only on
-(seed, epoch), so ``resume`` from an epoch boundary continues exactly.
+Checkpoints (:mod:`minissd.checkpoint`) are written at every epoch's end. The
+loader's order depends only on (seed, epoch), so ``resume`` from an epoch
+boundary continues exactly.
 """
 from __future__ import annotations
 
@@ -26,16 +25,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minissd import backend
-from minissd.config import SSDConfig, get_config
-from minissd.loss import MultiBoxLoss
-from minissd.matching import match_batch, pad_targets
-from minissd.model import SSD
-from minissd.module import load_npz, save_npz
-from minissd.optim import SGD, WarmupMultiStep
-from minissd.priors import default_boxes
-
-CHECKPOINT_FORMAT = "minissd-checkpoint-1"
+from minissd.checkpoint import read_checkpoint, save_checkpoint, section
+from minissd.nn import backend
+from minissd.nn.optim import SGD, WarmupMultiStep
+from minissd.ssd.config import get_config
+from minissd.ssd.loss import MultiBoxLoss
+from minissd.ssd.matching import match_batch, pad_targets
+from minissd.ssd.model import SSD
+from minissd.ssd.priors import default_boxes
 
 
 class NonFiniteLossError(RuntimeError):
@@ -72,67 +69,6 @@ def pad_batch_targets(batch, xp):
 
 
 # --------------------------------------------------------------------------- #
-# Checkpoints
-# --------------------------------------------------------------------------- #
-def save_checkpoint(path, model, optimizer, meta: dict):
-    """Write model + optimiser + JSON meta to one ``.npz`` atomically, and ``.json`` beside it."""
-    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
-    optim_arrays, optim_meta = optimizer.state_dict() if optimizer is not None else ({}, None)
-    arrays.update({f"optim.{k}": v for k, v in optim_arrays.items()})
-    _write_checkpoint(path, arrays, meta, optim_meta)
-
-
-def _write_checkpoint(path, arrays, meta, optimizer_meta):
-    meta = dict(meta, format=CHECKPOINT_FORMAT, optimizer=optimizer_meta)
-    text = json.dumps(meta, indent=2)
-    arrays["__meta__"] = np.frombuffer(text.encode(), dtype=np.uint8)
-    save_npz(path, arrays)
-    json_path = os.path.splitext(path)[0] + ".json"
-    tmp = json_path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, json_path)
-
-
-def read_checkpoint(path):
-    """(arrays, meta) of a checkpoint; a clear error for anything else."""
-    arrays = load_npz(path)
-    if "__meta__" not in arrays:
-        raise ValueError(f"{path}: not a minissd checkpoint (no __meta__ record); "
-                         "for bare weights use model.load()")
-    meta = json.loads(bytes(arrays.pop("__meta__")).decode())
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
-    return arrays, meta
-
-
-def _section(arrays, prefix):
-    """The arrays whose key starts with ``prefix`` ('model.', 'optim.'), keyed without it."""
-    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-
-
-def export_model(src, dst):
-    """Copy a checkpoint without its optimiser state (half the size): for shipping a model."""
-    arrays, meta = read_checkpoint(src)
-    model = {f"model.{k}": v for k, v in _section(arrays, "model.").items()}
-    meta = {k: v for k, v in meta.items() if k not in ("format", "optimizer")}
-    meta["exported_from"] = os.path.basename(os.fspath(src))
-    _write_checkpoint(dst, model, meta, optimizer_meta=None)
-
-
-def load_model(path, device="cpu", class_names=None):
-    """(model, meta) from a checkpoint; checks the class list if one is given."""
-    arrays, meta = read_checkpoint(path)
-    if class_names is not None and list(class_names) != list(meta["class_names"]):
-        raise ValueError(f"{path}: checkpoint was trained for classes {meta['class_names']}, "
-                         f"not {list(class_names)}")
-    cfg = SSDConfig.from_dict(meta["config"])
-    model = SSD(cfg, len(meta["class_names"]))
-    model.load_state_dict(_section(arrays, "model."), source=str(path))
-    return model.to(device).eval(), meta
-
-
-# --------------------------------------------------------------------------- #
 # Progress
 # --------------------------------------------------------------------------- #
 class Progress:
@@ -165,9 +101,9 @@ class Trainer:
     """Builds model, data, loss and optimiser from a :class:`TrainConfig` and trains."""
 
     def __init__(self, tc: TrainConfig, dataset=None, log=print):
-        from minissd.augment import get_transform
-        from minissd.data import VOCDataset
-        from minissd.loader import DataLoader
+        from minissd.datasets.augment import get_transform
+        from minissd.datasets.voc import VOCDataset
+        from minissd.datasets.loader import DataLoader
 
         backend.check_device(tc.device)
         self.tc, self.log = tc, log
@@ -215,8 +151,8 @@ class Trainer:
         if meta["config"] != self.cfg.to_dict():
             raise ValueError(f"{path}: checkpoint config {meta['config'].get('name')!r} differs "
                              f"from --config {self.cfg.name!r}")
-        self.model.load_state_dict(_section(arrays, "model."), source=str(path))
-        self.optimizer.load_state_dict(_section(arrays, "optim."), meta["optimizer"])
+        self.model.load_state_dict(section(arrays, "model."), source=str(path))
+        self.optimizer.load_state_dict(section(arrays, "optim."), meta["optimizer"])
         self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
 
     # -- one step --------------------------------------------------------------

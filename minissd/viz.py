@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from minissd.augment import IMAGENET_MEAN, IMAGENET_STD
-from minissd.backend import to_numpy
+from minissd.datasets.augment import IMAGENET_MEAN, IMAGENET_STD
+from minissd.nn.backend import to_numpy
 
 # matplotlib's "tab10" followed by the darker half of "tab20": distinct, readable colours.
 PALETTE = (

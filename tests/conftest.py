@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fake_cupy
-from minissd import backend
+from minissd.nn import backend
 
 _XPS = [pytest.param("numpy", id="numpy"),
         pytest.param("fake-cupy", id="fake-cupy"),

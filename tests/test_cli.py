@@ -50,7 +50,7 @@ def test_detect_draws_images(trained, tmp_path, capsys):
 
 
 def test_export_drops_optimiser_state(trained, tmp_path):
-    from minissd.train import load_model, read_checkpoint
+    from minissd.checkpoint import load_model, read_checkpoint
     data, ckpt = trained
     out = str(tmp_path / "model.npz")
     assert main(["export", ckpt, out]) == 0
@@ -83,7 +83,7 @@ def test_errors_are_one_line_and_exit_2(argv, message, capsys):
 
 
 def test_threads_option_sets_minissd_threads(trained, monkeypatch, capsys):
-    from minissd import backend
+    from minissd.nn import backend
     monkeypatch.setitem(backend._THREADS, "n", backend.num_threads())   # restored afterwards
     data, ckpt = trained
     assert main(["evaluate", "--checkpoint", ckpt, "--data", data, "--threads", "1"]) == 0

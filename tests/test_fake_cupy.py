@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fake_cupy as cp
-from minissd import backend
+from minissd.nn import backend
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from minissd.module import load_npz
-from minissd.shapes import write_shapes_dataset
-from minissd.train import (NonFiniteLossError, Progress, Trainer, TrainConfig, read_checkpoint,
-                           load_model)
+from minissd.nn.module import load_npz
+from minissd.datasets.synthetic import write_shapes_dataset
+from minissd.checkpoint import load_model, read_checkpoint
+from minissd.train import NonFiniteLossError, Progress, Trainer, TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +124,9 @@ def test_training_and_detection_on_fake_cupy(shapes_root, tmp_path, monkeypatch)
     hand-over of the loop -- batches, matching, loss, SGD, checkpoints, resume, detect, mAP -- is
     explicit, and the numbers agree with the NumPy run."""
     import fake_cupy
-    from minissd import backend
-    from minissd.data import VOCDataset
-    from minissd.inference import Detector, evaluate_dataset
+    from minissd.nn import backend
+    from minissd.datasets.voc import VOCDataset
+    from minissd.evaluation.inference import Detector, evaluate_dataset
 
     on_cpu = Trainer(tiny(shapes_root, tmp_path / "cpu"), log=lambda *_: None).fit()
     monkeypatch.setattr(backend, "_cupy", fake_cupy)

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from minissd import viz
-from minissd.augment import Normalize, ToCHW
+from minissd.datasets.augment import Normalize, ToCHW
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")

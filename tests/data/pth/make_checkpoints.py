@@ -82,7 +82,7 @@ def tiny_state_dict():
 
 
 def to_expected(tensor):
-    """The NumPy array minissd.pth must give for a tensor (bfloat16 widened to float32)."""
+    """The NumPy array minissd.interop.pth must give for a tensor (bfloat16 widened to float32)."""
     tensor = tensor.resolve_conj().resolve_neg()
     if tensor.dtype == torch.bfloat16:
         tensor = tensor.float()

@@ -14,7 +14,7 @@ channels: ceil-mode pool3, atrous fc6, L2Norm, 4 source maps, 44-px input):
                                 classifier.0/3/6) whose classifier has 4x the channels of
                                 the mini fc6/fc7, as VGG16's 4096 are 4x SSD's 1024
   mini_vgg16_expected.npz       the minissd parameters it must load into, computed here
-                                with torch's index_select, independently of minissd.weights
+                                with torch's index_select, independently of minissd.interop.weights
 
 The names and indices below are written out by hand on purpose: the tests
 check minissd's key mapping against them.

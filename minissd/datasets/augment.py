@@ -1,0 +1,348 @@
+"""SSD data augmentation: box-aware transforms, composed into a training pipeline.
+
+Every transform is a callable ``t(image, boxes, labels, rng) -> (image, boxes, labels)``:
+
+    image   (H, W, 3) float32 RGB in 0..255 while augmenting; (3, S, S) at the very end
+    boxes   (n, 4) float32 xyxy, pixel coordinates until BoxesToUnit makes them [0, 1]
+    labels  (n,) int64 in 1..C (0 is the background)
+    rng     a numpy Generator; all randomness comes from it, so a seed replays a draw
+
+The training pipeline is the SSD paper's (section 2.2 and 3.6), following ssd.pytorch:
+
+    ToFloat -> PhotometricDistort -> Expand (zoom out) -> RandomIoUCrop (zoom in)
+    -> RandomFlip -> Resize(S) -> BoxesToUnit -> Normalize(mean, std) -> ToCHW
+
+Augmentation is CPU work (images come from PIL, one at a time), so this module uses
+NumPy directly; the loader moves whole batches to the GPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from minissd.ssd.boxes import iou
+
+# ImageNet RGB statistics in 0..255 units (VGG/ResNet backbones were trained with them).
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+# The minimum IoU constraints of the paper's crop sampler. None keeps the whole image;
+# 0.0 is "randomly sample a patch" (no overlap needed, only a box centre inside it).
+CROP_MIN_IOUS = (None, 0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+class Compose:
+    """Apply transforms in order, threading (image, boxes, labels) and one rng through."""
+
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, image, boxes, labels, rng=None):
+        for t in self.transforms:
+            image, boxes, labels = t(image, boxes, labels, rng)
+        return image, boxes, labels
+
+    def __repr__(self) -> str:
+        return "Compose([\n" + "".join(f"    {t!r},\n" for t in self.transforms) + "])"
+
+
+class ToFloat:
+    """uint8 image -> float32 in 0..255; boxes float32, labels int64."""
+
+    def __call__(self, image, boxes, labels, rng=None):
+        return (np.asarray(image, dtype=np.float32), np.asarray(boxes, dtype=np.float32),
+                np.asarray(labels, dtype=np.int64))
+
+    def __repr__(self) -> str:
+        return "ToFloat()"
+
+
+# ---------------------------------------------------------------- photometric distortion
+
+def rgb_to_hsv(rgb):
+    """RGB 0..255 (..., 3) -> HSV: hue in degrees [0, 360), saturation [0, 1], value 0..255."""
+    r, g, b = np.moveaxis(rgb, -1, 0).copy()        # contiguous channels: 5x faster than views
+    value = np.maximum(np.maximum(r, g), b)
+    chroma = value - np.minimum(np.minimum(r, g), b)
+    safe_chroma = np.where(chroma > 0, chroma, 1)   # grey pixels: hue 0 (any hue would do)
+    hue = 60 * np.where(value == r, (g - b) / safe_chroma,           # red is the largest
+                np.where(value == g, (b - r) / safe_chroma + 2,      # green is the largest
+                         (r - g) / safe_chroma + 4))                 # blue is the largest
+    hue[hue < 0] += 360
+    saturation = chroma / np.where(value > 0, value, 1)
+    return np.stack([hue, saturation, value], axis=-1)
+
+
+def hsv_to_rgb(hsv):
+    """Inverse of rgb_to_hsv: channel n = v - v*s*clip(min(k, 4 - k), 0, 1), k = (n + h/60) % 6."""
+    hue, saturation, value = np.moveaxis(hsv, -1, 0)
+    sextant = hue / 60
+    channels = []
+    for n in (5, 3, 1):                                             # red, green, blue
+        k = n + sextant
+        k[k >= 6] -= 6
+        channels.append(value - value * saturation * np.clip(np.minimum(k, 4 - k), 0, 1))
+    return np.stack(channels, axis=-1)
+
+
+class PhotometricDistort:
+    """Random brightness, contrast, saturation, hue and channel order (ssd.pytorch's recipe).
+
+    Each distortion is applied with probability 1/2: brightness (add a delta), then
+    contrast either before or after the HSV steps (saturation scale, hue shift), then a
+    random channel permutation. Boxes are untouched. The result is clipped to 0..255
+    (ssd.pytorch leaves it unclipped; a real photograph cannot leave that range).
+    """
+
+    def __init__(self, brightness_delta=32.0, contrast_range=(0.5, 1.5),
+                 saturation_range=(0.5, 1.5), hue_delta=18.0, p=0.5):
+        self.brightness_delta = brightness_delta
+        self.contrast_range = contrast_range
+        self.saturation_range = saturation_range
+        self.hue_delta = hue_delta
+        self.p = p
+
+    def __call__(self, image, boxes, labels, rng):
+        image = image.copy()
+        if rng.random() < self.p:
+            image += rng.uniform(-self.brightness_delta, self.brightness_delta)
+        contrast_first = rng.random() < 0.5
+        if contrast_first and rng.random() < self.p:
+            image *= rng.uniform(*self.contrast_range)
+        saturate, shift_hue = rng.random() < self.p, rng.random() < self.p
+        if saturate or shift_hue:
+            hsv = rgb_to_hsv(np.clip(image, 0, 255))
+            if saturate:
+                hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(*self.saturation_range), 0, 1)
+            if shift_hue:
+                hue = hsv[..., 0] + rng.uniform(-self.hue_delta, self.hue_delta)
+                hue[hue < 0] += 360                 # wrap around the colour wheel
+                hue[hue >= 360] -= 360              # (np.mod on floats is 50x slower)
+                hsv[..., 0] = hue
+            image = hsv_to_rgb(hsv)
+        if not contrast_first and rng.random() < self.p:
+            image *= rng.uniform(*self.contrast_range)
+        if rng.random() < self.p:
+            image = image[..., rng.permutation(3)]
+        return np.clip(image, 0, 255), boxes, labels
+
+    def __repr__(self) -> str:
+        return (f"PhotometricDistort(brightness_delta={self.brightness_delta}, "
+                f"contrast_range={self.contrast_range}, saturation_range={self.saturation_range}, "
+                f"hue_delta={self.hue_delta}, p={self.p})")
+
+
+# ---------------------------------------------------------------- geometry
+
+class Expand:
+    """Zoom out: put the image on a canvas up to ``max_ratio`` times larger, filled with the mean.
+
+    Small objects become smaller, so the model sees more small-object examples (the
+    paper's "zoom out" trick, worth +2-3 mAP). Applied with probability p.
+    """
+
+    def __init__(self, fill=IMAGENET_MEAN, max_ratio=4.0, p=0.5):
+        self.fill = tuple(fill)
+        self.max_ratio = max_ratio
+        self.p = p
+
+    def __call__(self, image, boxes, labels, rng):
+        if rng.random() >= self.p:
+            return image, boxes, labels
+        height, width, channels = image.shape
+        ratio = rng.uniform(1, self.max_ratio)
+        canvas_h, canvas_w = int(height * ratio), int(width * ratio)
+        top = int(rng.uniform(0, canvas_h - height))
+        left = int(rng.uniform(0, canvas_w - width))
+        canvas = np.empty((canvas_h, canvas_w, channels), dtype=image.dtype)
+        canvas[...] = np.asarray(self.fill, dtype=image.dtype)
+        canvas[top:top + height, left:left + width] = image
+        return canvas, boxes + np.array([left, top, left, top], dtype=boxes.dtype), labels
+
+    def __repr__(self) -> str:
+        return f"Expand(fill={self.fill}, max_ratio={self.max_ratio}, p={self.p})"
+
+
+class RandomIoUCrop:
+    """Zoom in: crop a random patch that overlaps the objects, as the SSD paper samples.
+
+    Draw a mode from ``min_ious`` (None: keep the whole image). Then draw
+    ``max_trials`` patches with sides in [min_scale, 1] of the image's and take the
+    first whose aspect ratio h/w lies in ``aspect_range``, whose IoU with *at least one*
+    box is >= the mode's minimum, and that contains at least one box centre. Boxes whose
+    centre lies in the patch are kept (clipped to it), the others are dropped.
+
+    "At least one box" is what the original Caffe SSD does (sampler.cpp, SatisfySampleConstraint).
+    ssd.pytorch instead writes ``overlap.min() < min_iou and max_iou < overlap.max()``
+    with max_iou = inf, which is always False, so its IoU constraint never rejects a
+    crop (amdegroot/ssd.pytorch issues #68 and #119; it also leaves 0.5 out of its modes).
+    If no patch passes, the image is returned unchanged.
+    """
+
+    def __init__(self, min_ious=CROP_MIN_IOUS, max_trials=50, min_scale=0.3,
+                 aspect_range=(0.5, 2.0)):
+        self.min_ious = tuple(min_ious)
+        self.max_trials = max_trials
+        self.min_scale = min_scale
+        self.aspect_range = aspect_range
+
+    def __call__(self, image, boxes, labels, rng):
+        min_iou = self.min_ious[rng.integers(len(self.min_ious))]
+        if min_iou is None or len(boxes) == 0:
+            return image, boxes, labels
+        height, width = image.shape[:2]
+        # All trials at once; the first that passes is the one a trial loop would take.
+        trials = self.max_trials
+        w = rng.uniform(self.min_scale * width, width, trials)                  # (T,)
+        h = rng.uniform(self.min_scale * height, height, trials)
+        left, top = rng.random(trials) * (width - w), rng.random(trials) * (height - h)
+        patches = np.stack([left, top, left + w, top + h], axis=1).astype(int)  # (T, 4) pixels
+        patches = patches.astype(boxes.dtype)
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2                             # (n, 2)
+        inside = np.all((centres > patches[:, None, :2]) & (centres < patches[:, None, 2:]),
+                        axis=2)                                                 # (T, n)
+        ok = ((self.aspect_range[0] <= h / w) & (h / w <= self.aspect_range[1])
+              & (iou(patches, boxes).max(axis=1) >= min_iou)       # some box overlaps enough
+              & inside.any(axis=1))                                # some box centre inside
+        if not ok.any():
+            return image, boxes, labels
+        t = int(np.argmax(ok))                                                  # first success
+        patch, keep = patches[t], inside[t]
+        kept = np.concatenate([np.maximum(boxes[keep, :2], patch[:2]),          # clip to the
+                               np.minimum(boxes[keep, 2:], patch[2:])], axis=1)  # patch and
+        kept -= patch[[0, 1, 0, 1]]                                             # move its origin
+        x0, y0, x1, y1 = patch.astype(int)
+        return image[y0:y1, x0:x1], kept, labels[keep]
+
+    def __repr__(self) -> str:
+        return (f"RandomIoUCrop(min_ious={self.min_ious}, max_trials={self.max_trials}, "
+                f"min_scale={self.min_scale}, aspect_range={self.aspect_range})")
+
+
+class RandomFlip:
+    """Mirror left-right with probability p; a pixel box [x0, x1] becomes [W - x1, W - x0]."""
+
+    def __init__(self, p=0.5):
+        self.p = p
+
+    def __call__(self, image, boxes, labels, rng):
+        if rng.random() >= self.p:
+            return image, boxes, labels
+        return hflip(image, boxes) + (labels,)
+
+    def __repr__(self) -> str:
+        return f"RandomFlip(p={self.p})"
+
+
+def hflip(image, boxes):
+    """Mirror an (H, W, C) image and its pixel xyxy boxes left-right (its own inverse)."""
+    width = image.shape[1]
+    flipped = boxes.copy()
+    flipped[:, 0], flipped[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
+    return image[:, ::-1], flipped
+
+
+class Resize:
+    """Resize to size x size (bilinear, ignoring aspect ratio, as SSD does); scales pixel boxes.
+
+    Keeps the dtype: a uint8 image is resized by PIL in one call (fast, for evaluation);
+    a float32 image one channel at a time in PIL's float mode "F" (no rounding to 0..255 ints).
+    """
+
+    def __init__(self, size: int):
+        self.size = int(size)
+
+    def __call__(self, image, boxes, labels, rng=None):
+        height, width = image.shape[:2]
+        target = (self.size, self.size)
+        if image.dtype == np.uint8:
+            resized = np.asarray(Image.fromarray(image).resize(target, Image.BILINEAR))
+        else:
+            channels = [Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32))
+                        .resize(target, Image.BILINEAR) for c in range(image.shape[2])]
+            resized = np.stack([np.asarray(c) for c in channels], axis=-1)
+        scale = np.array([self.size / width, self.size / height] * 2, dtype=np.float32)
+        # clip: float32 rounding can put an edge at size + 4e-6
+        boxes = np.clip(np.asarray(boxes, dtype=np.float32) * scale, 0, self.size)
+        return resized, boxes, labels
+
+    def __repr__(self) -> str:
+        return f"Resize({self.size})"
+
+
+class BoxesToUnit:
+    """Pixel xyxy boxes -> [0, 1] xyxy, dividing by the current image width and height."""
+
+    def __call__(self, image, boxes, labels, rng=None):
+        height, width = image.shape[:2]
+        scale = np.array([width, height, width, height], dtype=boxes.dtype)
+        return image, np.clip(boxes / scale, 0, 1), labels
+
+    def __repr__(self) -> str:
+        return "BoxesToUnit()"
+
+
+class Normalize:
+    """(image - mean) / std per channel, both in 0..255 units."""
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, image, boxes, labels, rng=None):
+        out = np.empty(image.shape, dtype=np.float32)
+        for c, (mean, std) in enumerate(zip(self.mean, self.std)):
+            out[..., c] = (image[..., c] - mean) / std   # per channel: 3x faster than (H, W, 3) - (3,)
+        return out, boxes, labels
+
+    def __repr__(self) -> str:
+        return f"Normalize(mean={self.mean}, std={self.std})"
+
+
+class ToCHW:
+    """(H, W, 3) -> (3, H, W), contiguous float32: the layout the network takes."""
+
+    def __call__(self, image, boxes, labels, rng=None):
+        return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32), boxes, labels
+
+    def __repr__(self) -> str:
+        return "ToCHW()"
+
+
+# ---------------------------------------------------------------- pipelines
+
+def train_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Compose:
+    """The SSD training pipeline: uint8 (H, W, 3) + pixel boxes -> (3, S, S) + [0, 1] boxes."""
+    return Compose([
+        ToFloat(),
+        PhotometricDistort(),
+        Expand(fill=mean),
+        RandomIoUCrop(),
+        RandomFlip(),
+        Resize(size),
+        BoxesToUnit(),
+        Normalize(mean, std),
+        ToCHW(),
+    ])
+
+
+def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Compose:
+    """Evaluation: resize and normalise only (deterministic; rng may be None)."""
+    # Resize before ToFloat: PIL resizes uint8 images several times faster.
+    return Compose([Resize(size), ToFloat(), BoxesToUnit(), Normalize(mean, std), ToCHW()])
+
+
+def flip_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Compose:
+    """Light training pipeline: horizontal flip, resize, normalise (for data without scale variety
+    to learn, like the synthetic shapes, where SSD's zoom in/out mostly slows training down)."""
+    return Compose([Resize(size), ToFloat(), RandomFlip(), BoxesToUnit(), Normalize(mean, std),
+                    ToCHW()])
+
+
+TRANSFORMS = {"ssd": train_transform, "flip": flip_transform, "none": eval_transform}
+
+
+def get_transform(kind: str, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Compose:
+    """The pipeline named ``kind``: 'ssd' (the paper's augmentation), 'flip' or 'none'."""
+    if kind not in TRANSFORMS:
+        raise ValueError(f"unknown augmentation {kind!r}: expected one of {sorted(TRANSFORMS)}")
+    return TRANSFORMS[kind](size, mean, std)

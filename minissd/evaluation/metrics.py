@@ -1,0 +1,259 @@
+"""PASCAL VOC detection metrics: per-class average precision (AP) and mAP.
+
+This follows the VOC development kit as ported to Python by py-faster-rcnn
+(``voc_eval.py``, also used by ssd.pytorch) so numbers are comparable with
+published VOC2007 results:
+
+* Per class, all detections of the data set are sorted by score, highest first
+  (a *stable* sort, so ties keep their input order).
+* Each detection is compared with the ground truths of the same class in its
+  own image; it is matched to the one with the highest IoU. IoU uses inclusive
+  pixel coordinates: a box from x1 to x2 covers ``x2 - x1 + 1`` pixels.
+  (ssd.pytorch's copy of ``voc_eval.py`` dropped the ``+ 1``; the MATLAB
+  devkit, py-faster-rcnn and ChainerCV keep it, and so do we.)
+* If that IoU is strictly greater than ``iou_threshold``:
+  the ground truth is *difficult*  -> the detection is ignored (neither TP nor FP);
+  it is not yet detected           -> true positive, and it is marked detected;
+  it was already detected          -> false positive (a duplicate).
+  Otherwise the detection is a false positive.
+* recall = TP / (number of non-difficult ground truths),
+  precision = TP / (TP + FP), both cumulative down the sorted list.
+* AP: ``use_07_metric=True`` is VOC2007's 11-point AP, the mean over
+  t in {0, 0.1, ..., 1} of the best precision at recall >= t. Otherwise it is
+  the VOC2010+ area under the precision envelope (precision made monotone
+  non-increasing in recall).
+
+Two choices beyond the devkit, both documented in the result:
+
+* A class with no non-difficult ground truth has no recall, so its AP is NaN
+  and it is left out of the mAP (ChainerCV does the same). Its recall curve is
+  all NaN.
+* Ignored detections (matched to a difficult ground truth) are dropped from the
+  precision/recall curves. The devkit keeps them as repeated points, which never
+  changes the AP.
+
+Detections and ground truths must share one pixel convention (both 0-based or
+both 1-based, as VOC's XML files are); IoU does not care which.
+
+Evaluation is bookkeeping over a few thousand boxes, so it runs on the CPU:
+CuPy inputs are copied to NumPy first.
+
+    >>> import numpy as np
+    >>> gt = (np.array([[0., 0., 9., 9.]]), np.array([1]), np.array([False]))
+    >>> det = (np.array([[0., 0., 9., 9.]]), np.array([1]), np.array([0.9]))
+    >>> evaluate_voc([det], [gt])["map"]
+    1.0
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from minissd.nn.backend import to_numpy
+
+# The 11 recall levels of VOC2007. np.arange (not k / 10) reproduces the devkit
+# bit for bit: its 0.3 is 0.30000000000000004, so a recall of exactly 3/10 does
+# not reach that level, in the devkit and here alike.
+VOC07_RECALL_LEVELS = np.arange(0.0, 1.1, 0.1)
+
+# Outcome codes of one detection.
+FALSE_POSITIVE, TRUE_POSITIVE, IGNORED = 0, 1, -1
+
+
+def box_iou_voc(boxes_a_xyxy, boxes_b_xyxy):
+    """IoU matrix (N, M) of pixel boxes with inclusive corners (+1 in widths and heights)."""
+    a = np.asarray(boxes_a_xyxy, dtype=np.float64)[:, None, :]  # (N, 1, 4)
+    b = np.asarray(boxes_b_xyxy, dtype=np.float64)[None, :, :]  # (1, M, 4)
+    iw = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1.0, 0.0)
+    ih = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1.0, 0.0)
+    inter = iw * ih                                                          # (N, M)
+    area_a = (a[..., 2] - a[..., 0] + 1.0) * (a[..., 3] - a[..., 1] + 1.0)   # (N, 1)
+    area_b = (b[..., 2] - b[..., 0] + 1.0) * (b[..., 3] - b[..., 1] + 1.0)   # (1, M)
+    return inter / (area_a + area_b - inter)
+
+
+def voc_ap(recall, precision, use_07_metric=True):
+    """Average precision of one precision/recall curve (VOC07 11-point, or all-point)."""
+    recall = np.asarray(recall, dtype=np.float64)
+    precision = np.asarray(precision, dtype=np.float64)
+    if use_07_metric:
+        best = [precision[recall >= t].max() if (recall >= t).any() else 0.0
+                for t in VOC07_RECALL_LEVELS]                 # best precision per level
+        return float(sum(best) / len(VOC07_RECALL_LEVELS))
+    # Sentinels: the curve starts at recall 0 and ends at recall 1 with precision 0.
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]     # the monotone envelope
+    step = np.flatnonzero(mrec[1:] != mrec[:-1])       # where recall moves
+    return float(np.sum((mrec[step + 1] - mrec[step]) * mpre[step + 1]))
+
+
+def match_image(ious, difficult, iou_threshold=0.5):
+    """Outcome (D,) of each detection of one image and class, given in score order.
+
+    ``ious`` is (D, G) against that image's ground truths of the class; returns
+    TRUE_POSITIVE, FALSE_POSITIVE or IGNORED per detection (greedy, as the devkit).
+    """
+    num_dets, num_gts = ious.shape
+    outcome = np.full(num_dets, FALSE_POSITIVE, dtype=np.int8)
+    if num_gts == 0:
+        return outcome
+    best_gt = ious.argmax(axis=1)                               # (D,)
+    best_iou = ious[np.arange(num_dets), best_gt]               # (D,)
+    detected = np.zeros(num_gts, dtype=bool)
+    for d in range(num_dets):
+        j = best_gt[d]
+        if not best_iou[d] > iou_threshold:
+            continue                                            # false positive
+        if difficult[j]:
+            outcome[d] = IGNORED
+        elif not detected[j]:
+            outcome[d] = TRUE_POSITIVE
+            detected[j] = True
+        # else: a duplicate of a detected object, a false positive
+    return outcome
+
+
+def _check_inputs(detections, ground_truths):
+    """NumPy copies of the inputs, with shapes checked; errors name the image."""
+    if len(detections) != len(ground_truths):
+        raise ValueError(f"detections has {len(detections)} images but ground_truths has "
+                         f"{len(ground_truths)}: give one entry per image in both")
+    dets, gts = [], []
+    for i, (det, gt) in enumerate(zip(detections, ground_truths)):
+        if len(det) != 3:
+            raise ValueError(f"detections[{i}] must be (boxes, labels, scores), got {len(det)} items")
+        boxes, labels, scores = (to_numpy(a) for a in det)
+        boxes = boxes.reshape(-1, 4) if boxes.size == 0 else boxes
+        labels, scores = labels.reshape(-1).astype(np.int64), scores.reshape(-1).astype(np.float64)
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or not len(boxes) == len(labels) == len(scores):
+            raise ValueError(f"detections[{i}]: boxes {boxes.shape}, labels {labels.shape} and "
+                             f"scores {scores.shape} must be (D, 4), (D,) and (D,)")
+        dets.append((boxes, labels, scores))
+        if len(gt) not in (2, 3):
+            raise ValueError(f"ground_truths[{i}] must be (boxes, labels[, difficult]), "
+                             f"got {len(gt)} items")
+        gt_boxes, gt_labels = to_numpy(gt[0]), to_numpy(gt[1]).reshape(-1).astype(np.int64)
+        gt_boxes = gt_boxes.reshape(-1, 4) if gt_boxes.size == 0 else gt_boxes
+        difficult = (np.zeros(len(gt_labels), dtype=bool) if len(gt) == 2 or gt[2] is None
+                     else to_numpy(gt[2]).reshape(-1).astype(bool))
+        if gt_boxes.ndim != 2 or gt_boxes.shape[1] != 4 or not (
+                len(gt_boxes) == len(gt_labels) == len(difficult)):
+            raise ValueError(f"ground_truths[{i}]: boxes {gt_boxes.shape}, labels {gt_labels.shape} "
+                             f"and difficult {difficult.shape} must be (G, 4), (G,) and (G,)")
+        gts.append((gt_boxes, gt_labels, difficult))
+    return dets, gts
+
+
+def evaluate_voc(detections, ground_truths, num_classes=None, iou_threshold=0.5,
+                 use_07_metric=True):
+    """VOC AP per class and mAP over a data set.
+
+    detections[i] = (boxes (D, 4) xyxy pixels, labels (D,) in 1..C, scores (D,)) and
+    ground_truths[i] = (boxes (G, 4), labels (G,), difficult (G,) bool, optional)
+    for image i. num_classes (C) defaults to the largest label seen.
+
+    Returns a dict: "ap" (C,) for classes 1..C (NaN where a class has no
+    non-difficult ground truth), "map" (mean of the finite APs; NaN if none),
+    "precision" and "recall" (lists of C arrays, the curves down the sorted
+    detections), "num_positives" (C,) non-difficult ground truths per class,
+    and the "iou_threshold" and "use_07_metric" used.
+    """
+    dets, gts = _check_inputs(detections, ground_truths)
+    max_label = max([int(lab.max()) for _, lab, _ in dets if lab.size] +
+                    [int(lab.max()) for _, lab, _ in gts if lab.size] + [0])
+    if num_classes is None:
+        num_classes = max_label
+    for name, items in (("detections", dets), ("ground_truths", gts)):
+        for i, (_, labels, _) in enumerate(items):
+            bad = labels[(labels < 1) | (labels > num_classes)]
+            if bad.size:
+                raise ValueError(f"{name}[{i}] has label {int(bad[0])}: labels must be in "
+                                 f"1..{num_classes} (0 is background and is never scored)")
+
+    ap = np.full(num_classes, np.nan)
+    precisions, recalls = [], []
+    num_positives = np.zeros(num_classes, dtype=np.int64)
+    for c in range(1, num_classes + 1):
+        scores_c, outcomes_c = [], []
+        for (boxes, labels, scores), (gt_boxes, gt_labels, difficult) in zip(dets, gts):
+            gt_c = gt_labels == c
+            num_positives[c - 1] += int(np.sum(~difficult[gt_c]))
+            det_c = np.flatnonzero(labels == c)
+            if det_c.size == 0:
+                continue
+            det_c = det_c[np.argsort(-scores[det_c], kind="stable")]    # this image, best first
+            ious = box_iou_voc(boxes[det_c], gt_boxes[gt_c])            # (D_c, G_c)
+            scores_c.append(scores[det_c])
+            outcomes_c.append(match_image(ious, difficult[gt_c], iou_threshold))
+        scores_c = np.concatenate(scores_c) if scores_c else np.zeros(0)
+        outcomes_c = np.concatenate(outcomes_c) if outcomes_c else np.zeros(0, dtype=np.int8)
+        # The stable global sort keeps each image's own order (same scores, same sort).
+        outcomes_c = outcomes_c[np.argsort(-scores_c, kind="stable")]
+        outcomes_c = outcomes_c[outcomes_c != IGNORED]
+        tp = np.cumsum(outcomes_c == TRUE_POSITIVE)                     # (K,)
+        fp = np.cumsum(outcomes_c == FALSE_POSITIVE)                    # (K,)
+        precision = tp / np.maximum(tp + fp, 1)
+        n_pos = num_positives[c - 1]
+        recall = tp / n_pos if n_pos > 0 else np.full(len(tp), np.nan)
+        if n_pos > 0:
+            ap[c - 1] = voc_ap(recall, precision, use_07_metric)
+        precisions.append(precision)
+        recalls.append(recall)
+
+    finite = ap[np.isfinite(ap)]
+    return {"ap": ap, "map": float(finite.mean()) if finite.size else float("nan"),
+            "precision": precisions, "recall": recalls, "num_positives": num_positives,
+            "iou_threshold": iou_threshold, "use_07_metric": use_07_metric}
+
+
+def _names_for(result, class_names):
+    """Names for classes 1..C: class_names has C entries, or C + 1 with background first."""
+    num_classes = len(result["ap"])
+    names = list(class_names)
+    if len(names) == num_classes + 1:
+        names = names[1:]
+    if len(names) != num_classes:
+        raise ValueError(f"class_names has {len(class_names)} names but the result has "
+                         f"{num_classes} classes: give one name per class 1..C "
+                         f"(optionally with the background name first)")
+    return names
+
+
+def _metric_name(result):
+    kind = "VOC07 11-point" if result["use_07_metric"] else "VOC2010+ all-point"
+    return f"{kind} AP, IoU > {result['iou_threshold']:g}"
+
+
+def format_ap_table(result, class_names):
+    """A text table of AP per class with the number of ground truths, and the mAP line."""
+    names = _names_for(result, class_names)
+    width = max([len(n) for n in names] + [len("class")])
+    lines = [f"{'class':<{width}}      AP   #gt"]
+    for name, ap, n_pos in zip(names, result["ap"], result["num_positives"]):
+        ap_text = f"{ap:7.4f}" if np.isfinite(ap) else "    n/a"
+        lines.append(f"{name:<{width}} {ap_text} {int(n_pos):5d}")
+    lines.append("-" * len(lines[0]))
+    lines.append(f"{'mAP':<{width}} {result['map']:7.4f}   ({_metric_name(result)})")
+    return "\n".join(lines)
+
+
+def plot_pr_curves(result, class_names, ax=None):
+    """Plot each class's precision/recall curve on ``ax`` (a new figure if None); returns ax."""
+    import matplotlib.pyplot as plt  # imported here: only plotting needs it
+
+    names = _names_for(result, class_names)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 5))
+    for name, ap, precision, recall in zip(names, result["ap"], result["precision"],
+                                           result["recall"]):
+        if np.isfinite(ap) and len(recall):
+            ax.plot(recall, precision, label=f"{name} (AP {ap:.3f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_title(f"Precision-recall, mAP {result['map']:.3f}\n({_metric_name(result)})")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower left")
+    ax.grid(True, alpha=0.3)
+    return ax

@@ -1,0 +1,105 @@
+"""SGD with momentum and weight decay, and SSD's learning-rate schedule.
+
+SSD (and ssd.pytorch) train with SGD, momentum 0.9, weight decay 5e-4, a short
+linear warm-up and a multi-step decay (x0.1 at fixed iterations). The update is
+PyTorch's:
+
+    g   = grad + weight_decay * p
+    buf = momentum * buf + g
+    p   = p - lr * buf
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from minissd.nn import backend
+from minissd.nn.backend import get_array_module
+
+
+class SGD:
+    """Momentum SGD over a Module's parameters; assigns ``owner.params[key]``."""
+
+    def __init__(self, model, lr=1e-3, momentum=0.9, weight_decay=5e-4, nesterov=False):
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f"SGD: lr, momentum and weight_decay must be >= 0, got "
+                             f"lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
+        self.model = model
+        self.lr, self.momentum, self.weight_decay, self.nesterov = lr, momentum, weight_decay, nesterov
+        self.buffers = {}   # name -> momentum buffer, created at the first step
+        self.steps = 0
+
+    def step(self):
+        # Python floats: a NumPy float64 lr would turn float32 parameters into float64
+        lr, momentum, weight_decay = float(self.lr), float(self.momentum), float(self.weight_decay)
+        for name, mod, key in self.model.named_parameters():
+            p, g = mod.params[key], mod.grads[key]
+            if g.shape != p.shape:
+                raise ValueError(f"SGD: gradient of {name} has shape {g.shape}, parameter {p.shape}")
+            if weight_decay:
+                g = g + weight_decay * p
+            if momentum:
+                buf = self.buffers.get(name)
+                buf = g.copy() if buf is None else momentum * buf + g
+                self.buffers[name] = buf
+                g = g + momentum * buf if self.nesterov else buf
+            mod.params[key] = p - lr * g
+        self.steps += 1
+
+    def state_dict(self):
+        """Momentum buffers (as NumPy, keyed ``momentum.<param name>``) and hyperparameters."""
+        state = {f"momentum.{k}": backend.to_numpy(v) for k, v in self.buffers.items()}
+        return state, {"lr": self.lr, "momentum": self.momentum,
+                       "weight_decay": self.weight_decay, "nesterov": self.nesterov,
+                       "steps": self.steps}
+
+    def load_state_dict(self, arrays, meta):
+        names = {name: mod.params[key] for name, mod, key in self.model.named_parameters()}
+        buffers = {}
+        for k, v in arrays.items():
+            if not k.startswith("momentum."):
+                continue
+            name = k[len("momentum."):]
+            if name not in names:
+                raise KeyError(f"optimiser state: momentum buffer for unknown parameter {name!r}")
+            if tuple(v.shape) != tuple(names[name].shape):
+                raise ValueError(f"optimiser state: momentum buffer {name!r} has shape "
+                                 f"{tuple(v.shape)}, the parameter {tuple(names[name].shape)}")
+            xp = get_array_module(names[name])
+            buffers[name] = xp.asarray(v, dtype=names[name].dtype)
+        self.buffers = buffers
+        self.lr, self.momentum = meta["lr"], meta["momentum"]
+        self.weight_decay, self.nesterov = meta["weight_decay"], meta["nesterov"]
+        self.steps = int(meta["steps"])
+
+
+@dataclass
+class WarmupMultiStep:
+    """lr(step): linear warm-up from ``warmup_factor * base_lr``, then x``gamma`` at each milestone.
+
+    ssd.pytorch's VOC schedule is base_lr 1e-3, milestones (80k, 100k), 120k
+    iterations; :meth:`scaled` keeps its shape for a shorter run.
+    """
+    base_lr: float
+    milestones: tuple = ()
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    warmup_factor: float = 1.0 / 3
+
+    def __post_init__(self):
+        self.milestones = tuple(int(m) for m in self.milestones)
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"WarmupMultiStep: milestones must increase, got {self.milestones}")
+
+    def __call__(self, step: int) -> float:
+        lr = self.base_lr * self.gamma ** sum(step >= m for m in self.milestones)
+        if step < self.warmup_steps:
+            alpha = step / self.warmup_steps
+            lr *= self.warmup_factor * (1 - alpha) + alpha
+        return lr
+
+    @classmethod
+    def scaled(cls, base_lr, total_steps, warmup_steps=None, fractions=(2 / 3, 5 / 6), gamma=0.1):
+        """The SSD schedule (decay at 80k/120k and 100k/120k) stretched to ``total_steps``."""
+        if warmup_steps is None:
+            warmup_steps = min(500, max(1, total_steps // 20))
+        return cls(base_lr, tuple(int(f * total_steps) for f in fractions), gamma, warmup_steps)

@@ -1,0 +1,184 @@
+"""SSD's geometry in one dataclass: which feature maps predict, and what default boxes they own.
+
+Each source feature map k (a grid of f_k x f_k cells, one cell every ``steps[k]``
+input pixels) puts a few default boxes at every cell: two squares, of side
+``min_sizes[k]`` and sqrt(min_sizes[k] * max_sizes[k]) pixels, and for every
+aspect ratio ar two boxes of the min size stretched to ar and 1/ar. Early,
+fine maps get small boxes, late, coarse maps big ones.
+
+The paper spaces the scales (box side / image side) linearly over m maps,
+
+    s_k = s_min + (s_max - s_min) (k - 1) / (m - 1),   s_min = 0.2, s_max = 0.9,
+
+and ``max_sizes[k]`` is the next map's scale s_{k+1}. The released Caffe code
+(and ssd.pytorch's numbers, copied from it) changes two things: conv4_3 is set
+apart with scale 0.1 (SSD512: 0.07) and max size s_min, the rule runs over the
+remaining m - 1 maps, and its step is rounded down to a whole percent
+(SSD300: floor(70 / 4) = 17 %, so 20, 37, 54, 71, 88 % -> 60, 111, 162, 213,
+264 px). ``SSDConfig.from_scales`` implements both; the presets below are
+checked against it in the tests.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Optional
+
+from minissd.ssd.boxes import VARIANCES
+
+
+@dataclass
+class SSDConfig:
+    """Feature-map geometry and default-box sizes (pixels of the ``image_size`` input)."""
+    name: str
+    image_size: int                   # square input side, pixels
+    feature_maps: tuple               # (M,) grid side of each source map
+    steps: tuple                      # (M,) input pixels between neighbouring cells
+    min_sizes: tuple                  # (M,) side of the small square box, pixels
+    max_sizes: tuple                  # (M,) the extra square has side sqrt(min * max)
+    aspect_ratios: tuple              # (M,) tuples of ratios > 1; 1/ar is added too
+    variances: tuple = VARIANCES      # (centre, size) scaling of the encoded offsets
+    clip: bool = True                 # clip default boxes to the image (see minissd.ssd.priors)
+
+    def __post_init__(self):
+        # JSON gives lists; keep tuples so configs compare and hash predictably.
+        for f in ("feature_maps", "steps", "min_sizes", "max_sizes", "variances"):
+            setattr(self, f, tuple(getattr(self, f)))
+        self.aspect_ratios = tuple(tuple(ar) for ar in self.aspect_ratios)
+        self.validate()
+
+    @property
+    def num_boxes_per_location(self) -> tuple:
+        """Default boxes per cell of each map: 2 squares + 2 per aspect ratio (SSD300: 4,6,6,6,4,4)."""
+        return tuple(2 + 2 * len(ar) for ar in self.aspect_ratios)
+
+    @property
+    def num_priors(self) -> int:
+        """Total number of default boxes P (SSD300: 8732)."""
+        return sum(f * f * n for f, n in zip(self.feature_maps, self.num_boxes_per_location))
+
+    def validate(self) -> "SSDConfig":
+        """Raise ValueError naming the field that is wrong; return self when all is well."""
+        def bad(field_name, why):
+            raise ValueError(f"SSDConfig {self.name!r}: {field_name} {why}")
+
+        if not isinstance(self.name, str) or not self.name:
+            bad("name", f"must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.image_size, numbers.Integral) or self.image_size <= 0:
+            bad("image_size", f"must be a positive int, got {self.image_size!r}")
+        m = len(self.feature_maps)
+        if m == 0:
+            bad("feature_maps", "is empty")
+        for f in ("steps", "min_sizes", "max_sizes", "aspect_ratios"):
+            if len(getattr(self, f)) != m:
+                bad(f, f"has {len(getattr(self, f))} entries but feature_maps has {m}")
+        for f in ("feature_maps", "steps", "min_sizes", "max_sizes"):
+            for k, v in enumerate(getattr(self, f)):
+                if not isinstance(v, numbers.Real) or not v > 0:
+                    bad(f, f"[{k}] must be a positive number, got {v!r}")
+        if any(not isinstance(f, numbers.Integral) for f in self.feature_maps):
+            bad("feature_maps", f"must be ints, got {self.feature_maps}")
+        for k, (lo, hi) in enumerate(zip(self.min_sizes, self.max_sizes)):
+            if hi <= lo:
+                bad("max_sizes", f"[{k}] = {hi} must exceed min_sizes[{k}] = {lo}")
+        for k, ars in enumerate(self.aspect_ratios):
+            for ar in ars:
+                if not isinstance(ar, numbers.Real) or not ar > 1:
+                    bad("aspect_ratios", f"[{k}] has {ar!r}: ratios must be > 1 "
+                                         "(1 is the square box; 1/ar is added automatically)")
+        if len(self.variances) != 2 or any(not isinstance(v, numbers.Real) or v <= 0
+                                           for v in self.variances):
+            bad("variances", f"must be two positive numbers, got {self.variances}")
+        if not isinstance(self.clip, bool):
+            bad("clip", f"must be True or False, got {self.clip!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        """Plain lists and numbers, ready for json.dump (checkpoints)."""
+        d = dataclasses.asdict(self)
+        for f, v in d.items():
+            if isinstance(v, tuple):
+                d[f] = [list(x) if isinstance(x, tuple) else x for x in v]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SSDConfig":
+        """Inverse of ``to_dict``; unknown or missing keys raise ValueError naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING}
+        unknown, missing = sorted(set(d) - names), sorted(required - set(d))
+        if unknown or missing:
+            raise ValueError(f"SSDConfig.from_dict: unknown keys {unknown}, missing keys {missing}")
+        return cls(**d)
+
+    @classmethod
+    def from_scales(cls, name, image_size, feature_maps, steps, aspect_ratios,
+                    s_min=0.2, s_max=0.9, first_scale: Optional[float] = None,
+                    round_percent=False, variances=VARIANCES, clip=True) -> "SSDConfig":
+        """Sizes from the paper's linear scale rule (see the module docstring).
+
+        first_scale: None for the paper's rule over all maps; a number (0.1 for
+            SSD300, 0.07 for SSD512) to give the first map that scale with max
+            size s_min, and run the rule over the other maps (the Caffe code).
+        round_percent: round the rule's step down to a whole percent, as Caffe.
+        The last map's max size is the rule extrapolated one step past s_max.
+        """
+        m = len(feature_maps)
+        n = m if first_scale is None else m - 1            # maps the linear rule covers
+        if n < 2:
+            raise ValueError(f"from_scales: the linear rule needs at least 2 maps, got {n}")
+        step = (s_max - s_min) * 100 / (n - 1)              # percent
+        if round_percent:
+            step = math.floor(step + 1e-9)
+        percents = [s_min * 100 + k * step for k in range(n + 1)]  # one extra for the last max
+        lo, hi = percents[:-1], percents[1:]
+        if first_scale is not None:
+            lo, hi = [first_scale * 100] + lo, [s_min * 100] + hi
+        px = lambda pct: round(image_size * pct / 100, 6)     # noqa: E731  (pixels)
+        return cls(name=name, image_size=image_size, feature_maps=feature_maps, steps=steps,
+                   min_sizes=tuple(px(p) for p in lo), max_sizes=tuple(px(p) for p in hi),
+                   aspect_ratios=aspect_ratios, variances=variances, clip=clip)
+
+
+# Caffe SSD (weiliu89/caffe, examples/ssd/ssd_pascal.py) and ssd.pytorch (data/config.py, voc).
+SSD300 = SSDConfig(
+    name="ssd300", image_size=300,
+    feature_maps=(38, 19, 10, 5, 3, 1),
+    steps=(8, 16, 32, 64, 100, 300),
+    min_sizes=(30, 60, 111, 162, 213, 264),
+    max_sizes=(60, 111, 162, 213, 264, 315),
+    aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)))
+
+# Caffe SSD512 (ssd_pascal_512.py: min_ratio 15, max_ratio 90, conv4_3 at 7 %), as used
+# by the ssd.pytorch SSD512 forks.
+SSD512 = SSDConfig(
+    name="ssd512", image_size=512,
+    feature_maps=(64, 32, 16, 8, 4, 2, 1),
+    steps=(8, 16, 32, 64, 128, 256, 512),
+    min_sizes=(35.84, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8),
+    max_sizes=(76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6),
+    aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)))
+
+# A small detector for the synthetic shapes data (objects ~10-70 % of the side) and
+# quick CPU runs. Same rule as SSD300: first map 10 %, then 20..90 % in whole-percent
+# steps (floor(70 / 3) = 23 %): scales 0.10, 0.20, 0.43, 0.66, 0.89; the extra square
+# sqrt(s_k s_k+1) tops out at sqrt(0.89 * 1.12) = 1.0 of the image. 1524 default boxes.
+SSD_TINY = SSDConfig.from_scales(
+    name="ssd-tiny", image_size=128,
+    feature_maps=(16, 8, 4, 2, 1),
+    steps=(8, 16, 32, 64, 128),
+    aspect_ratios=((2,), (2, 3), (2, 3), (2,), (2,)),
+    s_min=0.2, s_max=0.9, first_scale=0.1, round_percent=True)
+
+PRESETS = {c.name: c for c in (SSD300, SSD512, SSD_TINY)}
+
+
+def get_config(name: str) -> SSDConfig:
+    """A fresh copy of a preset: 'ssd300', 'ssd512' or 'ssd-tiny'."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown SSD config {name!r}: known configs are {sorted(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])

@@ -1,0 +1,242 @@
+"""The SSD network: base, extra layers and prediction heads, forward and backward by hand.
+
+    images (B, 3, S, S)
+      -> vgg: conv1_1 ... relu4_3 ..................... source 1 (B, 512, 38, 38) -> L2Norm -> heads
+              pool4 ... fc6 relu6 fc7 relu7 ............ source 2 (B, 1024, 19, 19) -> heads
+      -> extras: conv8_1 relu8_1 conv8_2 relu8_2 ....... source 3 (B, 512, 10, 10) -> heads
+                 ...                                      sources 4..6
+    each source -> loc head  (3x3 conv, k*4 channels)      -> (B, H*W*k, 4)
+                -> conf head (3x3 conv, k*(C+1) channels)  -> (B, H*W*k, C+1)
+    concatenated over the maps -> loc (B, P, 4), conf (B, P, C+1), P = 8732 for SSD300
+
+A head's output (B, k*4, H, W) is transposed to (B, H, W, k*4) and reshaped to
+(B, H*W*k, 4): prediction p of map m is cell (i, j) = row-major, then box a,
+exactly the order of :func:`minissd.ssd.priors.default_boxes`.
+
+Every source map feeds two consumers: its heads and the deeper layers. Its
+gradient in ``backward`` is the SUM of both, written out where it happens.
+conv4_3 is special (as in ssd.pytorch): the heads see L2Norm(relu4_3), while
+pool4 sees the raw relu4_3 output.
+
+    >>> from minissd.ssd.config import get_config
+    >>> model = SSD(get_config('ssd-tiny'), num_classes=3, seed=0)
+    >>> loc, conf = model.forward(images)          # (B, 3, 128, 128) -> (B, 1524, 4), (B, 1524, 3 + 1)
+    >>> dimages = model.backward(dloc, dconf)      # fills every layer's grads
+    >>> model.backward(dloc, dconf, need_dimages=False)   # training: skip conv1_1's dx
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from minissd.nn.backend import get_array_module
+from minissd.ssd.config import SSDConfig
+from minissd.nn.layers import Conv2d, L2Norm, MaxPool2d, conv2d, conv2d_input_grad, conv2d_weight_grad
+from minissd.nn.module import Module
+from minissd.ssd.summary import summary  # noqa: F401  (re-exported: `from minissd.ssd.model import summary`)
+from minissd.ssd.architecture import SSDArch, build_extras, build_vgg, get_arch
+
+
+class Heads(Module):
+    """One 3x3 prediction conv per source map, named after the source ('conv4_3', 'fc7', ...)."""
+
+    def __getitem__(self, name):
+        return self._modules[name]
+
+
+class SSD(Module):
+    """Single Shot MultiBox Detector: ``forward(images) -> (loc, conf)``, ``backward(dloc, dconf)``.
+
+    cfg: the SSDConfig (image size, feature maps, boxes per location).
+    num_classes: object classes C; ``conf`` has C + 1 scores (0 = background).
+    seed / rng: the initialisation is drawn from ``rng`` or ``default_rng(seed)``;
+        the same seed gives identical parameters.
+    arch: the channel plan; by default the one registered for ``cfg.name``.
+    """
+
+    def __init__(self, cfg: SSDConfig, num_classes: int, seed: int = 0, rng=None,
+                 arch: SSDArch | None = None):
+        super().__init__()
+        if int(num_classes) < 1:
+            raise ValueError(f"SSD: num_classes must be >= 1 (background is added), got {num_classes}")
+        cfg.validate()
+        self.cfg, self.num_classes = cfg, int(num_classes)
+        self.arch = arch if arch is not None else get_arch(cfg.name)
+        rng = rng if rng is not None else np.random.default_rng(seed)
+
+        self.vgg, tap = build_vgg(self.arch, rng)                 # He init (no ImageNet weights)
+        self.l2norm = L2Norm(self.arch.source_channels[0], self.arch.l2norm_scale)
+        self.extras, extra_taps = build_extras(self.arch, rng)    # Xavier init
+        self.taps = (tap, "relu7", *extra_taps)                    # layers whose output is a source
+        trunk = self.trunk()
+        names = [n for n, _ in trunk]
+        # a source is named after the conv it comes from: relu4_3 -> conv4_3, relu7 -> fc7
+        # (skipping a BatchNorm between the conv and its ReLU, as ssd-tiny has)
+        self.source_names = tuple(next(n for n in reversed(names[:names.index(t)])
+                                       if n.startswith(("conv", "fc"))) for t in self.taps)
+        if len(self.taps) != len(cfg.feature_maps):
+            raise ValueError(f"SSD: architecture {self.arch.name!r} has {len(self.taps)} source maps, "
+                             f"config {cfg.name!r} lists {len(cfg.feature_maps)} feature_maps")
+
+        self.loc, self.conf = Heads(), Heads()                     # Xavier init, bias 0
+        for name, channels, k in zip(self.source_names, self.arch.source_channels,
+                                     cfg.num_boxes_per_location):
+            setattr(self.loc, name, Conv2d(channels, k * 4, 3, padding=1, rng=rng, init="xavier"))
+            setattr(self.conf, name, Conv2d(channels, k * (self.num_classes + 1), 3, padding=1,
+                                            rng=rng, init="xavier"))
+        self._check_feature_maps()
+        self._maps = self._head_inputs = None
+
+    # --- structure --------------------------------------------------------------
+    def trunk(self):
+        """(name, layer) of the base and the extras in forward order (one chain, no heads)."""
+        return list(self.vgg.named_children()) + list(self.extras.named_children())
+
+    def layer_shapes(self):
+        """(dotted name, layer, output shape (C, H, W)) for every layer, computed without data."""
+        shape = (self.arch.in_channels, self.cfg.image_size, self.cfg.image_size)
+        rows, sources = [], []
+        for prefix, seq in (("vgg", self.vgg), ("extras", self.extras)):
+            for name, layer in seq.named_children():
+                c, h, w = shape
+                if isinstance(layer, Conv2d):
+                    shape = (layer.out_channels, *layer.output_shape(h, w))
+                elif isinstance(layer, MaxPool2d):
+                    shape = (c, *layer.output_shape(h, w))
+                if min(shape[1:]) <= 0:
+                    raise ValueError(f"SSD {self.arch.name!r}: layer {prefix}.{name} gets no output "
+                                     f"from a {self.cfg.image_size}-px input (shape {shape})")
+                rows.append((f"{prefix}.{name}", layer, shape))
+                if name in self.taps:
+                    sources.append(shape)
+                    if len(sources) == 1:
+                        rows.append(("l2norm", self.l2norm, shape))
+        for name, (c, h, w) in zip(self.source_names, sources):
+            for head in ("loc", "conf"):
+                conv = getattr(self, head)[name]
+                rows.append((f"{head}.{name}", conv, (conv.out_channels, h, w)))
+        return rows
+
+    def feature_map_sizes(self):
+        """(H, W) of each source map for a cfg.image_size input."""
+        return [shape[1:] for name, _, shape in self.layer_shapes() if name.startswith("loc.")]
+
+    def _check_feature_maps(self):
+        sizes = self.feature_map_sizes()
+        if any(h != w for h, w in sizes) or tuple(h for h, _ in sizes) != self.cfg.feature_maps:
+            raise ValueError(
+                f"SSD: architecture {self.arch.name!r} gives source maps "
+                f"{[f'{h}x{w}' for h, w in sizes]} for a {self.cfg.image_size}-px input, but config "
+                f"{self.cfg.name!r} has feature_maps {self.cfg.feature_maps}")
+
+    @property
+    def num_priors(self) -> int:
+        return self.cfg.num_priors
+
+    def _check_images(self, images):
+        S, C = self.cfg.image_size, self.arch.in_channels
+        if images.ndim != 4 or images.shape[1] != C or images.shape[2:] != (S, S):
+            raise ValueError(f"SSD {self.cfg.name!r} expects images of shape (B, {C}, {S}, {S}) "
+                             f"(cfg.image_size = {S}), got {tuple(images.shape)}")
+
+    # --- forward ------------------------------------------------------------------
+    def forward(self, images):
+        """images (B, 3, S, S) -> loc (B, P, 4) offsets, conf (B, P, C+1) logits."""
+        self._check_images(images)
+        xp = get_array_module(images)
+        B = images.shape[0]
+        x, sources = images, []
+        for name, layer in self.trunk():
+            x = layer.forward(x)
+            if name in self.taps:
+                sources.append(x)                               # also goes on to the next layer
+        # conv4_3: the heads see L2Norm(relu4_3); pool4 (already run) took the raw relu4_3
+        sources[0] = self.l2norm.forward(sources[0])            # (B, 512, 38, 38)
+
+        locs, confs, maps = [], [], []
+        self._head_inputs = sources if self.training else None
+        for name, s in zip(self.source_names, sources):
+            _, _, H, W = s.shape
+            loc, conf = self._heads_forward(name, s)            # (B, k*4, H, W), (B, k*(C+1), H, W)
+            k = loc.shape[1] // 4
+            locs.append(loc.transpose(0, 2, 3, 1).reshape(B, H * W * k, 4))       # (B, H*W*k, 4)
+            confs.append(conf.transpose(0, 2, 3, 1).reshape(B, H * W * k, -1))    # (B, H*W*k, C+1)
+            maps.append((H, W, k))
+        self._maps = maps
+        return xp.concatenate(locs, axis=1), xp.concatenate(confs, axis=1)  # (B, P, 4), (B, P, C+1)
+
+    # --- the two heads of a source, as one convolution --------------------------------
+    # loc[name] and conf[name] are two 3x3 convs over the same map. Stacking their
+    # weights along the output channels makes them one conv: one im2col of the
+    # map instead of two, one bigger GEMM instead of two small ones. In backward
+    # the same stacking gives the source's gradient -- the SUM of what the two
+    # heads send back -- as one transposed convolution.
+    def _stacked_heads(self, name):
+        loc, conf = self.loc[name], self.conf[name]
+        xp = get_array_module(loc.params["weight"])
+        w = xp.concatenate([loc.params["weight"], conf.params["weight"]])   # (k*4 + k*(C+1), C_s, 3, 3)
+        b = xp.concatenate([loc.params["bias"], conf.params["bias"]])       # (k*4 + k*(C+1),)
+        return loc, conf, w, b
+
+    def _heads_forward(self, name, source):
+        """source (B, C_s, H, W) -> loc (B, k*4, H, W), conf (B, k*(C+1), H, W)."""
+        loc, conf, w, b = self._stacked_heads(name)
+        y = conv2d(source, w, loc.stride, loc.padding, loc.dilation, bias=b)
+        return y[:, :loc.out_channels], y[:, loc.out_channels:]
+
+    def _heads_backward(self, name, source, dl, dc):
+        """Fill both heads' grads from dl (B, k*4, H, W), dc (B, k*(C+1), H, W); return d source."""
+        loc, conf, w, _ = self._stacked_heads(name)
+        xp = get_array_module(dl)
+        dy = xp.concatenate([dl, dc], axis=1)                   # (B, k*4 + k*(C+1), H, W)
+        dw, db = conv2d_weight_grad(source, dy, loc.kernel_size, loc.stride, loc.padding,
+                                    loc.dilation, with_bias=True)
+        n = loc.out_channels
+        loc.grads["weight"], conf.grads["weight"] = dw[:n], dw[n:]
+        loc.grads["bias"], conf.grads["bias"] = db[:n], db[n:]
+        return conv2d_input_grad(dy, w, source.shape[2:], loc.stride, loc.padding, loc.dilation)
+
+    # --- backward -----------------------------------------------------------------
+    def backward(self, dloc, dconf, need_dimages=True):
+        """dL/dloc (B, P, 4), dL/dconf (B, P, C+1) -> dL/dimages (B, 3, S, S); fills every grads.
+
+        need_dimages=False (training: nothing upstream of the images) skips the first
+        conv's input gradient, a full-resolution transposed convolution, and returns None.
+        """
+        if self._maps is None:
+            raise RuntimeError("SSD.backward called before forward")
+        B = dloc.shape[0]
+        P, K = sum(h * w * k for h, w, k in self._maps), self.num_classes + 1
+        if dloc.shape != (B, P, 4) or dconf.shape != (B, P, K):
+            raise ValueError(f"SSD.backward: expected dloc ({B}, {P}, 4) and dconf ({B}, {P}, {K}), "
+                             f"got {tuple(dloc.shape)} and {tuple(dconf.shape)}")
+        # heads, map by map: undo the concatenation and the (B, H, W, k*4) transpose
+        dsources, start = [], 0
+        if self._head_inputs is None:
+            raise RuntimeError("SSD.backward needs a forward in training mode first (model.train())")
+        for name, (H, W, k), source in zip(self.source_names, self._maps, self._head_inputs):
+            stop = start + H * W * k
+            dl = dloc[:, start:stop].reshape(B, H, W, k * 4).transpose(0, 3, 1, 2)   # (B, k*4, H, W)
+            dc = dconf[:, start:stop].reshape(B, H, W, k * K).transpose(0, 3, 1, 2)  # (B, k*K, H, W)
+            dsources.append(self._heads_backward(name, source, dl, dc))   # (B, C_s, H, W)
+            start = stop
+        dsources[0] = self.l2norm.backward(dsources[0])         # conv4_3's heads saw L2Norm(x)
+
+        # the trunk in reverse; dx is the gradient from the deeper layers
+        trunk = self.trunk()
+        dx, m = None, len(self.taps) - 1
+        for i in reversed(range(len(trunk))):
+            name, layer = trunk[i]
+            if m >= 0 and name == self.taps[m]:
+                # this output feeds its heads AND the deeper layers: add both gradients
+                # (the last source, relu11_2, has no deeper layers)
+                dx = dsources[m] if dx is None else dx + dsources[m]
+                m -= 1
+            if i == 0 and not need_dimages and isinstance(layer, Conv2d):
+                layer.param_grads(dx)                           # conv1_1's dW, db; no dx
+                return None
+            dx = layer.backward(dx)
+        return dx                                               # (B, 3, S, S)
+
+    def __repr__(self):
+        return (f"SSD(config={self.cfg.name!r}, arch={self.arch.name!r}, "
+                f"num_classes={self.num_classes}, parameters={self.num_parameters():,})")

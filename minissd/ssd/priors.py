@@ -1,0 +1,59 @@
+"""Default boxes (priors): the fixed boxes SSD's predictions are offsets from.
+
+For feature map k with f_k x f_k cells, cell (i, j) (row i, column j) is
+centred at  cx = (j + 0.5) * step_k / image_size,  cy = (i + 0.5) * step_k / image_size,
+and owns, in this order (the order of the prediction head's channels):
+
+    1. a square of side s_k = min_size_k / image_size,
+    2. a square of side s'_k = sqrt(s_k * max_size_k / image_size),
+    3. for every aspect ratio ar: (s_k sqrt(ar), s_k / sqrt(ar)), then (s_k / sqrt(ar), s_k sqrt(ar)).
+
+Boxes are listed map by map, cell by cell in row-major order, box by box, so
+SSD300 gives 38*38*4 + 19*19*6 + 10*10*6 + 5*5*6 + 3*3*4 + 1*1*4 = 8732.
+
+Clipping: with ``cfg.clip`` the box's *corners* are clipped to the image
+[0, 1] (Caffe's PriorBox clip, ChainerCV) and the box converted back to
+(cx, cy, w, h). ssd.pytorch instead clamps the (cx, cy, w, h) numbers to [0, 1],
+which only caps w and h at 1 and leaves border boxes hanging outside the
+image. Clipping corners keeps every default box inside the image, like the
+ground truths it is matched against, so a border object overlaps its prior
+properly; the price is that border priors shrink and their centres move inwards.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from minissd.ssd.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
+from minissd.ssd.config import SSDConfig
+
+
+def box_shapes(cfg: SSDConfig, k: int) -> list:
+    """The (w, h) of the default boxes of map k, normalised, in head-channel order."""
+    s = cfg.min_sizes[k] / cfg.image_size
+    s_prime = math.sqrt(s * cfg.max_sizes[k] / cfg.image_size)
+    shapes = [(s, s), (s_prime, s_prime)]
+    for ar in cfg.aspect_ratios[k]:
+        r = math.sqrt(ar)
+        shapes += [(s * r, s / r), (s / r, s * r)]
+    return shapes
+
+
+def default_boxes(cfg: SSDConfig, xp=numpy, dtype="float32"):
+    """All default boxes of ``cfg`` as a (P, 4) array of (cx, cy, w, h) in [0, 1]."""
+    cfg.validate()
+    per_map = []
+    for k, f in enumerate(cfg.feature_maps):           # a handful of maps; cells are vectorised
+        centres = (xp.arange(f, dtype="float64") + 0.5) * cfg.steps[k] / cfg.image_size
+        cy, cx = xp.meshgrid(centres, centres, indexing="ij")                # (f, f), row i, col j
+        wh = xp.asarray(box_shapes(cfg, k), dtype="float64")                 # (A, 2)
+        A = wh.shape[0]
+        c = xp.stack([cx, cy], axis=-1).reshape(f * f, 1, 2)                 # (f*f, 1, 2)
+        c = xp.broadcast_to(c, (f * f, A, 2))                                # (f*f, A, 2)
+        s = xp.broadcast_to(wh[None], (f * f, A, 2))                         # (f*f, A, 2)
+        per_map.append(xp.concatenate([c, s], axis=-1).reshape(f * f * A, 4))
+    priors = xp.concatenate(per_map, axis=0)                                 # (P, 4)
+    if cfg.clip:
+        priors = xyxy_to_cxcywh(xp.clip(cxcywh_to_xyxy(priors), 0.0, 1.0))
+    return priors.astype(dtype)

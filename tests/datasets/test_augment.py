@@ -1,0 +1,270 @@
+"""Augmentation: boxes stay inside the image and on their object; seeds replay draws."""
+import colorsys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minissd.datasets import augment as A
+from minissd.ssd.boxes import iou
+from minissd.datasets.voc import VOCDataset
+
+VOC5 = Path(__file__).resolve().parents[1] / "data" / "voc5"
+
+
+def coordinate_image(height, width):
+    """float32 (H, W, 3) whose pixel (y, x) holds (x, y, 7): a crop reveals where it came from."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    return np.stack([xx, yy, np.full_like(xx, 7)], axis=-1)
+
+
+def painted_image(rng, n=4, height=120, width=160):
+    """A grey image with n non-overlapping rectangles, object k painted in a unique colour."""
+    image = np.full((height, width, 3), 100, np.float32)
+    boxes, colours = [], []
+    for k in range(n):                           # one column band per object: no overlap
+        band = width // n
+        x0 = k * band + int(rng.integers(0, band // 3))
+        x1 = x0 + int(rng.integers(band // 3, band - (x0 - k * band)))
+        y0 = int(rng.integers(0, height // 2))
+        y1 = int(rng.integers(y0 + 8, height))
+        colour = (10 + 50 * k, 255 - 40 * k, 30 * k)
+        image[y0:y1, x0:x1] = colour
+        boxes.append([x0, y0, x1, y1])
+        colours.append(colour)
+    return image, np.array(boxes, np.float32), np.arange(1, n + 1, dtype=np.int64), np.array(colours)
+
+
+def random_boxes(rng, n, height, width):
+    x = np.sort(rng.uniform(0, width, (n, 2)), axis=1)
+    y = np.sort(rng.uniform(0, height, (n, 2)), axis=1)
+    return np.stack([x[:, 0], y[:, 0], x[:, 1] + 1, y[:, 1] + 1], axis=1).clip(0, [width, height] * 2)
+
+
+def assert_boxes_inside(image, boxes, labels):
+    height, width = image.shape[:2]
+    assert boxes.dtype == np.float32 and boxes.shape == (len(labels), 4)
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
+    assert (boxes[:, :2] < boxes[:, 2:]).all()
+
+
+# ---------------------------------------------------------------- colour conversion
+
+def test_hsv_matches_colorsys_and_round_trips():
+    rgb = np.random.default_rng(0).uniform(0, 255, (500, 3))
+    rgb[:3] = [[0, 0, 0], [255, 255, 255], [80, 80, 80]]       # greys: hue 0
+    hsv = A.rgb_to_hsv(rgb)
+    ref = np.array([colorsys.rgb_to_hsv(*(p / 255)) for p in rgb]) * [360, 1, 255]
+    np.testing.assert_allclose(hsv, ref, atol=1e-9)
+    np.testing.assert_allclose(A.hsv_to_rgb(hsv), rgb, atol=1e-9)
+    assert A.rgb_to_hsv(rgb.astype(np.float32)).dtype == np.float32
+
+
+# ---------------------------------------------------------------- each transform
+
+GEOMETRIC = [
+    ("expand", A.Expand(p=1.0)),
+    ("crop", A.RandomIoUCrop()),
+    ("crop any patch", A.RandomIoUCrop(min_ious=(0.0,))),
+    ("flip", A.RandomFlip(p=1.0)),
+    ("resize", A.Resize(50)),
+    ("photometric", A.PhotometricDistort(p=1.0)),
+    ("train pipeline to pixels", A.Compose([A.PhotometricDistort(), A.Expand(), A.RandomIoUCrop(),
+                                            A.RandomFlip(), A.Resize(64)])),
+]
+
+
+@pytest.mark.parametrize("name, transform", GEOMETRIC, ids=[g[0] for g in GEOMETRIC])
+def test_boxes_stay_inside_the_image(name, transform):
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        image = rng.uniform(0, 255, (90, 120, 3)).astype(np.float32)
+        boxes = random_boxes(rng, 5, 90, 120).astype(np.float32)
+        out, out_boxes, out_labels = transform(image, boxes, np.arange(1, 6), rng)
+        assert out.dtype == np.float32 and out.ndim == 3 and out.shape[2] == 3
+        assert_boxes_inside(out, out_boxes, out_labels)
+
+
+def test_flip_twice_is_the_identity():
+    rng = np.random.default_rng(1)
+    image, boxes = rng.uniform(0, 255, (30, 40, 3)).astype(np.float32), random_boxes(rng, 6, 30, 40)
+    flipped, flipped_boxes = A.hflip(image, boxes)
+    assert not np.array_equal(flipped, image)
+    np.testing.assert_array_equal(flipped[:, 0], image[:, -1])
+    back, back_boxes = A.hflip(flipped, flipped_boxes)
+    np.testing.assert_array_equal(back, image)
+    np.testing.assert_allclose(back_boxes, boxes, atol=1e-12)
+
+
+def test_expand_puts_the_image_on_a_mean_canvas():
+    image = coordinate_image(20, 30)
+    boxes = np.array([[2, 3, 12, 15]], np.float32)
+    for seed in range(10):
+        out, out_boxes, _ = A.Expand(fill=(1, 2, 3), p=1.0)(image, boxes, np.array([1]),
+                                                            np.random.default_rng(seed))
+        assert 20 <= out.shape[0] <= 80 and 30 <= out.shape[1] <= 120
+        top, left = np.argwhere(out[..., 2] == 7)[0]             # where the image landed
+        np.testing.assert_array_equal(out[top:top + 20, left:left + 30], image)
+        assert (out[..., 2] == 3).sum() == out.shape[0] * out.shape[1] - 600   # the rest is fill
+        np.testing.assert_array_equal(out_boxes, boxes + [left, top, left, top])
+
+
+def test_crop_keeps_boxes_whose_centre_is_inside_and_clips_them():
+    """Crop a coordinate image: the top-left pixel tells the patch; check every box against it."""
+    height, width = 100, 140
+    image, crops = coordinate_image(height, width), 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        boxes = random_boxes(rng, 6, height, width).astype(np.float32)
+        labels = np.arange(1, 7)
+        out, out_boxes, out_labels = A.RandomIoUCrop(min_ious=(0.0, 0.5))(image, boxes, labels, rng)
+        left, top = out[0, 0, :2]
+        patch = np.array([left, top, left + out.shape[1], top + out.shape[0]], np.float32)
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        inside = np.all((centres > patch[:2]) & (centres < patch[2:]), axis=1)
+        np.testing.assert_array_equal(out_labels, labels[inside])        # the others are dropped
+        expected = np.concatenate([np.maximum(boxes[inside, :2], patch[:2]),
+                                   np.minimum(boxes[inside, 2:], patch[2:])], axis=1) - patch[[0, 1, 0, 1]]
+        np.testing.assert_allclose(out_boxes, expected, atol=1e-4)
+        crops += out.shape[:2] != (height, width)
+    assert crops > 100
+
+
+@pytest.mark.parametrize("min_iou", [0.3, 0.7, 0.9])
+def test_crop_meets_the_min_iou_with_at_least_one_box(min_iou):
+    """The constraint must really reject crops (ssd.pytorch's and/or slip never does)."""
+    height, width = 100, 140
+    image, crops = coordinate_image(height, width), 0
+    boxes = np.array([[10, 10, 110, 90], [60, 20, 135, 95]], np.float32)
+    for seed in range(200):
+        out, _, _ = A.RandomIoUCrop(min_ious=(min_iou,))(image, boxes, np.array([1, 2]),
+                                                         np.random.default_rng(seed))
+        if out.shape[:2] == (height, width):
+            continue                                               # no patch passed: unchanged
+        left, top = out[0, 0, :2]
+        patch = np.array([left, top, left + out.shape[1], top + out.shape[0]], np.float32)
+        assert iou(boxes, patch[None]).max() >= min_iou
+        crops += 1
+    assert crops >= 5
+
+
+def test_crop_without_boxes_or_in_whole_image_mode_is_a_no_op():
+    image = np.zeros((20, 30, 3), np.float32)
+    no_boxes = np.zeros((0, 4), np.float32)
+    out, boxes, labels = A.RandomIoUCrop()(image, no_boxes, np.zeros(0, np.int64), np.random.default_rng(0))
+    assert out is image and boxes.shape == (0, 4)
+    box = np.array([[1, 1, 5, 5]], np.float32)
+    assert A.RandomIoUCrop(min_ious=(None,))(image, box, np.array([1]), np.random.default_rng(0))[0] is image
+
+
+def test_expand_then_crop_then_flip_keep_each_box_on_its_object():
+    """Paint each object a unique colour: after the geometry, its box still holds only that colour."""
+    chain = A.Compose([A.Expand(fill=(0, 0, 255)), A.RandomIoUCrop(), A.RandomFlip()])
+    checked = 0
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        image, boxes, labels, colours = painted_image(rng)
+        out, out_boxes, out_labels = chain(image, boxes, labels, rng)
+        assert_boxes_inside(out, out_boxes, out_labels)
+        for (x0, y0, x1, y1), label in zip(out_boxes.astype(int), out_labels):
+            region = out[y0:y1, x0:x1].reshape(-1, 3)
+            assert len(region) and (region == colours[label - 1]).all(), f"seed {seed} label {label}"
+            checked += 1
+    assert checked > 100
+
+
+def test_resize_scales_boxes_with_the_content():
+    rng = np.random.default_rng(3)
+    image, boxes, labels, colours = painted_image(rng, height=80, width=200)
+    for input_image in (image, image.astype(np.uint8)):
+        out, out_boxes, _ = A.Resize(100)(input_image, boxes, labels)
+        assert out.shape == (100, 100, 3) and out.dtype == input_image.dtype
+        np.testing.assert_allclose(out_boxes, boxes * [0.5, 1.25, 0.5, 1.25], rtol=1e-6)
+        for (x0, y0, x1, y1), colour in zip(out_boxes, colours):   # box centres keep their colour
+            np.testing.assert_allclose(out[int((y0 + y1) / 2), int((x0 + x1) / 2)], colour, atol=1)
+
+
+def test_photometric_keeps_boxes_range_and_p0_is_identity():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (40, 50, 3)).astype(np.float32)
+    boxes, labels = random_boxes(rng, 3, 40, 50).astype(np.float32), np.array([1, 2, 3])
+    changed = 0
+    for seed in range(20):
+        out, out_boxes, out_labels = A.PhotometricDistort()(image, boxes, labels, np.random.default_rng(seed))
+        assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255
+        assert out_boxes is boxes and out_labels is labels
+        changed += not np.allclose(out, image)
+    assert changed > 10
+    out, _, _ = A.PhotometricDistort(p=0.0)(image, boxes, labels, np.random.default_rng(0))
+    np.testing.assert_allclose(out, image, atol=1e-3)          # contrast/hue skipped: HSV round trip only
+
+
+# ---------------------------------------------------------------- pipelines
+
+def test_train_transform_output_and_determinism():
+    image, boxes, labels = VOCDataset([(VOC5, "trainval")]).load(0)
+    t = A.train_transform(96)
+    outs = [t(image, boxes, labels, np.random.default_rng(s)) for s in (5, 5, 6)]
+    out, out_boxes, out_labels = outs[0]
+    assert out.shape == (3, 96, 96) and out.dtype == np.float32 and out.flags.c_contiguous
+    assert out_boxes.dtype == np.float32 and out_labels.dtype == np.int64
+    assert (out_boxes >= 0).all() and (out_boxes <= 1).all() and len(out_boxes) == len(out_labels)
+    assert abs(out.mean()) < 3                                  # normalised, roughly centred
+    for a, b in zip(outs[0], outs[1]):
+        np.testing.assert_array_equal(a, b)                    # same seed: same draw
+    assert not np.array_equal(outs[0][0], outs[2][0])           # another seed: another draw
+
+
+def test_eval_transform_is_resize_and_normalise():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (30, 60, 3)).astype(np.uint8)
+    boxes = np.array([[6, 3, 30, 27]], np.float32)
+    out, out_boxes, labels = A.eval_transform(20, mean=(10, 20, 30), std=(2, 4, 8))(image, boxes, np.array([4]))
+    resized = A.Resize(20)(image, boxes, labels)[0].astype(np.float32)
+    np.testing.assert_allclose(out, ((resized - [10, 20, 30]) / [2, 4, 8]).transpose(2, 0, 1), rtol=1e-6)
+    np.testing.assert_allclose(out_boxes, [[0.1, 0.1, 0.5, 0.9]], rtol=1e-6)
+    assert labels.dtype == np.int64
+
+
+def test_flip_transform_is_eval_or_its_mirror():
+    image, boxes, labels = VOCDataset([(VOC5, "trainval")]).load(0)
+    plain, plain_boxes, _ = A.eval_transform(64)(image, boxes, labels)
+    seen = set()
+    for seed in range(8):
+        out, out_boxes, out_labels = A.flip_transform(64)(image, boxes, labels, np.random.default_rng(seed))
+        np.testing.assert_array_equal(out_labels, labels)
+        if np.array_equal(out, plain):
+            np.testing.assert_allclose(out_boxes, plain_boxes, rtol=1e-6)
+            seen.add("plain")
+        else:
+            np.testing.assert_array_equal(out, plain[:, :, ::-1])                # mirrored image
+            mirrored = np.stack([1 - plain_boxes[:, 2], plain_boxes[:, 1],
+                                 1 - plain_boxes[:, 0], plain_boxes[:, 3]], axis=1)
+            np.testing.assert_allclose(out_boxes, mirrored, rtol=1e-6, atol=1e-7)
+            seen.add("flipped")
+    assert seen == {"plain", "flipped"}
+
+
+@pytest.mark.parametrize("kind, first", [("ssd", A.ToFloat), ("flip", A.Resize), ("none", A.Resize)])
+def test_get_transform_by_name(kind, first):
+    assert isinstance(A.get_transform(kind, 32).transforms[0], first)
+
+
+def test_get_transform_unknown_name_is_named():
+    with pytest.raises(ValueError, match="'zoom'.*flip"):
+        A.get_transform("zoom", 32)
+
+
+def test_empty_boxes_go_through_the_training_pipeline():
+    image = np.full((50, 70, 3), 128, np.uint8)
+    for seed in range(10):
+        out, boxes, labels = A.train_transform(32)(image, np.zeros((0, 4), np.float32),
+                                                   np.zeros(0, np.int64), np.random.default_rng(seed))
+        assert out.shape == (3, 32, 32) and boxes.shape == (0, 4) and labels.shape == (0,)
+
+
+def test_compose_repr_lists_the_steps():
+    text = repr(A.train_transform(300))
+    for step in ("PhotometricDistort", "Expand", "RandomIoUCrop", "RandomFlip", "Resize(300)",
+                 "BoxesToUnit", "Normalize", "ToCHW"):
+        assert step in text

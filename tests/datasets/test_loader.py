@@ -1,0 +1,142 @@
+"""DataLoader: every image once per epoch, same batches for any worker count, clean stops."""
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minissd.datasets.augment import train_transform
+from minissd.datasets.voc import VOCDataset
+from minissd.datasets.loader import Batch, DataLoader, DataLoaderError, collate, sample_rng
+
+VOC5 = Path(__file__).resolve().parents[1] / "data" / "voc5"
+
+
+class FakeDataset:
+    """n tiny images; image i is filled with the value i and has i % 3 boxes. Counts loads."""
+
+    def __init__(self, n=23, fail_at=None, delay=0.0):
+        self.ids = [f"img{i:02d}" for i in range(n)]
+        self.fail_at, self.delay, self.loads = fail_at, delay, 0
+
+    def __len__(self):
+        return len(self.ids)
+
+    def load(self, i):
+        self.loads += 1
+        time.sleep(self.delay)
+        if i == self.fail_at:
+            raise ValueError(f"/data/{self.ids[i]}.jpg: cannot decode image")
+        boxes = np.tile(np.array([[1, 2, 5, 6]], np.float32), (i % 3, 1))
+        return np.full((8, 8, 3), i, np.uint8), boxes, np.full(i % 3, 1 + i % 2, np.int64)
+
+
+def noisy_transform(image, boxes, labels, rng):
+    """Adds the rng's first draw, so the batches show which Generator each sample got."""
+    chw = image.astype(np.float32).transpose(2, 0, 1) + rng.random()
+    return chw, boxes / 8, labels
+
+
+def loader_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("minissd-loader")]
+
+
+def test_every_image_once_per_epoch_with_several_workers():
+    ds = FakeDataset(23)
+    loader = DataLoader(ds, noisy_transform, batch_size=4, num_workers=3, prefetch=2)
+    assert len(loader) == 6
+    orders = []
+    for _ in range(2):
+        batches = list(loader)
+        assert [len(b.ids) for b in batches] == [4, 4, 4, 4, 4, 3]
+        ids = [i for b in batches for i in b.ids]
+        assert sorted(ids) == ds.ids                          # every image exactly once
+        for b in batches:                                     # images and ids stay together
+            assert isinstance(b, Batch) and b.images.shape[1:] == (3, 8, 8)
+            np.testing.assert_array_equal(np.floor(b.images[:, 0, 0, 0]), [int(i[3:]) for i in b.ids])
+            assert all(bx.shape == (int(i[3:]) % 3, 4) and bx.dtype == np.float32 for bx, i in zip(b.boxes, b.ids))
+            assert all(lb.dtype == np.int64 for lb in b.labels)
+        orders.append(ids)
+    assert orders[0] != orders[1] and loader.epoch == 2       # the epoch advances per loop
+    assert not loader_threads()
+
+
+def test_same_batches_whatever_the_number_of_workers():
+    ds, runs = FakeDataset(10), []
+    for workers in (0, 1, 4):
+        loader = DataLoader(ds, noisy_transform, batch_size=3, seed=7, num_workers=workers)
+        loader.set_epoch(5)
+        runs.append(list(loader))
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run):
+            assert a.ids == b.ids
+            np.testing.assert_array_equal(a.images, b.images)
+    index = ds.ids.index(runs[0][0].ids[0])                  # each sample got rng (seed, epoch, index)
+    expected = noisy_transform(*ds.load(index), sample_rng(7, 5, index))[0]
+    np.testing.assert_array_equal(runs[0][0].images[0], expected)
+
+
+def test_set_epoch_replays_an_epoch_and_shuffle_false_keeps_order():
+    loader = DataLoader(FakeDataset(9), noisy_transform, batch_size=2, num_workers=2)
+    first = [b.ids for b in loader]
+    loader.set_epoch(0)
+    assert [b.ids for b in loader] == first
+    ordered = DataLoader(FakeDataset(9), noisy_transform, batch_size=2, shuffle=False, drop_last=True)
+    assert len(ordered) == 4 and [i for b in ordered for i in b.ids] == FakeDataset(9).ids[:8]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_worker_error_names_the_image_and_stops_the_threads(workers):
+    ds = FakeDataset(40, fail_at=13, delay=0.002)
+    loader = DataLoader(ds, noisy_transform, batch_size=4, shuffle=False, num_workers=workers)
+    seen = []
+    with pytest.raises(DataLoaderError, match=r"image 'img13' \(index 13\) failed: ValueError: "
+                                              r"/data/img13\.jpg: cannot decode image"):
+        for batch in loader:
+            seen += batch.ids
+    assert seen == ds.ids[:12]
+    assert not loader_threads()
+    loads = ds.loads
+    time.sleep(0.05)
+    assert ds.loads == loads and loads < 40                   # queued work was cancelled
+
+
+def test_consumer_breaking_early_stops_the_threads():
+    ds = FakeDataset(200, delay=0.002)
+    loader = DataLoader(ds, noisy_transform, batch_size=4, num_workers=2, prefetch=2)
+    for k, _ in enumerate(loader):
+        if k == 1:
+            break
+    assert not loader_threads()
+    loads = ds.loads
+    time.sleep(0.05)
+    assert ds.loads == loads and loads <= 4 * 4              # batches 0, 1 and 2 prefetched
+
+
+def test_ctrl_c_in_the_consumer_stops_the_threads():
+    loader = DataLoader(FakeDataset(100, delay=0.002), noisy_transform, batch_size=4, num_workers=2)
+    batches = iter(loader)
+    next(batches)
+    with pytest.raises(KeyboardInterrupt):
+        batches.throw(KeyboardInterrupt)                      # as if Ctrl-C hit at the yield
+    assert not loader_threads()
+
+
+def test_collate_rejects_images_of_different_sizes():
+    samples = [(np.zeros((3, 4, 4), np.float32), np.zeros((0, 4)), np.zeros(0)),
+               (np.zeros((3, 5, 5), np.float32), np.zeros((0, 4)), np.zeros(0))]
+    with pytest.raises(DataLoaderError, match=r"differ in shape .*\['a', 'b'\]"):
+        collate(samples, ["a", "b"])
+
+
+def test_real_voc5_batches():
+    ds = VOCDataset([(VOC5, "trainval")])
+    loader = DataLoader(ds, train_transform(64), batch_size=3, num_workers=2)
+    batches = list(loader)
+    assert len(batches) == 3 and sorted(i for b in batches for i in b.ids) == sorted(ds.ids)
+    for b in batches:
+        assert b.images.shape[1:] == (3, 64, 64) and b.images.dtype == np.float32
+        for boxes, labels in zip(b.boxes, b.labels):
+            assert boxes.shape == (len(labels), 4) and (boxes >= 0).all() and (boxes <= 1).all()
+            assert set(labels) <= {1, 2, 3, 4, 5}

@@ -1,0 +1,295 @@
+"""VOC evaluation: each case below is small enough to work by hand (the working is in comments)."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+
+from minissd.evaluation.metrics import box_iou_voc, evaluate_voc, format_ap_table, plot_pr_curves, voc_ap
+
+BOX = [0.0, 0.0, 9.0, 9.0]   # 10 x 10 pixels with inclusive corners: area 100
+ELSEWHERE = [50.0, 50.0, 59.0, 59.0]
+
+
+def image(det_boxes, det_labels, det_scores, gt_boxes, gt_labels, difficult=None, xp=np):
+    """One image's (detections, ground truths) as the tuples evaluate_voc takes."""
+    det = (xp.asarray(det_boxes, dtype=xp.float64).reshape(-1, 4),
+           xp.asarray(det_labels, dtype=xp.int64), xp.asarray(det_scores, dtype=xp.float64))
+    difficult = [False] * len(gt_labels) if difficult is None else difficult
+    gt = (xp.asarray(gt_boxes, dtype=xp.float64).reshape(-1, 4),
+          xp.asarray(gt_labels, dtype=xp.int64), xp.asarray(difficult, dtype=bool))
+    return det, gt
+
+
+def evaluate(images, **kwargs):
+    dets, gts = zip(*images)
+    return evaluate_voc(list(dets), list(gts), **kwargs)
+
+
+# --- IoU with inclusive pixel coordinates ---------------------------------------------------
+
+@pytest.mark.parametrize("a, b, expected", [
+    (BOX, BOX, 1.0),
+    (BOX, [9, 0, 18, 9], 10 / 190),      # touching in column 9: 1 x 10 shared pixels, 100 + 100 - 10
+    (BOX, [10, 0, 19, 9], 0.0),          # side by side, no shared pixel
+    (BOX, [0, 0, 9, 4], 0.5),            # the top half: 10 x 5 = 50 of 100
+    (BOX, [2, 2, 6, 6], 25 / 100),       # 5 x 5 inside
+    ([0, 0, 0, 0], [0, 0, 0, 0], 1.0),   # a single pixel is a box of area 1
+])
+def test_box_iou_voc(a, b, expected):
+    assert box_iou_voc(np.array([a]), np.array([b]))[0, 0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_box_iou_voc_shape():
+    assert box_iou_voc(np.zeros((3, 4)), np.zeros((5, 4))).shape == (3, 5)
+
+
+# --- AP from a given curve --------------------------------------------------------------------
+
+@pytest.mark.parametrize("recall, precision, use_07, expected", [
+    ([1.0], [1.0], True, 1.0),
+    ([1.0], [1.0], False, 1.0),
+    ([0.5], [1.0], True, 6 / 11),        # levels 0 .. 0.5 reached with precision 1
+    ([0.5], [1.0], False, 0.5),          # area: 0.5 x 1
+    ([0.5, 0.5, 1.0], [1.0, 0.5, 2 / 3], False, 0.5 + 0.5 * 2 / 3),
+    ([], [], True, 0.0),
+    ([], [], False, 0.0),
+])
+def test_voc_ap(recall, precision, use_07, expected):
+    assert voc_ap(np.array(recall), np.array(precision), use_07) == pytest.approx(expected)
+
+
+# --- evaluate_voc, case by case ---------------------------------------------------------------
+
+@pytest.mark.parametrize("use_07", [True, False])
+def test_perfect_detector_scores_one(xp, use_07):
+    images = [image([BOX, ELSEWHERE], [1, 2], [0.9, 0.3], [BOX, ELSEWHERE], [1, 2], xp=xp),
+              image([ELSEWHERE], [1], [0.6], [ELSEWHERE], [1], xp=xp)]
+    result = evaluate(images, use_07_metric=use_07)
+    np.testing.assert_array_equal(result["ap"], [1.0, 1.0])
+    assert result["map"] == 1.0
+    np.testing.assert_array_equal(result["num_positives"], [2, 1])
+
+
+def test_duplicate_is_a_false_positive():
+    # Two detections on one object: the better one is a TP, the second a duplicate (FP).
+    # TP, FP -> precision [1/1, 1/2], recall [1/1, 1/1]; AP is still 1 (precision 1 at recall 1).
+    result = evaluate([image([BOX, BOX], [1, 1], [0.9, 0.8], [BOX], [1])])
+    np.testing.assert_array_equal(result["precision"][0], [1.0, 0.5])
+    np.testing.assert_array_equal(result["recall"][0], [1.0, 1.0])
+    assert result["ap"][0] == 1.0
+
+
+def test_detection_matches_its_best_ground_truth_even_if_taken():
+    # Objects A = BOX and B (shifted by 1 px) overlap with IoU 90/110. Detection 1 (0.9) is
+    # exactly A: TP. Detection 2 (0.8) is also exactly A: its best IoU is with A, already
+    # detected, so it is a duplicate (FP) although its IoU with the free B is > 0.5 (the devkit).
+    b = [1.0, 0.0, 10.0, 9.0]
+    result = evaluate([image([BOX, BOX], [1, 1], [0.9, 0.8], [BOX, b], [1, 1])])
+    np.testing.assert_array_equal(result["precision"][0], [1.0, 0.5])
+    np.testing.assert_array_equal(result["recall"][0], [0.5, 0.5])
+
+
+def test_difficult_ground_truth_changes_nothing():
+    # Object A (normal) and D (difficult). Detections: on D (0.95, ignored), on A (0.9, TP),
+    # on nothing (0.5, FP). Without D and its detection: TP, FP. Both: precision [1, 1/2],
+    # recall [1, 1] (D is not counted in the recall denominator).
+    with_difficult = evaluate([image([ELSEWHERE, BOX, [100, 100, 110, 110]], [1, 1, 1],
+                                     [0.95, 0.9, 0.5], [BOX, ELSEWHERE], [1, 1], [False, True])])
+    without = evaluate([image([BOX, [100, 100, 110, 110]], [1, 1], [0.9, 0.5], [BOX], [1])])
+    for key in ("precision", "recall"):
+        np.testing.assert_array_equal(with_difficult[key][0], without[key][0])
+        np.testing.assert_array_equal(without[key][0], [1.0, 0.5] if key == "precision" else [1, 1])
+    assert with_difficult["num_positives"][0] == without["num_positives"][0] == 1
+
+
+def test_only_difficult_ground_truth_is_nan():
+    result = evaluate([image([BOX], [1], [0.9], [BOX], [1], [True])])
+    assert np.isnan(result["ap"][0]) and np.isnan(result["map"])
+    assert len(result["precision"][0]) == 0   # the only detection was ignored
+
+
+def test_11_point_and_all_point_differ():
+    # Three objects in three images; sorted detections: TP, FP, TP, FP, TP.
+    #   cumulative TP 1 1 2 2 3, FP 0 1 1 2 2
+    #   precision 1, 1/2, 2/3, 1/2, 3/5;   recall 1/3, 1/3, 2/3, 2/3, 1
+    # 11-point: levels 0, .1, .2, .3 -> 1 (4 levels); .4, .5, .6 -> 2/3 (3); .7 .. 1 -> 3/5 (4)
+    #   AP_07  = (4 * 1 + 3 * 2/3 + 4 * 3/5) / 11 = 8.4 / 11 = 0.7636...
+    # all-point: envelope 1 on (0, 1/3], 2/3 on (1/3, 2/3], 3/5 on (2/3, 1]
+    #   AP_all = (1 + 2/3 + 3/5) / 3 = 34 / 45 = 0.7556...
+    a, b, c = BOX, ELSEWHERE, [20.0, 20.0, 29.0, 29.0]
+    images = [image([a, c], [1, 1], [0.9, 0.6], [a], [1]),          # TP 0.9, FP 0.6
+              image([c, b], [1, 1], [0.8, 0.5], [b], [1]),          # FP 0.8, TP 0.5
+              image([a, c], [1, 1], [0.7, 0.4], [a], [1])]          # TP 0.7, FP 0.4
+    # score order 0.9 TP, 0.8 FP, 0.7 TP, 0.6 FP, 0.5 TP, 0.4 FP: a sixth detection (FP)
+    # at the end adds precision 3/6 at recall 1, which changes neither AP.
+    ap_07 = evaluate(images, use_07_metric=True)
+    ap_all = evaluate(images, use_07_metric=False)
+    np.testing.assert_allclose(ap_07["precision"][0], [1, 1 / 2, 2 / 3, 1 / 2, 3 / 5, 1 / 2])
+    np.testing.assert_allclose(ap_07["recall"][0], [1 / 3, 1 / 3, 2 / 3, 2 / 3, 1, 1])
+    assert ap_07["map"] == pytest.approx(8.4 / 11)
+    assert ap_all["map"] == pytest.approx(34 / 45)
+
+
+def test_iou_exactly_at_threshold_is_a_false_positive():
+    # The top half of BOX has IoU 50 / 100 = 0.5: not > 0.5, so a miss.
+    result = evaluate([image([[0, 0, 9, 4]], [1], [0.9], [BOX], [1])])
+    np.testing.assert_array_equal(result["precision"][0], [0.0])
+    assert result["ap"][0] == 0.0
+
+
+def test_plus_one_convention_decides_a_match():
+    # gt (0,0)-(1,1) is 2 x 2 pixels, detection (0,0)-(1,2) is 2 x 3: IoU 4/6 > 0.5, a TP.
+    # Without the +1 the areas would be 1 and 2 and the IoU 1/2: a miss.
+    result = evaluate([image([[0, 0, 1, 2]], [1], [0.9], [[0, 0, 1, 1]], [1])])
+    assert result["ap"][0] == 1.0
+
+
+def test_empty_detections():
+    images = [image(np.zeros((0, 4)), [], [], [BOX], [1]), image(np.zeros((0, 4)), [], [], [], [])]
+    result = evaluate(images)
+    assert result["ap"][0] == 0.0 and result["map"] == 0.0
+    assert len(result["precision"][0]) == len(result["recall"][0]) == 0
+
+
+def test_class_without_ground_truth_is_nan_and_left_out():
+    # Class 1: one TP (AP 1). Class 2: a detection but no object (NaN). Class 3: nothing (NaN).
+    result = evaluate([image([BOX, ELSEWHERE], [1, 2], [0.9, 0.8], [BOX], [1])], num_classes=3)
+    assert result["ap"][0] == 1.0 and np.isnan(result["ap"][1]) and np.isnan(result["ap"][2])
+    assert result["map"] == 1.0
+    np.testing.assert_array_equal(result["precision"][1], [0.0])
+    assert np.isnan(result["recall"][1]).all()
+
+
+def test_ties_keep_input_order():
+    # Equal scores: the stable sort keeps the order given, so TP (first) comes before FP.
+    result = evaluate([image([BOX, ELSEWHERE], [1, 1], [0.5, 0.5], [BOX], [1])])
+    np.testing.assert_array_equal(result["precision"][0], [1.0, 0.5])
+
+
+@pytest.mark.parametrize("images, match", [
+    ([image([BOX], [0], [0.9], [BOX], [1])], "detections\\[0\\] has label 0"),
+    ([image([BOX], [1], [0.9], [BOX], [4])], "ground_truths\\[0\\] has label 4"),
+])
+def test_bad_labels_are_named(images, match):
+    with pytest.raises(ValueError, match=match):
+        evaluate(images, num_classes=3)
+
+
+def test_bad_inputs_are_named():
+    det, gt = image([BOX], [1], [0.9], [BOX], [1])
+    with pytest.raises(ValueError, match="2 images"):
+        evaluate_voc([det, det], [gt])
+    with pytest.raises(ValueError, match="detections\\[0\\]"):
+        evaluate_voc([(det[0], det[1], np.array([0.9, 0.8]))], [gt])
+
+
+# --- against a naive reference ------------------------------------------------------------------
+
+def naive_voc(images, num_classes, iou_threshold, use_07):
+    """py-faster-rcnn's voc_eval written with plain Python loops: a global score-sorted pass
+    over each class with per-detection IoU. evaluate_voc instead matches per image first
+    (as ChainerCV's eval_detection_voc does) and sorts afterwards; the two must agree."""
+    aps = []
+    for c in range(1, num_classes + 1):
+        dets, npos, detected = [], 0, {}
+        for i, ((boxes, labels, scores), (gboxes, glabels, gdiff)) in enumerate(images):
+            dets += [(float(s), i, list(b)) for b, l, s in zip(boxes, labels, scores) if l == c]
+            npos += sum(1 for l, d in zip(glabels, gdiff) if l == c and not d)
+            detected[i] = [False] * len(glabels)
+        dets.sort(key=lambda t: -t[0])
+        flags = []
+        for _, i, bb in dets:
+            gboxes, glabels, gdiff = images[i][1]
+            best, jbest = -1.0, -1
+            for j, (g, l) in enumerate(zip(gboxes, glabels)):
+                if l != c:
+                    continue
+                iw = max(min(g[2], bb[2]) - max(g[0], bb[0]) + 1, 0)
+                ih = max(min(g[3], bb[3]) - max(g[1], bb[1]) + 1, 0)
+                inter = iw * ih
+                union = (g[2] - g[0] + 1) * (g[3] - g[1] + 1) + (bb[2] - bb[0] + 1) * (bb[3] - bb[1] + 1) - inter
+                if inter / union > best:
+                    best, jbest = inter / union, j
+            if best > iou_threshold:
+                if gdiff[jbest]:
+                    continue
+                flags.append(0 if detected[i][jbest] else 1)
+                detected[i][jbest] = True
+            else:
+                flags.append(0)
+        if npos == 0:
+            aps.append(float("nan"))
+            continue
+        tp = np.cumsum(flags) if flags else np.zeros(0)
+        prec = tp / np.arange(1, len(flags) + 1)
+        rec = tp / npos
+        if use_07:
+            ap = sum(max([p for p, r in zip(prec, rec) if r >= t], default=0.0)
+                     for t in np.arange(0.0, 1.1, 0.1)) / 11
+        else:   # area: each recall step times the best precision at that recall or beyond
+            ap, last = 0.0, 0.0
+            for r in sorted(set(rec)):
+                ap += (r - last) * max(p for p, rr in zip(prec, rec) if rr >= r)
+                last = r
+        aps.append(ap)
+    return np.array(aps)
+
+
+def random_images(seed, num_images=6, num_classes=3):
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(num_images):
+        g = rng.integers(0, 5)
+        xy = rng.uniform(0, 80, (g, 2))
+        gboxes = np.concatenate([xy, xy + rng.uniform(5, 40, (g, 2))], axis=1)
+        glabels = rng.integers(1, num_classes + 1, g)
+        gdiff = rng.random(g) < 0.2
+        # Detections: jittered copies of the objects (some good, some poor) and random boxes.
+        near = gboxes[rng.integers(0, g, 2 * g)] + rng.normal(0, 4, (2 * g, 4)) if g else np.zeros((0, 4))
+        near_labels = glabels[rng.integers(0, g, 2 * g)] if g else np.zeros(0, dtype=np.int64)
+        k = rng.integers(0, 4)
+        xy = rng.uniform(0, 80, (k, 2))
+        far = np.concatenate([xy, xy + rng.uniform(5, 40, (k, 2))], axis=1)
+        boxes = np.concatenate([near, far])
+        labels = np.concatenate([near_labels, rng.integers(1, num_classes + 1, k)]).astype(np.int64)
+        images.append(((boxes, labels, rng.random(len(boxes))), (gboxes, glabels, gdiff)))
+    return images
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("use_07", [True, False])
+def test_matches_naive_reference(seed, use_07):
+    images = random_images(seed)
+    result = evaluate(images, num_classes=3, use_07_metric=use_07)
+    np.testing.assert_allclose(result["ap"], naive_voc(images, 3, 0.5, use_07), rtol=1e-12)
+
+
+# --- reporting ------------------------------------------------------------------------------------
+
+def test_format_ap_table():
+    result = evaluate([image([BOX, ELSEWHERE], [1, 2], [0.9, 0.8], [BOX], [1])], num_classes=2)
+    table = format_ap_table(result, ["bus", "car"])
+    lines = table.splitlines()
+    assert lines[0].split() == ["class", "AP", "#gt"]
+    assert lines[1].split() == ["bus", "1.0000", "1"]
+    assert lines[2].split() == ["car", "n/a", "0"]
+    assert lines[-1].startswith("mAP") and "1.0000" in lines[-1] and "11-point" in lines[-1]
+    assert format_ap_table(result, ["background", "bus", "car"]) == table
+    with pytest.raises(ValueError, match="class_names has 1 names"):
+        format_ap_table(result, ["bus"])
+
+
+def test_plot_pr_curves():
+    import matplotlib.pyplot as plt
+
+    images = random_images(0)
+    result = evaluate(images, num_classes=3)
+    ax = plot_pr_curves(result, ["a", "b", "c"])
+    assert ax.get_xlabel() == "recall" and ax.get_ylabel() == "precision"
+    assert "mAP" in ax.get_title()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    drawn = [n for n, ap, r in zip("abc", result["ap"], result["recall"]) if np.isfinite(ap) and len(r)]
+    assert [t.split()[0] for t in labels] == drawn and len(drawn) > 0
+    plt.close(ax.figure)

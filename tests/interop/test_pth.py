@@ -1,0 +1,449 @@
+"""minissd.interop.pth reads torch checkpoints without torch, and refuses anything but data.
+
+The files under tests/data/pth were made by tests/data/pth/make_checkpoints.py (with torch);
+pickles for edge cases are written here from raw opcodes, so these tests need no torch.
+The last tests compare with torch.load where torch is installed.
+"""
+import os
+import pickle
+import struct
+import tarfile
+import zipfile
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+from minissd.interop.pth import UnsafeCheckpointError, load_pth, load_state_dict_pth
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "pth")
+PWNED_FILE = "PWNED_BY_PTH"              # what the malicious pickles would create
+PWNED_COMMAND = f"echo pwned > {PWNED_FILE}"
+MAGIC_NUMBER, PROTOCOL_VERSION = 0x1950A86A20F9469CFC6C, 1001
+
+
+def data(name):
+    return os.path.join(DATA, name)
+
+
+def assert_same_arrays(loaded, expected_npz):
+    expected = np.load(data(expected_npz))
+    assert list(loaded) == list(expected.files)
+    for key in expected.files:
+        assert loaded[key].dtype == expected[key].dtype, key
+        np.testing.assert_array_equal(loaded[key], expected[key], err_msg=key)
+
+
+# --- pickles from raw opcodes (protocol 2) ------------------------------------------------
+
+def op_global(module, name):
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def op_str(text):
+    raw = text.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+def op_int(value):
+    return b"J" + struct.pack("<i", value)
+
+
+def op_tuple(*items):
+    return b"(" + b"".join(items) + b"t"
+
+
+def op_call(func, *args):
+    """func(*args): the callable, a tuple of arguments, REDUCE."""
+    return func + op_tuple(*args) + b"R"
+
+
+def op_storage(storage_type, key, numel):
+    """A zip-format storage reference: persistent id ('storage', type, key, 'cpu', numel)."""
+    return op_tuple(op_str("storage"), op_global("torch", storage_type), op_str(key),
+                    op_str("cpu"), op_int(numel)) + b"Q"
+
+
+def op_tensor(storage, offset, size, stride, extra=b""):
+    """torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict()...)."""
+    return op_call(op_global("torch._utils", "_rebuild_tensor_v2"), storage, op_int(offset),
+                   op_tuple(*map(op_int, size)), op_tuple(*map(op_int, stride)), b"\x89",
+                   op_call(op_global("collections", "OrderedDict")), extra)
+
+
+def one_entry_pickle(key, value):
+    """{key: value} as a complete protocol-2 pickle."""
+    return b"\x80\x02}" + op_str(key) + value + b"s."
+
+
+def write_zip(path, data_pkl, storages=(), byteorder=b"little", extra_names=()):
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", data_pkl)
+        zf.writestr("archive/byteorder", byteorder)
+        for key, raw in storages:
+            zf.writestr(f"archive/data/{key}", raw)
+        for name in extra_names:
+            zf.writestr(name, b"")
+    return path
+
+
+def write_legacy(path, body, storages=()):
+    """A legacy file: magic, protocol, sys_info, body pickle, key list, (count, bytes) each."""
+    with open(path, "wb") as f:
+        for header in (MAGIC_NUMBER, PROTOCOL_VERSION, {"little_endian": True}):
+            pickle.dump(header, f, protocol=2)
+        f.write(body)
+        pickle.dump([key for key, _, _ in storages], f, protocol=2)
+        for _, numel, raw in storages:
+            f.write(struct.pack("<q", numel) + raw)
+    return path
+
+
+def call_pickle(module, name, argument, protocol=2):
+    """module.name(argument) as GLOBAL (protocol 2) or STACK_GLOBAL (protocol 4) opcodes."""
+    if protocol == 2:
+        return b"\x80\x02" + op_call(op_global(module, name), op_str(argument)) + b"."
+    short = lambda s: b"\x8c" + bytes([len(s.encode())]) + s.encode()   # SHORT_BINUNICODE
+    return b"\x80\x04" + short(module) + short(name) + b"\x93" + op_call(b"", op_str(argument)) + b"."
+
+
+# --- the committed checkpoints ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["tiny_zip.pth", "tiny_legacy.pth"])
+def test_state_dict_matches_torch_values(name):
+    state = load_pth(data(name))
+    assert isinstance(state, OrderedDict)
+    assert_same_arrays(state, "tiny_expected.npz")
+
+
+@pytest.mark.parametrize("name", ["legacy_torch01.pth", "legacy_torch03_cuda.pth"])
+def test_old_legacy_files(name):
+    assert_same_arrays(load_pth(data(name)), "legacy_old_expected.npz")
+
+
+@pytest.mark.parametrize("name", ["tiny_zip.pth", "tiny_legacy.pth"])
+def test_layouts_and_dtypes(name):
+    s = load_pth(data(name))
+    np.testing.assert_array_equal(s["extra.view"], s["extra.base"][1:3, 2:5])  # shared storage
+    assert s["extra.transposed"].shape == (5, 3) and s["extra.transposed"].flags.c_contiguous
+    np.testing.assert_array_equal(s["extra.expanded"][0], s["extra.expanded"][1])  # stride 0
+    assert s["extra.scalar"].shape == () and s["extra.scalar"] == 3.5
+    assert s["extra.empty"].shape == (0, 3)
+    assert s["bn1.num_batches_tracked"].dtype == np.int64 and s["bn1.num_batches_tracked"] == 7
+    assert s["extra.bfloat16"].dtype == np.float32 and s["extra.float16"].dtype == np.float16
+    assert s["extra.bool"].dtype == bool and s["extra.complex64"].dtype == np.complex64
+
+
+def test_arrays_are_independent_writable_copies():
+    s = load_pth(data("tiny_zip.pth"))
+    s["extra.base"][:] = -1.0                 # its view and the expanded rows stay untouched
+    assert s["extra.view"].min() >= 0
+    s["extra.expanded"][0, 0] = 99.0
+    assert s["extra.expanded"][1, 0] != 99.0
+
+
+def test_wrapped_checkpoint_keeps_plain_values():
+    ckpt = load_pth(data("wrapped_zip.pth"))
+    assert ckpt["epoch"] == 3 and ckpt["best_map"] == 0.7743 and ckpt["arch"] == "tiny"
+    assert ckpt["notes"] is None and ckpt["shape"] == (300, 300)
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == 1e-3
+    assert ckpt["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert set(ckpt["optimizer"]["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert all(k.startswith("module.") for k in ckpt["state_dict"])
+
+
+def test_load_state_dict_pth_unwraps_and_strips_module_prefix():
+    state = load_state_dict_pth(data("wrapped_zip.pth"))
+    assert isinstance(state, OrderedDict)
+    assert_same_arrays(state, "wrapped_expected.npz")
+    kept = load_state_dict_pth(data("wrapped_zip.pth"), strip_prefix=None)
+    assert list(kept) == ["module." + k for k in state]
+
+
+def test_load_state_dict_pth_of_a_plain_state_dict():
+    assert_same_arrays(load_state_dict_pth(data("tiny_legacy.pth")), "tiny_expected.npz")
+
+
+def test_load_state_dict_pth_without_weights_is_named(tmp_path):
+    path = write_zip(tmp_path / "x.pth", b"\x80\x02}" + op_str("epoch") + op_int(3) + b"s.")
+    with pytest.raises(ValueError, match="no state dict found.*'epoch'"):
+        load_state_dict_pth(path)
+
+
+def test_plain_python_values(tmp_path):
+    # Protocol 2 writes bytes, set and complex through _codecs.encode and builtins globals.
+    value = {"b": b"\xff\x00", "s": {1, 2}, "c": 1 + 2j, "l": [1, (2, "x")], "n": None, "f": 1.5}
+    path = write_zip(tmp_path / "x.pth", pickle.dumps(value, protocol=2))
+    assert load_pth(path) == value
+
+
+# --- refusing code ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, global_name", [
+    ("malicious_zip.pth", "os.system"),
+    ("malicious_legacy.pth", "builtins.eval"),
+    ("whole_model.pth", "__main__.Tiny"),
+])
+def test_committed_malicious_files_are_refused(tmp_path, monkeypatch, name, global_name):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnsafeCheckpointError, match=f"{name}.*'{global_name}'"):
+        load_pth(data(name))
+    assert not (tmp_path / PWNED_FILE).exists()
+
+
+@pytest.mark.parametrize("module, name, argument", [
+    ("os", "system", PWNED_COMMAND),
+    ("posix", "system", PWNED_COMMAND),
+    ("subprocess", "getoutput", PWNED_COMMAND),
+    ("builtins", "eval", f"__import__('os').system({PWNED_COMMAND!r})"),
+    ("builtins", "exec", f"open({PWNED_FILE!r}, 'w').write('pwned')"),
+    ("__builtin__", "eval", f"__import__('os').system({PWNED_COMMAND!r})"),   # py2 name
+    ("builtins", "getattr", "x"),
+    ("builtins", "open", PWNED_FILE),
+    ("torch.nn.modules.conv", "Conv2d", "x"),
+    ("torch.serialization", "load", PWNED_FILE),
+    ("numpy.core.multiarray", "_reconstruct", "x"),
+    ("torch._utils", "_rebuild_device_tensor_from_numpy", "x"),
+])
+@pytest.mark.parametrize("layout", ["zip", "legacy"])
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_any_other_global_is_refused(tmp_path, monkeypatch, module, name, argument, layout,
+                                     protocol):
+    monkeypatch.chdir(tmp_path)
+    body = call_pickle(module, name, argument, protocol)
+    path = (write_zip(tmp_path / "bad.pth", body) if layout == "zip"
+            else write_legacy(tmp_path / "bad.pth", body))
+    with pytest.raises(UnsafeCheckpointError, match=f"bad.pth.*'{module}.{name}'"):
+        load_pth(path)
+    assert not (tmp_path / PWNED_FILE).exists()
+
+
+def test_unsafe_error_is_a_value_error():
+    assert issubclass(UnsafeCheckpointError, ValueError)
+
+
+def test_global_hidden_in_a_storage_id_is_refused(tmp_path):
+    storage = op_tuple(op_str("storage"), op_global("os", "system"), op_str("0"), op_str("cpu"),
+                       op_int(1)) + b"Q"
+    path = write_zip(tmp_path / "x.pth", one_entry_pickle("w", storage), [("0", b"\0" * 4)])
+    with pytest.raises(UnsafeCheckpointError, match="'os.system'"):
+        load_pth(path)
+
+
+@pytest.mark.parametrize("target", [
+    op_global("torch._utils", "_rebuild_tensor_v2"),         # an allowed function
+    op_global("torch", "FloatStorage"),                        # an allowed type
+    b"]",                                                      # a list
+])
+def test_build_on_anything_but_a_legacy_tensor_is_refused(tmp_path, target):
+    # BUILD with (None, {'__defaults__': ...}) would set attributes with a plain pickle.
+    state = op_tuple(b"N", b"}" + op_str("__defaults__") + op_tuple(op_int(1)) + b"s")
+    path = write_zip(tmp_path / "x.pth", b"\x80\x02" + target + state + b"b.")
+    with pytest.raises(UnsafeCheckpointError, match="sets the state of"):
+        load_pth(path)
+
+
+def test_pickled_module_persistent_id_is_refused(tmp_path):
+    body = b"\x80\x02" + op_tuple(op_str("module"), b"N", b"N", b"N") + b"Q."
+    with pytest.raises(UnsafeCheckpointError, match="whole nn.Module"):
+        load_pth(write_legacy(tmp_path / "x.pth", body))
+
+
+# --- edge cases written by hand -----------------------------------------------------------------
+
+F32 = np.arange(6, dtype="<f4")
+
+
+@pytest.mark.parametrize("offset, size, stride, expected", [
+    (0, (2, 3), (3, 1), F32.reshape(2, 3)),
+    (0, (3, 2), (1, 3), F32.reshape(2, 3).T),                  # transposed
+    (2, (2, 2), (2, 1), np.array([[2, 3], [4, 5]], np.float32)),
+    (5, (), (), np.float32(5)),                                 # 0-d, last element
+    (1, (2, 2), (0, 2), np.array([[1, 3], [1, 3]], np.float32)),  # stride 0 (expand)
+    (6, (0, 4), (4, 1), np.zeros((0, 4), np.float32)),         # empty, offset at the end
+])
+def test_strided_views(tmp_path, offset, size, stride, expected):
+    pkl = one_entry_pickle("x", op_tensor(op_storage("FloatStorage", "0", 6), offset, size, stride))
+    out = load_pth(write_zip(tmp_path / "x.pth", pkl, [("0", F32.tobytes())]))["x"]
+    assert out.shape == expected.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("offset, size, stride", [
+    (0, (2, 4), (3, 1)),      # last element 7 of 6
+    (5, (2,), (1,)),          # runs off the end
+    (-1, (2,), (1,)),         # negative offset
+    (0, (2, 2), (-1, 1)),     # negative stride
+    (0, (2, 3), (3,)),        # size and stride of different lengths
+])
+def test_tensor_outside_its_storage_is_an_error(tmp_path, offset, size, stride):
+    pkl = one_entry_pickle("x", op_tensor(op_storage("FloatStorage", "0", 6), offset, size, stride))
+    with pytest.raises(ValueError, match="x.pth: tensor"):
+        load_pth(write_zip(tmp_path / "x.pth", pkl, [("0", F32.tobytes())]))
+
+
+def test_big_endian_zip(tmp_path):
+    pkl = one_entry_pickle("x", op_tensor(op_storage("FloatStorage", "0", 6), 0, (6,), (1,)))
+    path = write_zip(tmp_path / "x.pth", pkl, [("0", F32.astype(">f4").tobytes())], b"big")
+    np.testing.assert_array_equal(load_pth(path)["x"], F32)
+
+
+def test_bfloat16_is_widened_exactly(tmp_path):
+    bits = np.array([0x3F80, 0xC000, 0x3EAB], dtype="<u2")      # 1.0, -2.0, 0.333984375
+    pkl = one_entry_pickle("x", op_tensor(op_storage("BFloat16Storage", "0", 3), 0, (3,), (1,)))
+    out = load_pth(write_zip(tmp_path / "x.pth", pkl, [("0", bits.tobytes())]))["x"]
+    np.testing.assert_array_equal(out, np.array([1.0, -2.0, 0.333984375], np.float32))
+
+
+def test_rebuild_tensor_v3_reads_untyped_bytes(tmp_path):
+    # torch >= 2.3 writes uint16/32/64 as a byte storage plus a dtype.
+    values = np.array([1, 2, 65535], dtype="<u2")
+    tensor = op_call(op_global("torch._utils", "_rebuild_tensor_v3"),
+                     op_storage("UntypedStorage", "0", 6), op_int(0), op_tuple(op_int(3)),
+                     op_tuple(op_int(1)), b"\x89", b"}", op_global("torch", "uint16"))
+    out = load_pth(write_zip(tmp_path / "x.pth", one_entry_pickle("x", tensor),
+                             [("0", values.tobytes())]))["x"]
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, values)
+
+
+@pytest.mark.parametrize("bit, expected", [("conj", [1 - 2j, 3 + 4j]), ("neg", [-1 - 2j, -3 + 4j])])
+def test_conj_and_neg_bits(tmp_path, bit, expected):
+    values = np.array([1 + 2j, 3 - 4j], dtype="<c8")
+    metadata = b"}" + op_str(bit) + b"\x88s"
+    pkl = one_entry_pickle("x", op_tensor(op_storage("ComplexFloatStorage", "0", 2), 0, (2,), (1,),
+                                          metadata))
+    out = load_pth(write_zip(tmp_path / "x.pth", pkl, [("0", values.tobytes())]))["x"]
+    np.testing.assert_array_equal(out, np.array(expected, np.complex64))
+
+
+def test_parameter_and_subclass_wrappers(tmp_path):
+    def tensor_args():
+        return (op_storage("FloatStorage", "0", 6), op_int(0), op_tuple(op_int(6)),
+                op_tuple(op_int(1)), b"\x89", b"N")
+    parameter = op_call(op_global("torch._utils", "_rebuild_parameter"),
+                        op_call(op_global("torch._utils", "_rebuild_tensor_v2"), *tensor_args()),
+                        b"\x88", b"N")
+    subclass = op_call(op_global("torch._tensor", "_rebuild_from_type_v2"),
+                       op_global("torch._utils", "_rebuild_tensor_v2"),
+                       op_global("torch", "Tensor"), op_tuple(*tensor_args()), b"}")
+    pkl = b"\x80\x02}(" + op_str("p") + parameter + op_str("t") + subclass + b"u."
+    out = load_pth(write_zip(tmp_path / "x.pth", pkl, [("0", F32.tobytes())]))
+    np.testing.assert_array_equal(out["p"], F32)
+    np.testing.assert_array_equal(out["t"], F32)
+
+
+def test_legacy_storage_view(tmp_path):
+    # Root storage '1' of 6 floats; a view '2' from element 2, 3 long; tensor = view[1:3].
+    storage = op_tuple(op_str("storage"), op_global("torch", "FloatStorage"), op_str("1"),
+                       op_str("cpu"), op_int(6), op_tuple(op_str("2"), op_int(2), op_int(3))) + b"Q"
+    body = one_entry_pickle("x", op_call(op_global("torch._utils", "_rebuild_tensor"), storage,
+                                         op_int(1), op_tuple(op_int(2)), op_tuple(op_int(1))))
+    out = load_pth(write_legacy(tmp_path / "x.pth", body, [("1", 6, F32.tobytes())]))["x"]
+    np.testing.assert_array_equal(out, [3.0, 4.0])
+
+
+# --- files that are not readable checkpoints --------------------------------------------------
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        load_pth("nowhere.pth")
+
+
+def test_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("hello, this is text")
+    with pytest.raises(ValueError, match="notes.pth"):
+        load_pth(path)
+
+
+def test_truncated_legacy_file(tmp_path):
+    raw = open(data("tiny_legacy.pth"), "rb").read()
+    path = tmp_path / "cut.pth"
+    path.write_bytes(raw[:-10])
+    with pytest.raises(ValueError, match="cut.pth.*truncated"):
+        load_pth(path)
+
+
+def test_storage_of_the_wrong_size(tmp_path):
+    pkl = one_entry_pickle("x", op_tensor(op_storage("FloatStorage", "0", 6), 0, (6,), (1,)))
+    with pytest.raises(ValueError, match="x.pth: storage archive/data/0 has 20 bytes"):
+        load_pth(write_zip(tmp_path / "x.pth", pkl, [("0", F32.tobytes()[:20])]))
+
+
+def test_tar_format_is_refused_with_advice(tmp_path):
+    path = tmp_path / "old.pth"
+    with tarfile.open(path, "w") as tar:
+        tar.add(data("make_checkpoints.py"), arcname="pickle")
+    with pytest.raises(ValueError, match="old.pth.*tar format.*re-save"):
+        load_pth(path)
+
+
+def test_torchscript_is_refused_with_advice(tmp_path):
+    path = write_zip(tmp_path / "ts.pth", b"\x80\x02}.", extra_names=["archive/constants.pkl",
+                                                                     "archive/code/__torch__/m.py"])
+    with pytest.raises(ValueError, match="ts.pth is a TorchScript archive"):
+        load_pth(path)
+
+
+def test_zip_without_data_pkl(tmp_path):
+    path = tmp_path / "other.pth"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("readme.txt", "hi")
+    with pytest.raises(ValueError, match="other.pth is a zip file but not"):
+        load_pth(path)
+
+
+# --- against torch itself, where it is installed ------------------------------------------------
+
+def random_tensors(torch):
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(5, 7, generator=g)
+    return OrderedDict([
+        ("f32", torch.randn(3, 4, 5, generator=g)),
+        ("f64", torch.randn(4, dtype=torch.float64, generator=g)),
+        ("f16", torch.randn(6, generator=g).half()),
+        ("bf16", torch.randn(6, generator=g).bfloat16()),
+        ("i64", torch.randint(-9, 9, (2, 3), generator=g)),
+        ("u8", torch.randint(0, 255, (4,), generator=g).to(torch.uint8)),
+        ("bool", torch.randn(5, generator=g) > 0),
+        ("base", base),
+        ("slice", base[1:4, ::2]),
+        ("permuted", torch.randn(2, 3, 4, generator=g).permute(2, 0, 1)),
+        ("expanded", torch.randn(1, 3, generator=g).expand(4, 3)),
+        ("scalar", torch.tensor(2.5)),
+    ])
+
+
+def reference(torch, tensor):
+    tensor = tensor.resolve_conj().resolve_neg()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_matches_torch_load(tmp_path, zip_format):
+    torch = pytest.importorskip("torch")
+    tensors = random_tensors(torch)
+    path = tmp_path / "random.pth"
+    torch.save(tensors, path, _use_new_zipfile_serialization=zip_format)
+    ours = load_pth(path)
+    theirs = torch.load(path, weights_only=True)
+    assert list(ours) == list(theirs)
+    for key, tensor in theirs.items():
+        np.testing.assert_array_equal(ours[key], reference(torch, tensor), err_msg=key)
+        assert ours[key].dtype == reference(torch, tensor).dtype, key
+
+
+def test_module_state_dict_matches_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8),
+                                torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1))
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": model.state_dict(), "epoch": 1}, path)
+    ours = load_state_dict_pth(path)
+    assert list(ours) == list(model.state_dict())
+    for key, tensor in model.state_dict().items():
+        np.testing.assert_array_equal(ours[key], tensor.numpy(), err_msg=key)
+    torch.save(model, tmp_path / "model.pth")
+    with pytest.raises(UnsafeCheckpointError, match="torch.nn.modules.container.Sequential"):
+        load_pth(tmp_path / "model.pth")

@@ -1,0 +1,188 @@
+"""SGD (PyTorch's update) and the warm-up + multi-step learning-rate schedule."""
+import numpy as np
+import pytest
+
+from minissd.nn.backend import to_numpy
+from minissd.nn.module import Module, load_npz, save_npz
+from minissd.nn.optim import SGD, WarmupMultiStep
+
+
+class Params(Module):
+    """Two parameters and their gradients, nothing else."""
+
+    def __init__(self, xp, w, b, dtype="float64"):
+        super().__init__()
+        self.params["w"] = xp.asarray(w, dtype=getattr(xp, dtype))
+        self.params["b"] = xp.asarray(b, dtype=getattr(xp, dtype))
+        self.grads["w"] = xp.zeros_like(self.params["w"])
+        self.grads["b"] = xp.zeros_like(self.params["b"])
+
+    def set_grads(self, xp, gw, gb):
+        self.grads["w"] = xp.asarray(gw, dtype=self.params["w"].dtype)
+        self.grads["b"] = xp.asarray(gb, dtype=self.params["b"].dtype)
+
+
+GRADS = [([0.5, -1.0], [2.0]), ([0.25, 0.0], [-1.0]), ([-0.5, 1.5], [0.5])]
+
+
+def test_sgd_matches_a_hand_computation(xp):
+    # lr 0.1, momentum 0.9, weight decay 0.01, w = [1, -2], gradients GRADS[0..2]
+    model = Params(xp, [1.0, -2.0], [0.5])
+    opt = SGD(model, lr=0.1, momentum=0.9, weight_decay=0.01)
+    # step 1: g = [0.5 + 0.01, -1 - 0.02] = [0.51, -1.02]; buf = g; w = [0.949, -1.898]
+    # step 2: g = [0.25 + 0.00949, 0 - 0.01898] = [0.25949, -0.01898]
+    #         buf = 0.9 * [0.51, -1.02] + g = [0.71849, -0.93698]; w = [0.877151, -1.804302]
+    # step 3: g = [-0.5 + 0.00877151, 1.5 - 0.01804302] = [-0.49122849, 1.48195698]
+    #         buf = 0.9 * [0.71849, -0.93698] + g = [0.155412510, 0.638674980]
+    #         w = [0.861609749, -1.868169498]
+    want_w = [[0.949, -1.898], [0.877151, -1.804302], [0.861609749, -1.868169498]]
+    for (gw, gb), w in zip(GRADS, want_w):
+        model.set_grads(xp, gw, gb)
+        opt.step()
+        np.testing.assert_allclose(to_numpy(model.params["w"]), w, rtol=1e-9)
+    assert opt.steps == 3
+
+
+def test_sgd_without_momentum_is_plain_gradient_descent(xp):
+    model = Params(xp, [1.0, -2.0], [0.5])
+    opt = SGD(model, lr=0.5, momentum=0.0, weight_decay=0.0)
+    model.set_grads(xp, [1.0, 2.0], [4.0])
+    opt.step()
+    np.testing.assert_allclose(to_numpy(model.params["w"]), [0.5, -3.0])
+    np.testing.assert_allclose(to_numpy(model.params["b"]), [-1.5])
+    assert opt.buffers == {}
+
+
+# (lr, momentum, weight_decay, nesterov)
+TORCH_CASES = [
+    (0.1, 0.9, 5e-4, False),
+    (0.01, 0.9, 0.0, True),
+    (0.05, 0.0, 1e-2, False),
+    (1e-3, 0.5, 5e-4, True),
+]
+
+
+@pytest.mark.parametrize("lr, momentum, weight_decay, nesterov", TORCH_CASES)
+def test_sgd_matches_torch(xp, rng, lr, momentum, weight_decay, nesterov):
+    torch = pytest.importorskip("torch")
+    w0, b0 = rng.standard_normal(4), rng.standard_normal(2)
+    model = Params(xp, w0, b0)
+    opt = SGD(model, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    tw, tb = torch.tensor(w0, requires_grad=True), torch.tensor(b0, requires_grad=True)
+    topt = torch.optim.SGD([tw, tb], lr=lr, momentum=momentum, weight_decay=weight_decay,
+                           nesterov=nesterov)
+    for _ in range(4):
+        gw, gb = rng.standard_normal(4), rng.standard_normal(2)
+        model.set_grads(xp, gw, gb)
+        opt.step()
+        tw.grad, tb.grad = torch.tensor(gw), torch.tensor(gb)
+        topt.step()
+    np.testing.assert_allclose(to_numpy(model.params["w"]), tw.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(model.params["b"]), tb.detach().numpy(), rtol=1e-12)
+
+
+def test_sgd_keeps_float32_float32(xp):
+    model = Params(xp, [1.0, 2.0], [0.0], dtype="float32")
+    opt = SGD(model, lr=0.1)
+    opt.lr = np.float64(0.05)                         # e.g. a schedule computed with NumPy
+    model.set_grads(xp, [1.0, 1.0], [1.0])
+    opt.step()
+    opt.step()
+    assert model.params["w"].dtype == xp.float32 and model.params["b"].dtype == xp.float32
+    assert all(buf.dtype == xp.float32 for buf in opt.buffers.values())
+
+
+def test_sgd_state_dict_round_trip_gives_identical_steps(xp, rng, tmp_path):
+    w0, b0 = rng.standard_normal(4), rng.standard_normal(2)
+    grads = [(rng.standard_normal(4), rng.standard_normal(2)) for _ in range(4)]
+    a = Params(xp, w0, b0)
+    opt_a = SGD(a, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    for gw, gb in grads[:2]:
+        a.set_grads(xp, gw, gb)
+        opt_a.step()
+    arrays, meta = opt_a.state_dict()
+    save_npz(tmp_path / "opt.npz", arrays)            # through a file, as a checkpoint does
+
+    b = Params(xp, to_numpy(a.params["w"]), to_numpy(a.params["b"]))
+    opt_b = SGD(b, lr=0.5, momentum=0.0, weight_decay=0.0)   # replaced by the loaded state
+    opt_b.load_state_dict(load_npz(tmp_path / "opt.npz"), meta)
+    assert (opt_b.lr, opt_b.momentum, opt_b.nesterov, opt_b.steps) == (0.1, 0.9, True, 2)
+    for gw, gb in grads[2:]:
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            model.set_grads(xp, gw, gb)
+            opt.step()
+        for key in ("w", "b"):
+            np.testing.assert_array_equal(to_numpy(b.params[key]), to_numpy(a.params[key]))
+
+
+def test_sgd_state_dict_errors_name_the_parameter(xp):
+    opt = SGD(Params(xp, [1.0, 2.0], [0.0]))
+    meta = {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False, "steps": 1}
+    with pytest.raises(KeyError, match="'c'"):
+        opt.load_state_dict({"momentum.c": np.zeros(2)}, meta)
+    with pytest.raises(ValueError, match=r"'w' has shape \(3,\), the parameter \(2,\)"):
+        opt.load_state_dict({"momentum.w": np.zeros(3)}, meta)
+
+
+@pytest.mark.parametrize("kwargs", [dict(lr=-1.0), dict(momentum=-0.1), dict(weight_decay=-1e-4)])
+def test_sgd_rejects_negative_hyperparameters(xp, kwargs):
+    with pytest.raises(ValueError, match="must be >= 0"):
+        SGD(Params(xp, [1.0], [0.0]), **kwargs)
+
+
+def test_sgd_names_a_gradient_of_the_wrong_shape(xp):
+    model = Params(xp, [1.0, 2.0], [0.0])
+    model.grads["w"] = xp.zeros(3)
+    with pytest.raises(ValueError, match="gradient of w has shape"):
+        SGD(model).step()
+
+
+# --------------------------------------------------------------------------- #
+# WarmupMultiStep: base 1e-3, warm-up 10 steps from 1/3, x0.1 at 100 and 150
+# --------------------------------------------------------------------------- #
+SCHEDULE = WarmupMultiStep(1e-3, milestones=(100, 150), gamma=0.1, warmup_steps=10)
+
+# (step, expected lr)
+SCHEDULE_VALUES = [
+    (0, 1e-3 / 3),                      # warm-up starts at warmup_factor * base
+    (5, 1e-3 * (1 / 3 * 0.5 + 0.5)),    # half way: linear
+    (9, 1e-3 * (1 / 3 * 0.1 + 0.9)),
+    (10, 1e-3),                         # warm-up over
+    (99, 1e-3),
+    (100, 1e-4),                        # first milestone
+    (149, 1e-4),
+    (150, 1e-5),                        # second milestone
+    (10_000, 1e-5),
+]
+
+
+@pytest.mark.parametrize("step, lr", SCHEDULE_VALUES)
+def test_warmup_multistep_values(step, lr):
+    assert SCHEDULE(step) == pytest.approx(lr, rel=1e-12)
+
+
+def test_warmup_multistep_without_warmup():
+    s = WarmupMultiStep(0.01, milestones=(3,))
+    assert [s(i) for i in range(5)] == pytest.approx([0.01, 0.01, 0.01, 0.001, 0.001])
+
+
+# (total steps, expected warm-up, expected milestones): SSD's 80k/120k and 100k/120k
+SCALED = [
+    (120_000, 500, (80_000, 100_000)),  # ssd.pytorch's own schedule, warm-up capped at 500
+    (1_200, 60, (800, 1_000)),          # warm-up = 5% of a short run
+    (30, 1, (20, 25)),
+    (10, 1, (6, 8)),
+]
+
+
+@pytest.mark.parametrize("total, warmup, milestones", SCALED)
+def test_warmup_multistep_scaled(total, warmup, milestones):
+    s = WarmupMultiStep.scaled(1e-3, total)
+    assert (s.warmup_steps, s.milestones, s.gamma, s.base_lr) == (warmup, milestones, 0.1, 1e-3)
+    assert s(milestones[0] - 1) == pytest.approx(1e-3)
+    assert s(milestones[1]) == pytest.approx(1e-5)
+
+
+def test_warmup_multistep_rejects_decreasing_milestones():
+    with pytest.raises(ValueError, match=r"milestones must increase, got \(10, 5\)"):
+        WarmupMultiStep(1e-3, milestones=(10, 5))

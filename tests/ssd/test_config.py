@@ -1,0 +1,110 @@
+"""SSDConfig: presets, the scale rule, validation and JSON round trips."""
+import dataclasses
+import json
+
+import pytest
+
+from minissd.ssd.config import SSD300, SSD512, SSD_TINY, SSDConfig, get_config
+
+# (preset, default boxes per cell of each map, total default boxes by hand)
+COUNTS = [
+    ("ssd300", (4, 6, 6, 6, 4, 4), 38 * 38 * 4 + 19 * 19 * 6 + 10 * 10 * 6 + 5 * 5 * 6 + 3 * 3 * 4 + 4),
+    ("ssd512", (4, 6, 6, 6, 6, 4, 4),
+     64 * 64 * 4 + 32 * 32 * 6 + 16 * 16 * 6 + 8 * 8 * 6 + 4 * 4 * 6 + 2 * 2 * 4 + 4),
+    ("ssd-tiny", (4, 6, 6, 4, 4), 16 * 16 * 4 + 8 * 8 * 6 + 4 * 4 * 6 + 2 * 2 * 4 + 4),
+]
+
+
+@pytest.mark.parametrize("name, per_location, total", COUNTS)
+def test_preset_counts(name, per_location, total):
+    cfg = get_config(name)
+    assert cfg.name == name
+    assert cfg.num_boxes_per_location == per_location
+    assert cfg.num_priors == total
+    assert cfg.variances == (0.1, 0.2) and cfg.clip is True
+
+
+def test_paper_counts():
+    assert SSD300.num_priors == 8732 and SSD512.num_priors == 24564
+
+
+# (preset, from_scales arguments reproducing it)
+CAFFE_RULE = [
+    (SSD300, dict(s_min=0.2, s_max=0.9, first_scale=0.1, round_percent=True)),   # 17 % steps
+    (SSD512, dict(s_min=0.15, s_max=0.9, first_scale=0.07, round_percent=True)),  # 15 % steps
+]
+
+
+@pytest.mark.parametrize("preset, kwargs", CAFFE_RULE)
+def test_presets_follow_caffe_rule(preset, kwargs):
+    c = SSDConfig.from_scales(preset.name, preset.image_size, preset.feature_maps, preset.steps,
+                              preset.aspect_ratios, **kwargs)
+    assert c.min_sizes == pytest.approx(preset.min_sizes)
+    assert c.max_sizes == pytest.approx(preset.max_sizes)
+
+
+def test_paper_rule_by_hand():
+    # m = 6 maps: s_k = 0.2 + 0.7 (k - 1) / 5 = 0.2, 0.34, 0.48, 0.62, 0.76, 0.9 (and 1.04 beyond)
+    c = SSDConfig.from_scales("p", 100, (38, 19, 10, 5, 3, 1), (8, 16, 32, 64, 100, 300),
+                              ((2,),) * 6)
+    assert c.min_sizes == pytest.approx((20, 34, 48, 62, 76, 90))
+    assert c.max_sizes == pytest.approx((34, 48, 62, 76, 90, 104))
+
+
+def test_tiny_scales_by_hand():
+    # first map 10 %, then 20 % + 23 % steps (floor(70 / 3)): 20, 43, 66, 89 %, last max 112 %
+    assert SSD_TINY.min_sizes == pytest.approx((12.8, 25.6, 55.04, 84.48, 113.92))
+    assert SSD_TINY.max_sizes == pytest.approx((25.6, 55.04, 84.48, 113.92, 143.36))
+    assert SSD_TINY.image_size == 128 and SSD_TINY.feature_maps == (16, 8, 4, 2, 1)
+
+
+def test_get_config_returns_a_copy():
+    c = get_config("ssd300")
+    c.clip = False
+    assert get_config("ssd300").clip is True and SSD300.clip is True
+
+
+def test_get_config_unknown_lists_names():
+    with pytest.raises(ValueError, match=r"'ssd-tiny', 'ssd300', 'ssd512'"):
+        get_config("ssd600")
+
+
+@pytest.mark.parametrize("name", ["ssd300", "ssd512", "ssd-tiny"])
+def test_dict_round_trip_through_json(name):
+    cfg = get_config(name)
+    back = SSDConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg
+
+
+def test_from_dict_names_bad_keys():
+    d = SSD300.to_dict()
+    d["colour"] = "red"
+    del d["steps"]
+    with pytest.raises(ValueError, match=r"unknown keys \['colour'\], missing keys \['steps'\]"):
+        SSDConfig.from_dict(d)
+
+
+# (field, bad value, message fragment)
+BAD_FIELDS = [
+    ("steps", (8, 16, 32), "steps has 3 entries but feature_maps has 6"),
+    ("aspect_ratios", ((2,),), "aspect_ratios has 1 entries"),
+    ("min_sizes", (30, 60, 111, 162, 213, -1), r"min_sizes \[5\]"),
+    ("max_sizes", (60, 111, 162, 213, 264, 200), r"max_sizes \[5\] = 200 must exceed"),
+    ("aspect_ratios", ((2,), (2, 3), (2, 0.5), (2, 3), (2,), (2,)), "aspect_ratios"),
+    ("variances", (0.1,), "variances"),
+    ("image_size", 0, "image_size"),
+    ("feature_maps", (38.0, 19, 10, 5, 3, 1), "feature_maps"),
+]
+
+
+@pytest.mark.parametrize("field, value, message", BAD_FIELDS)
+def test_validate_names_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(SSD300, **{field: value})
+
+
+def test_validate_after_mutation():
+    c = get_config("ssd300")
+    c.steps = (8, 16)
+    with pytest.raises(ValueError, match="steps"):
+        c.validate()

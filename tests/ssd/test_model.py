@@ -1,0 +1,362 @@
+"""The SSD network: shapes and counts, prediction order, gradients (branches included), init,
+state dicts, and (with torch) equality with an ssd.pytorch-layout reference."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from minissd.nn import backend
+from minissd.ssd.config import get_config
+from minissd.nn.gradcheck import check_backward
+from minissd.ssd.model import SSD
+from minissd.ssd.priors import box_shapes, default_boxes
+from minissd.ssd.architecture import ARCHS, SSD_TINY_ARCH, SSDArch
+
+# ssd-tiny's architecture on a 64-px input: maps 8, 4, 2, 1, 1 (fc6's dilated taps still land)
+TINY64 = dataclasses.replace(get_config("ssd-tiny"), name="ssd-tiny-64", image_size=64,
+                             feature_maps=(8, 4, 2, 1, 1), steps=(8, 16, 32, 64, 64))
+
+
+def tiny64(num_classes=2, seed=0, dtype=np.float64):
+    return SSD(TINY64, num_classes, seed=seed, arch=SSD_TINY_ARCH).astype(dtype)
+
+
+def images_for(cfg, batch, xp=np, dtype=np.float64, seed=1):
+    x = np.random.default_rng(seed).standard_normal((batch, 3, cfg.image_size, cfg.image_size))
+    return xp.asarray(x.astype(dtype))
+
+
+def record_outputs(layer, log, key):
+    """From now on, ``layer.forward`` also stores its output in ``log[key]``."""
+    forward = layer.forward
+
+    def wrapped(x):
+        log[key] = forward(x)
+        return log[key]
+    layer.forward = wrapped
+
+
+def record_head_outputs(model, log):
+    """From now on, each head's own conv output (B, k*4 or k*(C+1), H, W) is stored in
+    ``log["loc" | "conf", source name]``: the model runs the two heads of a map as one
+    stacked conv, so these also check that stacking them changes nothing."""
+    stacked = model._heads_forward
+
+    def wrapped(name, source):
+        log["loc", name] = model.loc[name].forward(source)
+        log["conf", name] = model.conf[name].forward(source)
+        return stacked(name, source)
+    model._heads_forward = wrapped
+
+
+def record_gradients(layer, log, key):
+    """From now on, ``layer.backward`` also stores the gradient it receives in ``log[key]``."""
+    backward = layer.backward
+
+    def wrapped(dy):
+        log[key] = dy.copy()
+        return backward(dy)
+    layer.backward = wrapped
+
+
+def map_slices(model):
+    """Prediction rows of each source map: a slice of the P axis per map."""
+    out, start = [], 0
+    for f, k in zip(model.cfg.feature_maps, model.cfg.num_boxes_per_location):
+        out.append(slice(start, start + f * f * k))
+        start += f * f * k
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Shapes, counts, structure
+# --------------------------------------------------------------------------- #
+def test_ssd300_outputs_and_parameter_count():
+    cfg = get_config("ssd300")
+    model = SSD(cfg, 20).eval()
+    assert model.num_parameters() == 26_285_486                        # ssd.pytorch, 21 classes
+    loc, conf = model.forward(images_for(cfg, 1, dtype=np.float32))
+    assert loc.shape == (1, 8732, 4) and conf.shape == (1, 8732, 21)
+    assert loc.dtype == np.float32 and np.isfinite(conf).all()
+    assert default_boxes(cfg).shape[0] == 8732 == model.num_priors
+
+
+@pytest.mark.parametrize("name, sources, maps", [
+    ("ssd300", ("conv4_3", "fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2"), (38, 19, 10, 5, 3, 1)),
+    ("ssd512", ("conv4_3", "fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2", "conv12_2"),
+     (64, 32, 16, 8, 4, 2, 1)),
+    ("ssd-tiny", ("conv4_1", "fc7", "conv8_2", "conv9_2", "conv10_2"), (16, 8, 4, 2, 1)),
+])
+def test_source_maps_match_config(name, sources, maps):
+    model = SSD(get_config(name), 3)
+    assert model.source_names == sources
+    assert [h for h, _ in model.feature_map_sizes()] == list(maps) == list(model.cfg.feature_maps)
+
+
+def test_ssd300_layers_are_the_papers():
+    vgg = SSD(get_config("ssd300"), 20).vgg
+    assert vgg.pool3.ceil_mode and not vgg.pool4.ceil_mode
+    assert (vgg.pool5.kernel_size, vgg.pool5.stride, vgg.pool5.padding) == ((3, 3), (1, 1), (1, 1))
+    assert (vgg.fc6.out_channels, vgg.fc6.dilation, vgg.fc6.padding) == (1024, (6, 6), (6, 6))
+    assert (vgg.fc7.out_channels, vgg.fc7.kernel_size) == (1024, (1, 1))
+    assert len(vgg) == 35                                               # ssd.pytorch's vgg[0..34]
+
+
+def test_ssd_tiny_forward_shapes_and_dtype(xp):
+    cfg = get_config("ssd-tiny")
+    model = SSD(cfg, 3).to(backend.device_of(xp.zeros(1)))
+    loc, conf = model.forward(images_for(cfg, 2, xp, np.float32))
+    assert loc.shape == (2, 1524, 4) and conf.shape == (2, 1524, 4)
+    assert loc.dtype == conf.dtype == np.float32
+    assert backend.get_array_module(loc) is xp
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 127, 128), (1, 3, 300, 300), (1, 1, 128, 128), (3, 128, 128)])
+def test_wrong_image_shape_names_the_expected_size(shape):
+    model = SSD(get_config("ssd-tiny"), 3)
+    with pytest.raises(ValueError, match=r"\(B, 3, 128, 128\).*image_size = 128"):
+        model.forward(np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(feature_maps=(16, 8, 4, 2, 2)), "feature_maps"),
+    (dict(name="ssd-huge"), "no SSD architecture registered"),
+    (dict(image_size=96), "feature_maps"),
+])
+def test_config_architecture_mismatch_is_named(change, match):
+    cfg = dataclasses.replace(get_config("ssd-tiny"), **change)
+    with pytest.raises(ValueError, match=match):
+        SSD(cfg, 3)
+
+
+def test_backward_checks_gradient_shapes():
+    model = tiny64()
+    loc, conf = model.forward(images_for(TINY64, 1))
+    with pytest.raises(ValueError, match="dconf"):
+        model.backward(loc, conf[:, :, :2])
+
+
+# --------------------------------------------------------------------------- #
+# Prediction order: agrees with default_boxes, cell by cell (a naive loop beside the fast path)
+# --------------------------------------------------------------------------- #
+def test_prediction_order_matches_default_boxes():
+    cfg = dataclasses.replace(get_config("ssd-tiny"), clip=False)     # unclipped: exact centres
+    model = SSD(cfg, 2)
+    head_out = {}
+    record_head_outputs(model, head_out)
+    loc, conf = model.forward(images_for(cfg, 1, dtype=np.float32))
+    priors, K = default_boxes(cfg), model.num_classes + 1
+    p = 0
+    for m, (name, f) in enumerate(zip(model.source_names, cfg.feature_maps)):
+        shapes = box_shapes(cfg, m)
+        step = cfg.steps[m] / cfg.image_size
+        for i in range(f):                    # row
+            for j in range(f):                # column
+                for a, wh in enumerate(shapes):   # box
+                    centre = [(j + .5) * step, (i + .5) * step]
+                    np.testing.assert_allclose(priors[p], [*centre, *wh], atol=1e-6)
+                    l_map, c_map = head_out["loc", name], head_out["conf", name]  # (1, k*4, f, f)...
+                    np.testing.assert_allclose(loc[0, p], l_map[0, 4 * a:4 * (a + 1), i, j], rtol=1e-5, atol=1e-6)
+                    np.testing.assert_allclose(conf[0, p], c_map[0, K * a:K * (a + 1), i, j], rtol=1e-5, atol=1e-6)
+                    p += 1
+    assert p == loc.shape[1] == priors.shape[0]
+
+
+# --------------------------------------------------------------------------- #
+# Gradients
+# --------------------------------------------------------------------------- #
+# one or more tensors of every layer kind: plain, strided, 1x1 and dilated convs, BatchNorm, L2Norm, both heads
+GRADCHECK_PARAMS = ["vgg.conv1_1.weight", "vgg.bn3_1.bias", "vgg.conv5_1.weight", "vgg.fc6.weight",
+                    "vgg.bn6.weight", "vgg.fc7.weight", "l2norm.weight", "extras.conv8_1.weight",
+                    "extras.conv8_2.weight", "extras.bn10_2.bias", "loc.conv4_1.weight",
+                    "conf.conv4_1.bias", "conf.fc7.weight", "loc.conv10_2.weight"]
+
+
+def test_gradient_check_end_to_end():
+    """Sampled entries of every layer kind, and the images, against central differences."""
+    model = tiny64()
+    assert set(GRADCHECK_PARAMS) <= {n for n, _, _ in model.named_parameters()}
+    check_backward(model, images_for(TINY64, 2), params=GRADCHECK_PARAMS,
+                   rng=np.random.default_rng(3), max_checks=4, atol=1e-6, rtol=1e-4)
+
+
+def _grads_after(model, dloc, dconf, capture):
+    dimages = model.backward(dloc, dconf)
+    return dimages, {n: mod.grads[k].copy() for n, mod, k in model.named_parameters()}, dict(capture)
+
+
+@pytest.mark.parametrize("split_map, tap", [(0, "relu4_1"), (1, "relu7")])
+def test_branch_gradients_add_up(split_map, tap):
+    """At a source map, d(source) = d(from its heads) + d(from the deeper layers).
+
+    Upstream gradient only on this map's rows reaches the map through its heads
+    alone; only on the deeper maps' rows, through the deeper layers alone. The
+    full gradient must be the sum of the two (backward is linear in the upstream
+    gradient), at the tap itself, at the images and in every parameter.
+    """
+    model = tiny64()
+    model.forward(images_for(TINY64, 2))
+    capture = {}
+    record_gradients(getattr(model.vgg, tap), capture, "dsource")     # what reaches the source map
+    rng = np.random.default_rng(5)
+    B, P, K = 2, TINY64.num_priors, model.num_classes + 1
+    dloc, dconf = rng.standard_normal((B, P, 4)), rng.standard_normal((B, P, K))
+    rows = map_slices(model)
+    head = np.zeros(P, bool)
+    head[rows[split_map]] = True                   # this map's heads
+    deeper = np.zeros(P, bool)
+    deeper[rows[split_map].stop:] = True           # every deeper map
+    earlier = ~(head | deeper)
+
+    full = _grads_after(model, dloc * ~earlier[:, None], dconf * ~earlier[:, None], capture)
+    only_head = _grads_after(model, dloc * head[:, None], dconf * head[:, None], capture)
+    only_deep = _grads_after(model, dloc * deeper[:, None], dconf * deeper[:, None], capture)
+
+    np.testing.assert_allclose(full[2]["dsource"], only_head[2]["dsource"] + only_deep[2]["dsource"],
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(full[0], only_head[0] + only_deep[0], rtol=1e-10, atol=1e-12)
+    for name in full[1]:
+        np.testing.assert_allclose(full[1][name], only_head[1][name] + only_deep[1][name],
+                                   rtol=1e-10, atol=1e-12, err_msg=name)
+    # and both branches really carry gradient
+    assert np.abs(only_head[2]["dsource"]).max() > 0 and np.abs(only_deep[2]["dsource"]).max() > 0
+    # the deeper layers get nothing from this map's heads
+    assert not only_head[1]["extras.conv8_2.weight"].any()
+    assert not only_head[1]["vgg.fc7.weight"].any() or split_map == 1
+    if split_map == 0:                             # only conv4_1's heads see L2Norm
+        assert only_head[1]["l2norm.weight"].any() and not only_deep[1]["l2norm.weight"].any()
+
+
+def test_backward_without_image_gradient_fills_the_same_grads():
+    model = tiny64()
+    x = images_for(TINY64, 2)
+    loc, conf = model.forward(x)
+    rng = np.random.default_rng(2)
+    dloc, dconf = rng.standard_normal(loc.shape), rng.standard_normal(conf.shape)
+    assert model.backward(dloc, dconf).shape == x.shape
+    full = {n: mod.grads[k].copy() for n, mod, k in model.named_parameters()}
+    for _, mod, k in model.named_parameters():
+        mod.grads[k] = mod.grads[k] * np.nan
+    assert model.backward(dloc, dconf, need_dimages=False) is None
+    for n, mod, k in model.named_parameters():
+        np.testing.assert_allclose(mod.grads[k], full[n], rtol=1e-12, atol=1e-14, err_msg=n)
+
+
+def test_backward_before_forward_is_an_error():
+    model = tiny64()
+    with pytest.raises(RuntimeError, match="before forward"):
+        model.backward(np.zeros((1, TINY64.num_priors, 4)), np.zeros((1, TINY64.num_priors, 3)))
+
+
+# --------------------------------------------------------------------------- #
+# Initialisation and state dicts
+# --------------------------------------------------------------------------- #
+def test_same_seed_same_parameters():
+    a, b, c = (SSD(get_config("ssd-tiny"), 3, seed=s).state_dict() for s in (7, 7, 8))
+    assert list(a) == list(b)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["vgg.conv1_1.weight"], c["vgg.conv1_1.weight"])
+    d = SSD(get_config("ssd-tiny"), 3, rng=np.random.default_rng(7)).state_dict()
+    assert all(np.array_equal(a[k], d[k]) for k in a)
+
+
+def test_initialisation_follows_ssd():
+    model = SSD(get_config("ssd-tiny"), 3, seed=0)
+    sd = model.state_dict()
+    for name, value in sd.items():
+        if name.endswith(".bias"):
+            assert not value.any(), name                           # bias 0
+    np.testing.assert_array_equal(sd["l2norm.weight"], 20.0)
+    w = sd["vgg.fc6.weight"]                                       # He normal for the base
+    assert abs(w.std() / np.sqrt(2.0 / (w[0].size)) - 1) < 0.02
+    for name in ("extras.conv8_2.weight", "loc.fc7.weight", "conf.conv4_1.weight"):  # Xavier uniform
+        w = sd[name]
+        bound = np.sqrt(6.0 / (w[0].size + w.shape[0] * w[0, 0].size))
+        assert np.abs(w).max() <= bound and abs(w.std() / (bound / np.sqrt(3)) - 1) < 0.05, name
+
+
+def test_state_dict_round_trip(tmp_path):
+    cfg = get_config("ssd-tiny")
+    model = SSD(cfg, 3, seed=0)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    other = SSD(cfg, 3, seed=1).load(path)
+    a, b = model.state_dict(), other.state_dict()
+    assert list(a)[:5] == ["vgg.conv1_1.weight", "vgg.bn1_1.weight", "vgg.bn1_1.bias",
+                           "vgg.bn1_1.running_mean", "vgg.bn1_1.running_var"]
+    assert "l2norm.weight" in a and "conf.conv10_2.bias" in a
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    x = images_for(cfg, 1, dtype=np.float32)
+    for y, z in zip(model.eval().forward(x), other.eval().forward(x)):
+        np.testing.assert_array_equal(y, z)
+    with pytest.raises(ValueError, match="conf.conv4_1.weight"):   # other class count
+        SSD(cfg, 5).load(path)
+
+
+def test_registry_covers_presets():
+    assert set(ARCHS) >= {"ssd300", "ssd512", "ssd-tiny"}
+    arch = SSDArch.from_dict(SSD_TINY_ARCH.to_dict())
+    assert arch == SSD_TINY_ARCH
+
+
+# --------------------------------------------------------------------------- #
+# Against PyTorch (ssd.pytorch's layout), where torch is installed
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("batch_norm", [True, False], ids=["ssd-tiny", "ssd-tiny-no-bn"])
+def test_ssd_tiny_matches_torch_forward_and_backward(batch_norm):
+    """Training-mode forward (BatchNorm on batch statistics), running stats, dimages and every grad."""
+    torch = pytest.importorskip("torch")
+    from torch_reference import TorchSSD, plan_of
+    from minissd.interop.weights import from_ssd_pytorch, ssd_pytorch_key_map
+    cfg = get_config("ssd-tiny")
+    arch = dataclasses.replace(SSD_TINY_ARCH, batch_norm=batch_norm)
+    model = SSD(cfg, 3, arch=arch).astype(np.float64)
+    torch.manual_seed(0)
+    ref = TorchSSD(plan_of(arch), cfg.num_boxes_per_location, 4).double().train()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.load_state_dict(from_ssd_pytorch(model, {k: v.numpy() for k, v in ref.state_dict().items()}))
+    x = images_for(cfg, 2)
+    loc, conf = model.forward(x)
+    xt = torch.from_numpy(x).requires_grad_()
+    tloc, tconf = ref(xt)
+    np.testing.assert_allclose(loc, tloc.detach().numpy(), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(conf, tconf.detach().numpy(), rtol=1e-9, atol=1e-10)
+    rng = np.random.default_rng(0)
+    dloc, dconf = rng.standard_normal(loc.shape), rng.standard_normal(conf.shape)
+    dx = model.backward(dloc, dconf)
+    torch.autograd.backward([tloc, tconf], [torch.from_numpy(dloc), torch.from_numpy(dconf)])
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-7, atol=1e-10)
+    ours = {n: mod.grads[k] for n, mod, k in model.named_parameters()}
+    state, theirs = model.state_dict(), ref.state_dict()
+    named = dict(ref.named_parameters())
+    for name, key in ssd_pytorch_key_map(model).items():
+        if name in ours:
+            np.testing.assert_allclose(ours[name], named[key].grad.numpy(), rtol=1e-7, atol=1e-10,
+                                       err_msg=name)
+        else:                                                  # BatchNorm running statistics
+            np.testing.assert_allclose(state[name], theirs[key].numpy(), rtol=1e-9, err_msg=name)
+
+
+def test_stacked_heads_give_each_head_its_own_gradients():
+    """The model runs loc[name] and conf[name] as one stacked conv; each head's grads, and
+    the source's gradient (the sum of the two), must be what the two convs give alone."""
+    model = tiny64()
+    rng = np.random.default_rng(4)
+    name = model.source_names[1]
+    loc_conv, conf_conv = model.loc[name], model.conf[name]
+    source = rng.standard_normal((2, loc_conv.in_channels, 4, 4))
+    loc, conf = model._heads_forward(name, source)
+    np.testing.assert_allclose(loc, loc_conv.forward(source), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conf, conf_conv.forward(source), rtol=1e-12, atol=1e-12)
+    dl, dc = rng.standard_normal(loc.shape), rng.standard_normal(conf.shape)
+    want_dsource = loc_conv.backward(dl) + conf_conv.backward(dc)
+    want = {k: v.copy() for conv, tag in ((loc_conv, "loc"), (conf_conv, "conf"))
+            for k, v in ((f"{tag}.{g}", conv.grads[g]) for g in conv.grads)}
+    dsource = model._heads_backward(name, source, dl, dc)
+    np.testing.assert_allclose(dsource, want_dsource, rtol=1e-12, atol=1e-12)
+    for key, value in want.items():
+        conv = loc_conv if key.startswith("loc") else conf_conv
+        np.testing.assert_allclose(conv.grads[key.split(".")[1]], value, rtol=1e-12, atol=1e-12,
+                                   err_msg=key)

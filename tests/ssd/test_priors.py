@@ -1,0 +1,71 @@
+"""Default boxes: counts, order and a few SSD300 boxes worked out by hand."""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from minissd.nn.backend import get_array_module, to_numpy
+from minissd.ssd.config import SSD300, SSD512, SSD_TINY
+from minissd.ssd.priors import default_boxes
+
+UNCLIPPED = dataclasses.replace(SSD300, clip=False)
+R2 = math.sqrt(2)
+FIRST_38 = 38 * 38 * 4          # boxes of conv4_3; fc7's start here
+
+# (index into SSD300's 8732 boxes, (cx, cy, w, h) by hand from the formula, unclipped)
+SSD300_BOXES = [
+    (0, (4 / 300, 4 / 300, 30 / 300, 30 / 300)),                        # cell (0, 0): s_1 = 0.1
+    (1, (4 / 300, 4 / 300, math.sqrt(30 * 60) / 300, math.sqrt(30 * 60) / 300)),  # s'_1
+    (2, (4 / 300, 4 / 300, 0.1 * R2, 0.1 / R2)),                         # ar 2
+    (3, (4 / 300, 4 / 300, 0.1 / R2, 0.1 * R2)),                         # ar 1/2
+    (4, (12 / 300, 4 / 300, 0.1, 0.1)),                                  # cell (0, 1): x moves first
+    (38 * 4, (4 / 300, 12 / 300, 0.1, 0.1)),                             # cell (1, 0)
+    (FIRST_38 - 4, (300 / 300, 300 / 300, 0.1, 0.1)),                    # cell (37, 37): 37.5 * 8
+    (FIRST_38, (8 / 300, 8 / 300, 0.2, 0.2)),                            # fc7 cell (0, 0): s = 60
+    (FIRST_38 + 4, (8 / 300, 8 / 300, 0.2 * math.sqrt(3), 0.2 / math.sqrt(3))),  # ar 3
+    (FIRST_38 + 6, (24 / 300, 8 / 300, 0.2, 0.2)),                       # 6 boxes per cell
+    (8732 - 4, (0.5, 0.5, 0.88, 0.88)),                                  # last map, 1 cell
+    (8732 - 3, (0.5, 0.5, math.sqrt(264 * 315) / 300, math.sqrt(264 * 315) / 300)),
+    (8732 - 1, (0.5, 0.5, 0.88 / R2, 0.88 * R2)),                        # 1.24 tall: off the image
+]
+
+
+@pytest.mark.parametrize("cfg, count", [(SSD300, 8732), (SSD512, 24564), (SSD_TINY, 1524)])
+def test_counts(xp, cfg, count):
+    p = default_boxes(cfg, xp=xp)
+    assert p.shape == (count, 4) and get_array_module(p) is xp and p.dtype == np.float32
+
+
+@pytest.mark.parametrize("index, box", SSD300_BOXES)
+def test_ssd300_boxes_by_hand(xp, index, box):
+    p = default_boxes(UNCLIPPED, xp=xp, dtype="float64")
+    np.testing.assert_allclose(to_numpy(p[index]), box, rtol=1e-12)
+
+
+def test_clip_clips_corners(xp):
+    p = to_numpy(default_boxes(SSD300, xp=xp, dtype="float64"))
+    # box 0: corners (4 - 15, 4 + 15) / 300 = (-11, 19) / 300 -> (0, 19) / 300
+    np.testing.assert_allclose(p[0], [9.5 / 300, 9.5 / 300, 19 / 300, 19 / 300], rtol=1e-12)
+    # last box: x in 0.5 +- 0.311 stays, y in 0.5 +- 0.622 -> (0, 1)
+    np.testing.assert_allclose(p[-1], [0.5, 0.5, 0.88 / R2, 1.0], rtol=1e-12)
+    # an interior box is untouched
+    centre = FIRST_38 + 6 * (19 * 9 + 9)                               # fc7 cell (9, 9)
+    np.testing.assert_allclose(p[centre], default_boxes(UNCLIPPED, dtype="float64")[centre])
+    corners = np.concatenate([p[:, :2] - p[:, 2:] / 2, p[:, :2] + p[:, 2:] / 2], axis=1)
+    assert corners.min() >= -1e-12 and corners.max() <= 1 + 1e-12
+    assert (p[:, 2:] > 0).all()
+
+
+def test_head_order_matches_per_map_blocks(xp):
+    """Boxes come map by map; within a map, cell by cell (row-major), A boxes per cell."""
+    p = to_numpy(default_boxes(UNCLIPPED, xp=xp, dtype="float64"))
+    start = 0
+    for f, step, a in zip(UNCLIPPED.feature_maps, UNCLIPPED.steps, UNCLIPPED.num_boxes_per_location):
+        block = p[start:start + f * f * a].reshape(f, f, a, 4)         # (row i, col j, box, 4)
+        centres = (np.arange(f) + 0.5) * step / 300
+        np.testing.assert_allclose(block[:, :, :, 0], np.broadcast_to(centres[None, :, None], (f, f, a)))
+        np.testing.assert_allclose(block[:, :, :, 1], np.broadcast_to(centres[:, None, None], (f, f, a)))
+        assert np.ptp(block[:, :, :, 2:], axis=(0, 1)).max() == 0     # same shapes in every cell
+        start += f * f * a
+    assert start == 8732

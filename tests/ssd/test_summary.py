@@ -1,0 +1,52 @@
+"""The model table: rows, totals, and a MAC count checked against a real forward pass."""
+import numpy as np
+import pytest
+
+from minissd.ssd.config import get_config
+from minissd.nn.layers import Conv2d
+from minissd.ssd.model import SSD, summary
+from minissd.ssd.summary import conv_macs, model_stats
+from test_model import record_head_outputs, record_outputs
+
+
+@pytest.mark.parametrize("name, classes, params, boxes, gmacs", [
+    ("ssd300", 20, "26,285,486", "8,732", "31.374 GMACs"),
+    ("ssd-tiny", 3, "1,138,768", "1,524", "0.117 GMACs"),
+])
+def test_summary_totals(name, classes, params, boxes, gmacs):
+    text = summary(SSD(get_config(name), classes))
+    assert f"parameters:    {params}" in text
+    assert f"default boxes: {boxes}" in text
+    assert gmacs in text and "FLOPs = 2 x multiply-adds" in text
+
+
+def test_summary_rows():
+    text = summary(SSD(get_config("ssd300"), 20))
+    rows = {line.split()[0]: line for line in text.splitlines() if line[:1].isalpha()}
+    assert "(512, 38, 38)" in rows["vgg.conv4_3"] and "2,359,808" in rows["vgg.conv4_3"]
+    assert "dil 6" in rows["vgg.fc6"] and "(1024, 19, 19)" in rows["vgg.fc6"]
+    assert "ceil" in rows["vgg.pool3"]
+    assert "5776x4" in rows["loc.conv4_3"] and "5776x21" in rows["conf.conv4_3"]
+    assert "-> source conv11_2: 1x1, 256 channels" in text
+    # the parameter column adds up to the total
+    column = sum(int(line.split()[-2].replace(",", "")) for key, line in rows.items()
+                 if key.startswith(("vgg.", "extras.", "loc.", "conf.", "l2norm")))
+    assert column == 26_285_486
+
+
+def test_macs_match_a_forward_pass():
+    """Sum over the convs of (output elements per image) x (C x kh x kw), from real outputs."""
+    model = SSD(get_config("ssd-tiny"), 3).eval()
+    outputs = {}
+    convs = {name: layer for name, layer in model.named_modules() if isinstance(layer, Conv2d)}
+    for name, conv in convs.items():
+        record_outputs(conv, outputs, name)
+    heads = {}
+    record_head_outputs(model, heads)          # the heads run as one stacked conv per map
+    model.forward(np.zeros((2, 3, 128, 128), np.float32))
+    outputs.update({f"{head}.{name}": y for (head, name), y in heads.items()})
+    macs = sum(outputs[n][0].size * c.in_channels * np.prod(c.kernel_size) for n, c in convs.items())
+    assert len(outputs) == 23
+    assert model_stats(model)["macs"] == macs
+    assert model_stats(model)["flops"] == 2 * macs
+    assert conv_macs(Conv2d(3, 8, 3), (8, 10, 10)) == 10 * 10 * 8 * 27
