@@ -82,6 +82,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from minissd.errors import UserError
+
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C   # first pickle of a legacy file (torch/serialization.py)
 PROTOCOL_VERSION = 1001                 # second pickle of a legacy file
 # How far a file may expand beyond its own bytes: decompressed zip members beyond their
@@ -106,7 +108,7 @@ _TENSOR_TYPES = ("FloatTensor", "DoubleTensor", "HalfTensor", "LongTensor", "Int
                  "ShortTensor", "CharTensor", "ByteTensor")
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(UserError):
     """The checkpoint's pickle names a global that is not on the state-dict allow-list, or
     the file would expand past its memory budget (see the module docstring)."""
 
@@ -522,9 +524,10 @@ def load_pth(path):
     """Load a .pth file: whatever it holds, with every tensor as a NumPy array.
 
     Dicts, lists, tuples, numbers, strings and None come back as plain Python values.
-    Raises UnsafeCheckpointError (a ValueError) if the pickle names anything beyond what a
-    state dict needs, FileNotFoundError if there is no such file, and ValueError with the
-    file name for anything else that is not a readable checkpoint.
+    Raises UnsafeCheckpointError if the pickle names anything beyond what a state dict
+    needs or the file would expand past its budget, FileNotFoundError if there is no such
+    file, and UserError with the file name for anything else that is not a readable
+    checkpoint (both are ValueErrors, see :mod:`minissd.errors`).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -544,15 +547,13 @@ def load_pth(path):
                 result = _load_legacy(path, f)
         _check_budget(path, result)             # before any tensor is copied
         return _materialise(result, set())
-    except UnsafeCheckpointError:
+    except UserError:
         raise
     except ValueError as err:  # a bad tensor or storage: name the file
-        if str(err).startswith(path):
-            raise
-        raise ValueError(f"{path}: {err}") from err
+        raise UserError(str(err) if str(err).startswith(path) else f"{path}: {err}") from err
     except Exception as err:   # a corrupt pickle: EOFError, UnpicklingError, TypeError, ...
-        raise ValueError(f"{path}: not a readable torch checkpoint "
-                         f"({type(err).__name__}: {err})") from err
+        raise UserError(f"{path}: not a readable torch checkpoint "
+                        f"({type(err).__name__}: {err})") from err
 
 
 def _is_state_dict(obj):
@@ -575,8 +576,8 @@ def load_state_dict_pth(path, strip_prefix="module."):
             found = next((obj[k] for k in STATE_DICT_KEYS if _is_state_dict(obj.get(k))), None)
         if found is None:
             what = f"a dict with keys {list(obj)[:10]}" if isinstance(obj, dict) else type(obj).__name__
-            raise ValueError(f"{path}: no state dict found: the file holds {what}; expected a "
-                             f"dict of str -> tensor, or one under a key in {STATE_DICT_KEYS}")
+            raise UserError(f"{path}: no state dict found: the file holds {what}; expected a "
+                            f"dict of str -> tensor, or one under a key in {STATE_DICT_KEYS}")
         obj = found
     state = OrderedDict(obj)
     if strip_prefix and all(k.startswith(strip_prefix) for k in state):
