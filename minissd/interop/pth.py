@@ -368,8 +368,9 @@ def _zip_member_reader(path, zf):
     def read(name):
         info = zf.getinfo(name)
         if info.compress_size > archive_bytes:
-            raise ValueError(f"{path}: zip member {name} declares {info.compress_size} "
-                             f"compressed bytes, more than the file's {archive_bytes}")
+            raise UnsafeCheckpointError(
+                f"{path}: refusing to load: zip member {name} declares {info.compress_size} "
+                f"compressed bytes, more than the file's {archive_bytes}")
         inflated[0] += max(info.file_size - info.compress_size, 0)
         if inflated[0] > EXPANSION_ALLOWANCE:
             raise UnsafeCheckpointError(

@@ -465,6 +465,25 @@ def test_deflate_bomb_is_refused_before_inflating(tmp_path, deflated_zeros, nume
     assert peak < RSS_LIMIT_MB
 
 
+def test_zip_member_larger_than_the_file_is_not_read(tmp_path):
+    # A stored member whose headers claim 2 GiB (as its storage id does) in a file of 1 KB.
+    numel = 2**29
+    pkl = one_entry_pickle("x", op_tensor(op_storage("FloatStorage", "0", numel), 0, (numel,), (1,)))
+    path = write_zip(tmp_path / "x.pth", pkl, [("0", bytes(16))])
+    raw = bytearray(path.read_bytes())
+    name = b"archive/data/0"
+    # (signature, offset of the two sizes, offset of the name): local and central headers
+    for signature, sizes_at, name_at in ((b"PK\x03\x04", 18, 30), (b"PK\x01\x02", 20, 46)):
+        header = raw.index(signature)
+        while raw[header + name_at:header + name_at + len(name)] != name:
+            header = raw.index(signature, header + 4)
+        raw[header + sizes_at:header + sizes_at + 8] = struct.pack("<II", 4 * numel, 4 * numel)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(UnsafeCheckpointError, match="archive/data/0 declares 2147483648 "
+                                                   "compressed bytes, more than the file's"):
+        load_pth(path)
+
+
 def test_legacy_storage_larger_than_the_file_is_not_read(tmp_path):
     body = one_entry_pickle("x", op_call(op_global("torch._utils", "_rebuild_tensor"),
                                          legacy_storage("FloatStorage", "0", 2**40), op_int(0),
