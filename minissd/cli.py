@@ -15,14 +15,17 @@ traceback too. These exceptions are the user errors (:func:`is_user_error`):
   (``UnsafeCheckpointError``, ``DeviceUnavailableError``, ``UserKeyError``): raised
   by this module's checks of arguments and by the library's checks of what it is
   given -- data folders, annotations, class lists and images (datasets.voc), SSD
-  configs (ssd.config), devices and threads (nn.backend), shapes data
+  configs (ssd.config), devices and threads (nn.backend), loader settings
+  (datasets.loader), optimiser settings and state (nn.optim), shapes data
   (datasets.synthetic), ``.pth`` files (interop.pth) and VGG weights (interop.weights);
 * the file-system errors that name a path: FileNotFoundError, FileExistsError,
   IsADirectoryError, NotADirectoryError, PermissionError;
 * a ValueError, KeyError or RuntimeError raised by the code of ``minissd.train``,
   ``minissd.checkpoint`` or ``minissd.nn.module`` itself (not by something they call):
   their checks of settings, checkpoints and state dicts, ``NonFiniteLossError``
-  among them, predate UserError.
+  among them, predate UserError;
+* an exception raised ``from`` one of these, such as the data loader's
+  DataLoaderError naming the image whose file turned out unreadable.
 
 Anything else (a KeyError or ValueError from deep inside, a TypeError, ...) is a bug:
 Python's traceback and exit code 1. Ctrl-C exits with 130. ``detect`` goes on past an
@@ -31,6 +34,7 @@ image it cannot read, with one line naming it, and exits 2 at the end.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import sys
 import time
@@ -163,11 +167,12 @@ def picture_names(paths):
     share one, its path from their common folder (a/x1.jpg, b/x1.jpg -> a/x1.png,
     b/x1.png); numbered where names still clash (x1.jpg, x1.png -> x1.png, x1-2.png)."""
     stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    shared = [os.path.abspath(p) for p, s in zip(paths, stems) if stems.count(s) > 1]
+    count = collections.Counter(stems)
+    shared = [os.path.abspath(p) for p, s in zip(paths, stems) if count[s] > 1]
     common = os.path.commonpath([os.path.dirname(p) for p in shared]) if shared else ""
     names, used = [], set()
     for path, stem in zip(paths, stems):
-        if stems.count(stem) > 1:
+        if count[stem] > 1:
             stem = os.path.splitext(os.path.relpath(os.path.abspath(path), common))[0]
         name, n = stem + ".png", 1
         while name in used:
@@ -313,6 +318,8 @@ def is_user_error(err) -> bool:
     """Whether ``err`` is a mistake the user can fix (one line) rather than a bug (traceback)."""
     if isinstance(err, USER_ERRORS):
         return True
+    if err.__cause__ is not None and is_user_error(err.__cause__):   # raise ... from err
+        return True
     if not isinstance(err, (ValueError, KeyError, RuntimeError)):
         return False
     tb = err.__traceback__                      # raised by a checking module's own code?
@@ -327,7 +334,7 @@ def main(argv=None):
         if getattr(args, "threads", None) is not None:
             from minissd.nn.backend import set_num_threads
             set_num_threads(args.threads)
-        return args.func(args) or 0
+        return args.func(args) or 0             # a command returns its exit code, or None
     except KeyboardInterrupt:
         print("minissd: interrupted", file=sys.stderr)
         return 130

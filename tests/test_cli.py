@@ -184,6 +184,27 @@ def test_is_user_error(module, make_error, expected):
     assert cli.is_user_error(raised_in(module, make_error())) is expected
 
 
+@pytest.mark.parametrize("cause, expected", [
+    (lambda: raised_in("minissd.datasets.voc", user_error("im1.jpg: cannot decode image")), True),
+    (lambda: raised_in("minissd.datasets.augment", KeyError("crop")), False),
+])
+def test_an_error_raised_from_a_user_error_is_one(cause, expected):
+    from minissd.datasets.loader import DataLoaderError
+    wrapper = raised_in("minissd.datasets.loader", DataLoaderError("image 'im1' failed"))
+    wrapper.__cause__ = cause()
+    assert cli.is_user_error(wrapper) is expected
+
+
+def test_a_bad_training_image_is_one_line(tmp_path, capsys):
+    data = str(tmp_path / "shapes")
+    assert main(["data", "shapes", "--out", data, "--train", "4", "--test", "0", "--size", "64"]) == 0
+    with open(os.path.join(data, "JPEGImages", "000002.jpg"), "r+b") as f:
+        f.truncate(100)                                 # passes the XML checks, fails to decode
+    assert main(["train", "--data", data, "--epochs", "1", "--batch-size", "4", "--workers", "1",
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "000002.jpg: cannot decode image" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def test_a_checkpoint_module_check_is_one_line(trained, tmp_path, capsys):
     import numpy as np
     data, _ = trained
