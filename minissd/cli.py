@@ -7,15 +7,46 @@
     minissd summary --config ssd300 --num-classes 20
     minissd export runs/shapes/last.npz models/shapes.npz
 
-Errors a user can fix (a missing folder, an unknown config, a checkpoint for
-another class list) are one line on stderr and exit code 2.
+Errors. A mistake the user can fix is one line on stderr (``minissd: error: ...``,
+naming the argument or file) and exit code 2; ``minissd --debug ...`` prints its
+traceback too. These exceptions are the user errors (:func:`is_user_error`):
+
+* :class:`minissd.errors.UserError`, a ValueError, and its subclasses
+  (``UnsafeCheckpointError``, ``DeviceUnavailableError``, ``UserKeyError``): raised
+  by this module's checks of arguments and by the library's checks of what it is
+  given -- data folders, annotations, class lists and images (datasets.voc), SSD
+  configs (ssd.config), devices and threads (nn.backend), loader settings
+  (datasets.loader), optimiser settings and state (nn.optim), shapes data
+  (datasets.synthetic), ``.pth`` files (interop.pth) and VGG weights (interop.weights);
+* the file-system errors that name a path: FileNotFoundError, FileExistsError,
+  IsADirectoryError, NotADirectoryError, PermissionError;
+* a ValueError, KeyError or RuntimeError raised by the code of ``minissd.train``,
+  ``minissd.checkpoint`` or ``minissd.nn.module`` itself (not by something they call):
+  their checks of settings, checkpoints and state dicts, ``NonFiniteLossError``
+  among them, predate UserError;
+* an exception raised ``from`` one of these, such as the data loader's
+  DataLoaderError naming the image whose file turned out unreadable.
+
+Anything else (a KeyError or ValueError from deep inside, a TypeError, ...) is a bug:
+Python's traceback and exit code 1. Ctrl-C exits with 130. ``detect`` goes on past an
+image it cannot read, with one line naming it, and exits 2 at the end.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import sys
 import time
+import traceback
+
+from minissd.errors import UserError
+
+# Always user errors (see the module docstring); more are recognised by is_user_error.
+USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, IsADirectoryError,
+               NotADirectoryError, PermissionError)
+# Modules whose own checks raise plain ValueError / KeyError / RuntimeError.
+CHECKING_MODULES = ("minissd.train", "minissd.checkpoint", "minissd.nn.module")
 
 
 def _add_device(p):
@@ -27,11 +58,22 @@ def _add_device(p):
 
 
 def _classes(text):
-    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+    """--classes a,b,c as a list (None if not given); refused if empty or a name repeats."""
+    if not text:
+        return None
+    from minissd.datasets.voc import check_class_names
+    return list(check_class_names([c.strip() for c in text.split(",") if c.strip()],
+                                  "--classes"))
 
 
 def cmd_data_shapes(args):
-    from minissd.datasets.synthetic import write_shapes_dataset
+    from minissd.datasets.synthetic import min_image_size, write_shapes_dataset
+    for flag, count in (("--train", args.train), ("--test", args.test)):
+        if count < 0:
+            raise UserError(f"{flag} must be 0 or more images, got {count}")
+    if args.size < min_image_size():
+        raise UserError(f"--size {args.size} is too small: the smallest shapes would be under "
+                        f"a pixel; give at least {min_image_size()}")
     t0 = time.time()
     write_shapes_dataset(args.out, num_train=args.train, num_test=args.test,
                          image_size=args.size, seed=args.seed)
@@ -49,6 +91,10 @@ def cmd_summary(args):
 def _evaluate(detector, dataset, metric, plot=None, class_names=None):
     from minissd.evaluation.inference import evaluate_dataset
     from minissd.evaluation.metrics import format_ap_table
+    if len(dataset) == 0:
+        files = [os.path.join(root, "ImageSets", "Main", f"{split}.txt")
+                 for root, split in dataset.sources]
+        raise UserError(f"{', '.join(files)}: lists no images, nothing to evaluate")
     use_07 = metric == "voc07"
     result, _ = evaluate_dataset(detector, dataset, use_07_metric=use_07)
     print(format_ap_table(result, class_names or dataset.class_names))
@@ -116,47 +162,87 @@ def cmd_evaluate(args):
     _evaluate(Detector(model), dataset, args.metric, plot=args.plot)
 
 
+def picture_names(paths):
+    """A distinct ``.png`` name for each image path: its file name, or where two images
+    share one, its path from their common folder (a/x1.jpg, b/x1.jpg -> a/x1.png,
+    b/x1.png); numbered where names still clash (x1.jpg, x1.png -> x1.png, x1-2.png)."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    count = collections.Counter(stems)
+    shared = [os.path.abspath(p) for p, s in zip(paths, stems) if count[s] > 1]
+    common = os.path.commonpath([os.path.dirname(p) for p in shared]) if shared else ""
+    names, used = [], set()
+    for path, stem in zip(paths, stems):
+        if count[stem] > 1:
+            stem = os.path.splitext(os.path.relpath(os.path.abspath(path), common))[0]
+        name, n = stem + ".png", 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}.png"
+        used.add(name)
+        names.append(name)
+    return names
+
+
 def cmd_detect(args):
-    import numpy as np
     from PIL import Image
-    from minissd.evaluation.inference import Detector
     from minissd.checkpoint import load_model
+    from minissd.datasets.voc import load_image
+    from minissd.evaluation.inference import Detector
     from minissd.viz import draw_boxes, save_grid
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UserError(f"--out {args.out}: is a file, not a folder for the drawn images")
+    if args.grid and (os.path.isdir(args.grid) or os.path.splitext(args.grid)[1].lower()
+                      not in Image.registered_extensions()):
+        raise UserError(f"--grid {args.grid}: give a picture file name such as grid.png")
     model, meta = load_model(args.checkpoint, device=args.device)
     detector = Detector(model, conf_threshold=args.threshold)
-    os.makedirs(args.out, exist_ok=True)
     paths = list(args.images)
     if args.data:
         dataset = _open_dataset([args.data], args.split, meta["class_names"], keep_difficult=False)
         paths += [dataset.records[i].image_path for i in range(min(args.limit, len(dataset)))]
     if not paths:
-        raise ValueError("detect: give image files, or --data ROOT --split SPLIT")
-    drawn = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"image not found: {path}")
-        image = np.asarray(Image.open(path).convert("RGB"))
+        raise UserError("detect: give image files, or --data ROOT --split SPLIT")
+    first = {}
+    for path in paths:                                   # an image given twice is drawn once
+        first.setdefault(os.path.realpath(path), path)
+    paths = list(first.values())
+    os.makedirs(args.out, exist_ok=True)
+    drawn, skipped = [], 0
+    for path, name in zip(paths, picture_names(paths)):
+        try:
+            image = load_image(path)                     # (H, W, 3) uint8
+        except (UserError, FileNotFoundError) as err:  # not an image: say so, go on
+            print(f"minissd: error: {err}; skipped", file=sys.stderr)
+            skipped += 1
+            continue
         boxes, labels, scores = detector([image])[0]
         picture = draw_boxes(image, boxes, labels, scores, class_names=meta["class_names"])
-        out = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".png")
+        out = os.path.join(args.out, name)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
         picture.save(out)
         drawn.append(picture)
         found = ", ".join(f"{meta['class_names'][l - 1]} {s:.2f}" for l, s in zip(labels, scores))
-        print(f"{path}: {len(labels)} detection(s) {found}")
-    if args.grid:
+        print(f"{path}: {len(labels)} detection(s) {found} -> {out}")
+    if args.grid and drawn:
         os.makedirs(os.path.dirname(os.path.abspath(args.grid)), exist_ok=True)
         save_grid(drawn, args.grid)
         print(f"detections picture: {args.grid}")
+    return 2 if skipped else 0                           # 2: some images could not be read
 
 
 def cmd_export(args):
     from minissd.checkpoint import export_model
+    if os.path.isdir(args.out):
+        raise UserError(f"export: {args.out} is a folder; give the .npz file to write, "
+                        f"e.g. {os.path.join(args.out, 'model.npz')}")
     export_model(args.checkpoint, args.out)
     print(f"wrote {args.out} (model weights and config, no optimiser state)")
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="minissd", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of expected errors too (before the subcommand)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train an SSD on VOC-layout data")
@@ -228,21 +314,38 @@ def build_parser():
     return parser
 
 
+def is_user_error(err) -> bool:
+    """Whether ``err`` is a mistake the user can fix (one line) rather than a bug (traceback)."""
+    if isinstance(err, USER_ERRORS):
+        return True
+    if err.__cause__ is not None and is_user_error(err.__cause__):   # raise ... from err
+        return True
+    if not isinstance(err, (ValueError, KeyError, RuntimeError)):
+        return False
+    tb = err.__traceback__                      # raised by a checking module's own code?
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_globals.get("__name__") in CHECKING_MODULES
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "threads", None) is not None:
             from minissd.nn.backend import set_num_threads
             set_num_threads(args.threads)
-        args.func(args)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"minissd: error: {message}", file=sys.stderr)
-        return 2
+        return args.func(args) or 0             # a command returns its exit code, or None
     except KeyboardInterrupt:
         print("minissd: interrupted", file=sys.stderr)
         return 130
-    return 0
+    except Exception as err:
+        if not is_user_error(err):
+            raise                               # a bug: Python prints the traceback
+        if args.debug:
+            traceback.print_exc()
+        message = err.args[0] if type(err) is KeyError and err.args else err
+        print(f"minissd: error: {' '.join(str(message).splitlines())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from minissd.errors import UserError
+
 # Third word of the seed: separate random streams for the shuffle and for each sample.
 _SHUFFLE_STREAM, _SAMPLE_STREAM = 0, 1
 DEFAULT_MAX_WORKERS = 8
@@ -78,9 +80,11 @@ class DataLoader:
     def __init__(self, dataset, transform, batch_size: int, shuffle: bool = True, seed: int = 0,
                  num_workers: int | None = None, prefetch: int = 2, drop_last: bool = False):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
         if prefetch < 1:
-            raise ValueError(f"prefetch must be >= 1, got {prefetch}")
+            raise UserError(f"prefetch must be >= 1, got {prefetch}")
+        if num_workers is not None and num_workers < 0:
+            raise UserError(f"num_workers must be >= 0 (0: load in this thread), got {num_workers}")
         self.dataset = dataset
         self.transform = transform
         self.batch_size = batch_size

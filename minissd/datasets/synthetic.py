@@ -16,11 +16,15 @@ seed gives byte-identical files.
 """
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import xml.etree.ElementTree as ET
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from minissd.errors import UserError
 
 SHAPE_CLASSES = ("circle", "square", "triangle")
 SUPPORTED_SHAPES = ("circle", "square", "triangle", "cross")
@@ -156,6 +160,12 @@ def voc_xml(filename: str, width: int, height: int, objects) -> bytes:
     return ET.tostring(root, encoding="utf-8") + b"\n"
 
 
+def min_image_size(size_range=(0.1, 0.6)) -> int:
+    """The smallest image side whose smallest object (``size_range[0]`` of the side, at the
+    widest aspect ratio) is still 1 pixel across: 12 for the default range."""
+    return math.ceil(math.sqrt(MAX_ASPECT) / size_range[0])
+
+
 def write_shapes_dataset(out_dir, num_train=1000, num_test=200, image_size=160, seed=0,
                          classes=SHAPE_CLASSES, max_objects=4, size_range=(0.1, 0.6),
                          max_cover=0.3, jpeg_quality=95) -> str:
@@ -166,7 +176,19 @@ def write_shapes_dataset(out_dir, num_train=1000, num_test=200, image_size=160, 
     """
     unknown = [c for c in classes if c not in SUPPORTED_SHAPES]
     if unknown:
-        raise ValueError(f"unknown shape classes {unknown}: expected some of {SUPPORTED_SHAPES}")
+        raise UserError(f"unknown shape classes {unknown}: expected some of {SUPPORTED_SHAPES}")
+    for name, count in (("num_train", num_train), ("num_test", num_test)):
+        if not isinstance(count, numbers.Integral) or count < 0:
+            raise UserError(f"write_shapes_dataset: {name} must be a whole number >= 0, "
+                            f"got {count!r}")
+    if not isinstance(image_size, numbers.Integral):
+        raise UserError(f"write_shapes_dataset: image_size must be a whole number of pixels, "
+                        f"got {image_size!r}")
+    smallest = min_image_size(size_range)
+    if image_size < smallest:
+        raise UserError(f"write_shapes_dataset: image_size {image_size!r} is too small: the "
+                        f"smallest objects ({size_range[0]:.0%} of the side) need at least "
+                        f"{smallest} pixels")
     out_dir = os.fspath(out_dir)
     for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)

@@ -29,11 +29,14 @@ directly; arrays move to the GPU later, one batch at a time.
 from __future__ import annotations
 
 import os
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from minissd.errors import UserError
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -47,6 +50,21 @@ VOC_COORD_OFFSET = 1.0
 BOX_SLACK = 1.0
 # Extensions tried, in order, when the XML <filename> does not name an existing image.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# The largest image decoded, in pixels (8192 x 8192: 201 MB as RGB uint8). PIL reads the
+# size from the header, so a larger image (a decompression bomb) is refused before decoding.
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+def check_class_names(names, source: str) -> tuple[str, ...]:
+    """``names`` as a tuple; a UserError naming ``source`` if it is empty or repeats a name."""
+    names = tuple(names)
+    if not names:
+        raise UserError(f"{source}: lists no class names")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"{source}: a class name is listed twice: {', '.join(twice)} "
+                        f"(in {', '.join(names)})")
+    return names
 
 
 def read_class_names(root) -> tuple[str, ...]:
@@ -55,12 +73,7 @@ def read_class_names(root) -> tuple[str, ...]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no classes.txt (one class name per line)")
     with open(path, encoding="utf-8") as f:
-        names = tuple(line.strip() for line in f if line.strip())
-    if not names:
-        raise ValueError(f"{path}: lists no class names")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{path}: a class name is listed twice: {names}")
-    return names
+        return check_class_names((line.strip() for line in f if line.strip()), path)
 
 
 def read_split(root, split: str) -> list[str]:
@@ -90,7 +103,7 @@ def _text(node, field: str, xml_path: str) -> str:
     """The text of a child element, or a ValueError naming the file and the field."""
     child = node.find(field)
     if child is None or child.text is None or not child.text.strip():
-        raise ValueError(f"{xml_path}: missing <{field}>")
+        raise UserError(f"{xml_path}: missing <{field}>")
     return child.text.strip()
 
 
@@ -99,7 +112,7 @@ def _number(node, field: str, xml_path: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"{xml_path}: <{field}> is {text!r}, not a number") from None
+        raise UserError(f"{xml_path}: <{field}> is {text!r}, not a number") from None
 
 
 def _flag(node, field: str) -> bool:
@@ -125,7 +138,7 @@ def parse_voc_xml(xml_path, class_names, root=None, image_id=None) -> VOCRecord:
     """Parse one VOC annotation file into a VOCRecord (boxes converted to 0-based xyxy).
 
     ``root`` (the data set folder) and ``image_id`` default to the ones the path implies.
-    Raises FileNotFoundError or ValueError naming the file for any problem.
+    Raises FileNotFoundError or UserError (a ValueError) naming the file for any problem.
     """
     xml_path = os.fspath(xml_path)
     root = root if root is not None else os.path.dirname(os.path.dirname(xml_path))
@@ -135,7 +148,7 @@ def parse_voc_xml(xml_path, class_names, root=None, image_id=None) -> VOCRecord:
     try:
         tree = ET.parse(xml_path).getroot()
     except ET.ParseError as e:
-        raise ValueError(f"{xml_path}: malformed XML ({e})") from None
+        raise UserError(f"{xml_path}: malformed XML ({e})") from None
 
     filename = tree.find("filename")
     image_path = _find_image(root, image_id, filename.text.strip()
@@ -148,26 +161,26 @@ def parse_voc_xml(xml_path, class_names, root=None, image_id=None) -> VOCRecord:
         with Image.open(image_path) as im:
             width, height = im.size
     if width <= 0 or height <= 0:
-        raise ValueError(f"{xml_path}: image size {width}x{height} is empty")
+        raise UserError(f"{xml_path}: image size {width}x{height} is empty")
 
     boxes, labels, difficult, truncated = [], [], [], []
     for obj in tree.findall("object"):
         name = _text(obj, "name", xml_path)
         if name not in class_names:
-            raise ValueError(f"{xml_path}: unknown class {name!r} "
-                             f"(expected one of {', '.join(class_names)}; a custom data set lists its "
-                             "classes in classes.txt in its root, or via --classes)")
+            raise UserError(f"{xml_path}: unknown class {name!r} "
+                            f"(expected one of {', '.join(class_names)}; a custom data set lists its "
+                            "classes in classes.txt in its root, or via --classes)")
         bndbox = obj.find("bndbox")
         if bndbox is None:
-            raise ValueError(f"{xml_path}: object {name!r} has no <bndbox>")
+            raise UserError(f"{xml_path}: object {name!r} has no <bndbox>")
         raw = [_number(bndbox, k, xml_path) for k in ("xmin", "ymin", "xmax", "ymax")]
         where = f"{xml_path}: object {len(boxes)} ({name!r}) box {raw}"
         if raw[0] >= raw[2] or raw[1] >= raw[3]:
-            raise ValueError(f"{where} has xmin >= xmax or ymin >= ymax")
+            raise UserError(f"{where} has xmin >= xmax or ymin >= ymax")
         # 1-based inclusive: 1 <= xmin and xmax <= width, give or take BOX_SLACK
         if min(raw[0], raw[1]) < 1 - BOX_SLACK or raw[2] > width + BOX_SLACK \
                 or raw[3] > height + BOX_SLACK:
-            raise ValueError(f"{where} lies outside the {width}x{height} image")
+            raise UserError(f"{where} lies outside the {width}x{height} image")
         x0, y0, x1, y1 = (v - VOC_COORD_OFFSET for v in raw)   # 0-based pixel xyxy
         boxes.append([max(x0, 0.0), max(y0, 0.0), min(x1, width), min(y1, height)])
         labels.append(class_names.index(name) + 1)   # 0 is the background
@@ -183,14 +196,28 @@ def parse_voc_xml(xml_path, class_names, root=None, image_id=None) -> VOCRecord:
 
 
 def load_image(path) -> np.ndarray:
-    """Decode an image file to uint8 RGB, (H, W, 3); errors name the file."""
+    """Decode an image file to uint8 RGB, (H, W, 3); errors name the file.
+
+    An image of more than MAX_IMAGE_PIXELS is refused from its header, before decoding;
+    PIL's own decompression-bomb warning is an error here too.
+    """
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:                 # reads the header only
+                width, height = im.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise UserError(f"{path}: image is {width}x{height}, more than the "
+                                    f"{MAX_IMAGE_PIXELS} pixels minissd decodes "
+                                    f"(MAX_IMAGE_PIXELS)")
+                return np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image not found") from None
-    except OSError as e:
-        raise ValueError(f"{path}: cannot decode image ({e})") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise UserError(f"{path}: image has more than the {MAX_IMAGE_PIXELS} pixels minissd "
+                        f"decodes (MAX_IMAGE_PIXELS; PIL: {e})") from None
+    except (OSError, SyntaxError, EOFError) as e:  # PIL's ways of saying "not an image"
+        raise UserError(f"{path}: cannot decode image ({e})") from None
 
 
 class VOCDataset:
@@ -217,7 +244,7 @@ class VOCDataset:
             first_root = self.sources[0][0]
             has_list = os.path.isfile(os.path.join(first_root, "classes.txt"))
             class_names = read_class_names(first_root) if has_list else VOC_CLASSES
-        self.class_names = tuple(class_names)
+        self.class_names = check_class_names(class_names, "class_names")
         self.keep_difficult = keep_difficult
         self.records: list[VOCRecord] = []
         for root, split in self.sources:
@@ -255,7 +282,7 @@ class VOCDataset:
         r = self.records[i]
         image = load_image(r.image_path)
         if image.shape[:2] != (r.height, r.width):
-            raise ValueError(f"{r.image_path}: image is {image.shape[1]}x{image.shape[0]} but "
-                             f"{r.xml_path} says {r.width}x{r.height}")
+            raise UserError(f"{r.image_path}: image is {image.shape[1]}x{image.shape[0]} but "
+                            f"{r.xml_path} says {r.width}x{r.height}")
         keep = np.ones(len(r.labels), dtype=bool) if self.keep_difficult else ~r.difficult
         return image, r.boxes_xyxy[keep].copy(), r.labels[keep].copy()

@@ -26,6 +26,26 @@ Two layouts are read:
   name ``torch.cuda.FloatStorage`` and location ``'cuda:0'``; we read them the same way
   (ssd.pytorch's ``ssd300_mAP_77.43_v2.pth`` and ``vgg16_reducedfc.pth`` are of this kind).
 
+Reading has a budget: a hostile file costs no more memory than its own bytes. A tensor is
+a view (offset, size, stride) of a storage, so a file may declare far more than it holds: a
+stride-0 tensor of 2^26 float32 over a 16-byte storage is 256 MiB once copied, and 8 keys
+(or 64 references to one tensor) make it 2 GiB (16 GiB) from a file under 1 KB; a zip member
+deflated to 2 MB may inflate to 2 GiB. So, before anything is inflated or copied:
+
+* **zip members** are read only up to the size their header declares (a storage member must
+  declare exactly numel x itemsize bytes of its storage id), and the bytes by which the
+  members inflate beyond their compressed size may add up to at most
+  :data:`EXPANSION_ALLOWANCE` for the whole file (``torch.save`` stores members
+  uncompressed, so a real checkpoint uses none of it);
+* **tensors**: each reference to a tensor costs prod(size) x itemsize bytes (as stored:
+  2 for bfloat16), summed over the whole object; the sum may exceed the bytes of the
+  storages read by at most :data:`EXPANSION_ALLOWANCE`. Stride-0 (expanded) and
+  overlapping views are copied within that budget, so every array still comes back as an
+  independent writable copy; beyond it the file is refused.
+* **legacy storages** must fit in what is left of the file before they are read.
+
+A refusal raises :class:`UnsafeCheckpointError` naming the key (or zip member) and the bytes.
+
 The even older tar format (before March 2017) and TorchScript archives (``torch.jit.save``)
 are refused with a message saying how to re-save them.
 
@@ -52,6 +72,7 @@ Key names, for whoever maps them onto minissd's model:
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import sys
@@ -61,8 +82,13 @@ from collections import OrderedDict
 
 import numpy as np
 
+from minissd.errors import UserError
+
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C   # first pickle of a legacy file (torch/serialization.py)
 PROTOCOL_VERSION = 1001                 # second pickle of a legacy file
+# How far a file may expand beyond its own bytes: decompressed zip members beyond their
+# compressed size, and tensors beyond their storages (stride-0 or overlapping views).
+EXPANSION_ALLOWANCE = 64 * 2**20
 _NATIVE_ORDER = "<" if sys.byteorder == "little" else ">"
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")
 
@@ -82,8 +108,9 @@ _TENSOR_TYPES = ("FloatTensor", "DoubleTensor", "HalfTensor", "LongTensor", "Int
                  "ShortTensor", "CharTensor", "ByteTensor")
 
 
-class UnsafeCheckpointError(ValueError):
-    """The checkpoint's pickle names a global that is not on the state-dict allow-list."""
+class UnsafeCheckpointError(UserError):
+    """The checkpoint's pickle names a global that is not on the state-dict allow-list, or
+    the file would expand past its memory budget (see the module docstring)."""
 
 
 def _numpy_dtype(name):
@@ -333,6 +360,29 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
 # --- the two file layouts -------------------------------------------------------------------
 
+def _zip_member_reader(path, zf):
+    """A function name -> bytes that reads a zip member within the file's budget."""
+    archive_bytes = os.path.getsize(path)
+    inflated = [0]          # bytes by which the members read so far inflate
+
+    def read(name):
+        info = zf.getinfo(name)
+        if info.compress_size > archive_bytes:
+            raise UnsafeCheckpointError(
+                f"{path}: refusing to load: zip member {name} declares {info.compress_size} "
+                f"compressed bytes, more than the file's {archive_bytes}")
+        inflated[0] += max(info.file_size - info.compress_size, 0)
+        if inflated[0] > EXPANSION_ALLOWANCE:
+            raise UnsafeCheckpointError(
+                f"{path}: refusing to load: zip member {name} inflates from "
+                f"{info.compress_size} to {info.file_size} bytes, past the "
+                f"{EXPANSION_ALLOWANCE} bytes a file may expand by (EXPANSION_ALLOWANCE)")
+        with zf.open(info) as member:
+            return member.read(info.file_size)        # never more than the header declares
+
+    return read
+
+
 def _load_zip(path, zf):
     names = zf.namelist()
     pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
@@ -343,9 +393,10 @@ def _load_zip(path, zf):
         raise ValueError(f"{path} is a zip file but not a torch.save checkpoint "
                          f"(no single <name>/data.pkl in {names[:5]})")
     prefix = pickles[0][:-len("data.pkl")]
+    read_member = _zip_member_reader(path, zf)
     byteorder = "<"
     if prefix + "byteorder" in names:
-        order = zf.read(prefix + "byteorder").strip()
+        order = read_member(prefix + "byteorder").strip()
         if order not in (b"little", b"big"):
             raise ValueError(f"{path}: unknown byteorder {order!r}")
         byteorder = "<" if order == b"little" else ">"
@@ -356,15 +407,18 @@ def _load_zip(path, zf):
             name = f"{prefix}data/{key}"
             if name not in names:
                 raise ValueError(f"{path}: storage {name} is missing from the archive")
-            raw = zf.read(name)
+            if not isinstance(numel, int) or numel < 0:
+                raise ValueError(f"{path}: storage {name} has {numel!r} elements")
             expected = numel * _numpy_dtype(storage_type.dtype).itemsize
-            if len(raw) != expected:
-                raise ValueError(f"{path}: storage {name} has {len(raw)} bytes, expected "
+            declared = zf.getinfo(name).file_size          # checked before inflating it
+            if declared != expected:
+                raise ValueError(f"{path}: storage {name} has {declared} bytes, expected "
                                  f"{numel} x {storage_type.dtype} = {expected}")
+            raw = read_member(name)
             storages[key] = _Storage(storage_type.dtype, numel, raw, byteorder)
         return storages[key]
 
-    data = io.BytesIO(zf.read(pickles[0]))
+    data = io.BytesIO(read_member(pickles[0]))
     return _RestrictedUnpickler(data, path, load_storage).load()
 
 
@@ -387,17 +441,65 @@ def _load_legacy(path, f):
 
     result = _RestrictedUnpickler(f, path, load_storage).load()
     keys = _RestrictedUnpickler(f, path).load()
+    file_bytes = os.fstat(f.fileno()).st_size
     for key in keys:                 # then each storage: int64 count, little-endian bytes
         if key not in roots:
             raise ValueError(f"{path}: the file stores storage {key!r} that nothing uses")
         storage = roots[key]
         numel = int.from_bytes(f.read(8), "little")
         nbytes = numel * _numpy_dtype(storage.dtype).itemsize
-        storage.raw = f.read(nbytes)
+        storage.raw = f.read(min(nbytes, file_bytes - f.tell()))   # never past the file's end
         if numel != storage.numel or len(storage.raw) != nbytes:
             raise ValueError(f"{path}: storage {key!r} is truncated or has the wrong size "
                              f"({len(storage.raw)} bytes read, {storage.numel} elements expected)")
     return result
+
+
+def _references(obj, where, seen):
+    """(where, item) for each reference to a tensor or storage in obj, as _materialise meets
+    them; ``where`` is the path of keys, e.g. 'state_dict/conv1.weight'."""
+    if isinstance(obj, (_PendingTensor, _Storage)):
+        yield where, obj
+        return
+    if id(obj) in seen or not isinstance(obj, (dict, list, tuple, set, frozenset)):
+        return
+    seen.add(id(obj))
+    for key, value in (obj.items() if isinstance(obj, dict) else enumerate(obj)):
+        yield from _references(value, f"{where}/{key}" if where else str(key), seen)
+
+
+def _stored_bytes(item):
+    """Bytes a tensor (or bare storage) will be copied to, counted as stored."""
+    if isinstance(item, _Storage):
+        return item.numel * _numpy_dtype(item.dtype).itemsize
+    dtype = item.dtype or getattr(item.storage, "dtype", None)
+    if dtype is None:                              # no storage: to_numpy refuses it
+        return 0
+    return math.prod(max(n, 0) for n in item.size) * _numpy_dtype(dtype).itemsize
+
+
+def _check_budget(path, obj):
+    """Refuse a file whose tensors would take more than its storages plus the allowance."""
+    references = list(_references(obj, "", set()))
+    roots = {}                                     # id -> bytes of each storage read
+    for _, item in references:
+        storage = item if isinstance(item, _Storage) else item.storage
+        if isinstance(storage, _Storage):
+            root = storage.base if storage.base is not None else storage
+            roots[id(root)] = len(root.raw or b"")
+    storage_bytes = sum(roots.values())
+    total = 0
+    for where, item in references:
+        nbytes = _stored_bytes(item)
+        total += nbytes
+        if total > storage_bytes + EXPANSION_ALLOWANCE:
+            shape = (f"storage of {item.numel} elements" if isinstance(item, _Storage) else
+                     f"size {tuple(item.size)}, stride {tuple(item.stride)}")
+            raise UnsafeCheckpointError(
+                f"{path}: refusing to load: tensor {where!r} ({shape}) takes {nbytes} bytes, "
+                f"which brings the tensors to {total} bytes, more than the file's "
+                f"{storage_bytes} bytes of storage plus {EXPANSION_ALLOWANCE} "
+                f"(EXPANSION_ALLOWANCE): stride-0 or overlapping views repeat the same bytes")
 
 
 def _materialise(obj, seen):
@@ -423,9 +525,10 @@ def load_pth(path):
     """Load a .pth file: whatever it holds, with every tensor as a NumPy array.
 
     Dicts, lists, tuples, numbers, strings and None come back as plain Python values.
-    Raises UnsafeCheckpointError (a ValueError) if the pickle names anything beyond what a
-    state dict needs, FileNotFoundError if there is no such file, and ValueError with the
-    file name for anything else that is not a readable checkpoint.
+    Raises UnsafeCheckpointError if the pickle names anything beyond what a state dict
+    needs or the file would expand past its budget, FileNotFoundError if there is no such
+    file, and UserError with the file name for anything else that is not a readable
+    checkpoint (both are ValueErrors, see :mod:`minissd.errors`).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -443,16 +546,15 @@ def load_pth(path):
             else:
                 f.seek(0)
                 result = _load_legacy(path, f)
+        _check_budget(path, result)             # before any tensor is copied
         return _materialise(result, set())
-    except UnsafeCheckpointError:
+    except UserError:
         raise
     except ValueError as err:  # a bad tensor or storage: name the file
-        if str(err).startswith(path):
-            raise
-        raise ValueError(f"{path}: {err}") from err
+        raise UserError(str(err) if str(err).startswith(path) else f"{path}: {err}") from err
     except Exception as err:   # a corrupt pickle: EOFError, UnpicklingError, TypeError, ...
-        raise ValueError(f"{path}: not a readable torch checkpoint "
-                         f"({type(err).__name__}: {err})") from err
+        raise UserError(f"{path}: not a readable torch checkpoint "
+                        f"({type(err).__name__}: {err})") from err
 
 
 def _is_state_dict(obj):
@@ -475,8 +577,8 @@ def load_state_dict_pth(path, strip_prefix="module."):
             found = next((obj[k] for k in STATE_DICT_KEYS if _is_state_dict(obj.get(k))), None)
         if found is None:
             what = f"a dict with keys {list(obj)[:10]}" if isinstance(obj, dict) else type(obj).__name__
-            raise ValueError(f"{path}: no state dict found: the file holds {what}; expected a "
-                             f"dict of str -> tensor, or one under a key in {STATE_DICT_KEYS}")
+            raise UserError(f"{path}: no state dict found: the file holds {what}; expected a "
+                            f"dict of str -> tensor, or one under a key in {STATE_DICT_KEYS}")
         obj = found
     state = OrderedDict(obj)
     if strip_prefix and all(k.startswith(strip_prefix) for k in state):

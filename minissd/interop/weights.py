@@ -46,6 +46,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from minissd.errors import UserError, UserKeyError
 from minissd.nn.layers import Conv2d
 
 SSD_PYTORCH_MEAN_BGR = (104.0, 117.0, 123.0)        # subtracted from 0..255 BGR pixels
@@ -63,12 +64,12 @@ def _read(path):
 def _take(state, key, shape, source):
     """state[key] as a NumPy array, with a clear error if it is missing or the wrong shape."""
     if key not in state:
-        raise KeyError(f"{source}: key {key!r} is missing (found {len(state)} keys, e.g. "
-                       f"{', '.join(list(state)[:4])})")
+        raise UserKeyError(f"{source}: key {key!r} is missing (found {len(state)} keys, e.g. "
+                           f"{', '.join(list(state)[:4])})")
     value = np.asarray(state[key])
     if shape is not None and tuple(value.shape) != tuple(shape):
-        raise ValueError(f"{source}: key {key!r} has shape {tuple(value.shape)}, "
-                         f"the model expects {tuple(shape)}")
+        raise UserError(f"{source}: key {key!r} has shape {tuple(value.shape)}, "
+                        f"the model expects {tuple(shape)}")
     return value
 
 
@@ -124,8 +125,8 @@ def from_ssd_pytorch(model, state: dict, source: str = "ssd.pytorch state dict")
     keys = ssd_pytorch_key_map(model)
     unexpected = sorted(k for k in set(state) - set(keys.values()) if not k.endswith(IGNORED_SUFFIXES))
     if unexpected:
-        raise KeyError(f"{source}: unexpected key(s) {', '.join(unexpected[:6])} — not an "
-                       f"ssd.pytorch layout for architecture {model.arch.name!r}?")
+        raise UserKeyError(f"{source}: unexpected key(s) {', '.join(unexpected[:6])} — not an "
+                           f"ssd.pytorch layout for architecture {model.arch.name!r}?")
     out = OrderedDict()
     for name, key in keys.items():
         out[name] = _take(state, key, own[name].shape, source)
@@ -153,8 +154,8 @@ def decimate_fc6(weight, bias, out_channels, in_channels, source="checkpoint"):
     """
     F = weight.shape[0]
     if weight.shape[1] != in_channels * FC6_WINDOW ** 2 or F % out_channels:
-        raise ValueError(f"{source}: key 'classifier.0.weight' has shape {tuple(weight.shape)}; "
-                         f"expected (a multiple of {out_channels}, {in_channels}*7*7)")
+        raise UserError(f"{source}: key 'classifier.0.weight' has shape {tuple(weight.shape)}; "
+                        f"expected (a multiple of {out_channels}, {in_channels}*7*7)")
     step = F // out_channels
     w = weight.reshape(F, in_channels, FC6_WINDOW, FC6_WINDOW)           # (F, C, 7, 7)
     return w[::step, :, ::3, ::3].copy(), bias[::step].copy()            # (out, C, 3, 3), (out,)
@@ -167,8 +168,8 @@ def decimate_fc7(weight, bias, out_channels, in_channels, source="checkpoint"):
     """
     F_out, F_in = weight.shape
     if F_out % out_channels or F_in % in_channels:
-        raise ValueError(f"{source}: key 'classifier.3.weight' has shape {tuple(weight.shape)}; "
-                         f"expected multiples of ({out_channels}, {in_channels})")
+        raise UserError(f"{source}: key 'classifier.3.weight' has shape {tuple(weight.shape)}; "
+                        f"expected multiples of ({out_channels}, {in_channels})")
     w = weight[::F_out // out_channels, ::F_in // in_channels]                # (out, in)
     return w[:, :, None, None].copy(), bias[::F_out // out_channels].copy()  # (out, in, 1, 1)
 
@@ -192,8 +193,8 @@ def from_vgg16_torchvision(model, state: dict, source: str = "torchvision VGG16 
                           _take(state, "classifier.3.bias", None, source),
                           fc7.out_channels, fc7.in_channels, source)
     if w6.shape[2:] != fc6.kernel_size:
-        raise ValueError(f"{source}: fc6 decimates to a {w6.shape[2:]} kernel, the model's fc6 "
-                         f"is {fc6.kernel_size}")
+        raise UserError(f"{source}: fc6 decimates to a {w6.shape[2:]} kernel, the model's fc6 "
+                        f"is {fc6.kernel_size}")
     out.update({"vgg.fc6.weight": w6, "vgg.fc6.bias": b6, "vgg.fc7.weight": w7, "vgg.fc7.bias": b7})
     return out
 

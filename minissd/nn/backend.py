@@ -21,12 +21,18 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
+from minissd.errors import UserError
+
 try:  # CuPy is optional: `pip install -e .[cuda12]` (or .[cuda13]) brings it.
     import cupy as _cupy
 except Exception:  # ImportError, or a CuPy whose CUDA libraries fail to load
     _cupy = None
 
 DEVICES = ("cpu", "cuda")
+
+
+class DeviceUnavailableError(UserError, RuntimeError):
+    """'cuda' was asked for but CuPy or a GPU is missing (a RuntimeError, as it was before)."""
 
 
 def cupy_module():
@@ -47,14 +53,14 @@ def cuda_available() -> bool:
 def check_device(device: str) -> str:
     """Validate a device name; raise a clear error if CUDA is asked for but missing."""
     if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}: expected one of {DEVICES}")
+        raise UserError(f"unknown device {device!r}: expected one of {DEVICES}")
     if device == "cuda" and not cuda_available():
         if _cupy is None:
-            raise RuntimeError(
+            raise DeviceUnavailableError(
                 "device 'cuda' was asked for but CuPy is not installed: "
                 "pip install -e '.[cuda12]' (or '.[cuda13]') to match your CUDA version")
-        raise RuntimeError("device 'cuda' was asked for but CuPy finds no GPU "
-                           "(cupy.cuda.runtime.getDeviceCount() is 0 or failed)")
+        raise DeviceUnavailableError("device 'cuda' was asked for but CuPy finds no GPU "
+                                     "(cupy.cuda.runtime.getDeviceCount() is 0 or failed)")
     return device
 
 
@@ -162,7 +168,7 @@ def _default_threads() -> int:
         try:
             return max(1, int(env))
         except ValueError:
-            raise ValueError(f"MINISSD_NUM_THREADS={env!r} is not a whole number") from None
+            raise UserError(f"MINISSD_NUM_THREADS={env!r} is not a whole number") from None
     if _blas_thread_setter() is None:
         return 1
     try:
@@ -191,7 +197,7 @@ def set_num_threads(n: int) -> int:
     """
     n = int(n)
     if n < 1:
-        raise ValueError(f"set_num_threads: n must be at least 1, got {n}")
+        raise UserError(f"set_num_threads: n must be at least 1, got {n}")
     previous = num_threads()
     _THREADS["n"] = n
     return previous

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from minissd.errors import UserError, UserKeyError
 from minissd.nn import backend
 from minissd.nn.backend import get_array_module
 
@@ -21,8 +22,8 @@ class SGD:
 
     def __init__(self, model, lr=1e-3, momentum=0.9, weight_decay=5e-4, nesterov=False):
         if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"SGD: lr, momentum and weight_decay must be >= 0, got "
-                             f"lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
+            raise UserError(f"SGD: lr, momentum and weight_decay must be >= 0, got "
+                            f"lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
         self.model = model
         self.lr, self.momentum, self.weight_decay, self.nesterov = lr, momentum, weight_decay, nesterov
         self.buffers = {}   # name -> momentum buffer, created at the first step
@@ -60,10 +61,11 @@ class SGD:
                 continue
             name = k[len("momentum."):]
             if name not in names:
-                raise KeyError(f"optimiser state: momentum buffer for unknown parameter {name!r}")
+                raise UserKeyError(f"optimiser state: momentum buffer for unknown parameter "
+                                   f"{name!r}")
             if tuple(v.shape) != tuple(names[name].shape):
-                raise ValueError(f"optimiser state: momentum buffer {name!r} has shape "
-                                 f"{tuple(v.shape)}, the parameter {tuple(names[name].shape)}")
+                raise UserError(f"optimiser state: momentum buffer {name!r} has shape "
+                                f"{tuple(v.shape)}, the parameter {tuple(names[name].shape)}")
             xp = get_array_module(names[name])
             buffers[name] = xp.asarray(v, dtype=names[name].dtype)
         self.buffers = buffers
@@ -88,7 +90,7 @@ class WarmupMultiStep:
     def __post_init__(self):
         self.milestones = tuple(int(m) for m in self.milestones)
         if list(self.milestones) != sorted(self.milestones):
-            raise ValueError(f"WarmupMultiStep: milestones must increase, got {self.milestones}")
+            raise UserError(f"WarmupMultiStep: milestones must increase, got {self.milestones}")
 
     def __call__(self, step: int) -> float:
         lr = self.base_lr * self.gamma ** sum(step >= m for m in self.milestones)

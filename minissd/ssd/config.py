@@ -27,6 +27,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Optional
 
+from minissd.errors import UserError
 from minissd.ssd.boxes import VARIANCES
 
 
@@ -61,9 +62,9 @@ class SSDConfig:
         return sum(f * f * n for f, n in zip(self.feature_maps, self.num_boxes_per_location))
 
     def validate(self) -> "SSDConfig":
-        """Raise ValueError naming the field that is wrong; return self when all is well."""
+        """Raise UserError (a ValueError) naming the field that is wrong; return self when all is well."""
         def bad(field_name, why):
-            raise ValueError(f"SSDConfig {self.name!r}: {field_name} {why}")
+            raise UserError(f"SSDConfig {self.name!r}: {field_name} {why}")
 
         if not isinstance(self.name, str) or not self.name:
             bad("name", f"must be a non-empty string, got {self.name!r}")
@@ -112,7 +113,7 @@ class SSDConfig:
                     if f.default is dataclasses.MISSING}
         unknown, missing = sorted(set(d) - names), sorted(required - set(d))
         if unknown or missing:
-            raise ValueError(f"SSDConfig.from_dict: unknown keys {unknown}, missing keys {missing}")
+            raise UserError(f"SSDConfig.from_dict: unknown keys {unknown}, missing keys {missing}")
         return cls(**d)
 
     @classmethod
@@ -180,5 +181,5 @@ PRESETS = {c.name: c for c in (SSD300, SSD512, SSD_TINY)}
 def get_config(name: str) -> SSDConfig:
     """A fresh copy of a preset: 'ssd300', 'ssd512' or 'ssd-tiny'."""
     if name not in PRESETS:
-        raise ValueError(f"unknown SSD config {name!r}: known configs are {sorted(PRESETS)}")
+        raise UserError(f"unknown SSD config {name!r}: known configs are {sorted(PRESETS)}")
     return copy.deepcopy(PRESETS[name])

@@ -9,6 +9,7 @@ import pytest
 from minissd.datasets.augment import train_transform
 from minissd.datasets.voc import VOCDataset
 from minissd.datasets.loader import Batch, DataLoader, DataLoaderError, collate, sample_rng
+from minissd.errors import UserError
 
 VOC5 = Path(__file__).resolve().parents[1] / "data" / "voc5"
 
@@ -121,6 +122,16 @@ def test_ctrl_c_in_the_consumer_stops_the_threads():
     with pytest.raises(KeyboardInterrupt):
         batches.throw(KeyboardInterrupt)                      # as if Ctrl-C hit at the yield
     assert not loader_threads()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(batch_size=0), "batch_size must be >= 1, got 0"),
+    (dict(prefetch=0), "prefetch must be >= 1, got 0"),
+    (dict(num_workers=-1), "num_workers must be >= 0"),
+])
+def test_bad_settings_are_user_errors(kwargs, words):
+    with pytest.raises(UserError, match=words):
+        DataLoader(FakeDataset(), noisy_transform, **dict(dict(batch_size=4), **kwargs))
 
 
 def test_collate_rejects_images_of_different_sizes():

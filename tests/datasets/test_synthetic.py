@@ -8,6 +8,7 @@ from PIL import Image, ImageDraw
 
 from minissd.datasets import synthetic as shapes
 from minissd.datasets.voc import VOCDataset
+from minissd.errors import UserError
 
 
 def all_files(root):
@@ -78,6 +79,26 @@ def test_other_class_lists_and_unknown_shapes(tmp_path):
     assert open(os.path.join(root, "ImageSets", "Main", "test.txt")).read() == ""
     with pytest.raises(ValueError, match="unknown shape classes \\['hexagon'\\]"):
         shapes.write_shapes_dataset(tmp_path, num_train=1, classes=("circle", "hexagon"))
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(image_size=8), "image_size 8 is too small"),
+    (dict(image_size=64.0), "image_size must be a whole number of pixels, got 64.0"),
+    (dict(num_train=-5), "num_train must be a whole number >= 0, got -5"),
+    (dict(num_test=-1), "num_test must be a whole number >= 0, got -1"),
+])
+def test_bad_arguments_are_refused_before_writing(tmp_path, kwargs, words):
+    with pytest.raises(UserError, match=words):
+        shapes.write_shapes_dataset(tmp_path / "s", **dict(dict(num_train=2, num_test=0), **kwargs))
+    assert not (tmp_path / "s").exists()
+
+
+def test_min_image_size_keeps_the_smallest_object_a_pixel_wide(tmp_path):
+    size, low = shapes.min_image_size(), 0.1                 # the default size_range[0]
+    narrowest = low / np.sqrt(shapes.MAX_ASPECT)             # side fraction at the widest aspect
+    assert narrowest * (size - 1) < 1 <= narrowest * size
+    root = shapes.write_shapes_dataset(tmp_path, num_train=20, num_test=0, image_size=size)
+    assert len(VOCDataset([(root, "trainval")])) == 20
 
 
 def test_xml_is_one_based():

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minissd.datasets.voc import VOC_CLASSES, VOCDataset, parse_voc_xml, read_class_names, read_split
+from minissd.datasets.voc import (MAX_IMAGE_PIXELS, VOC_CLASSES, VOCDataset, check_class_names,
+                                  load_image, parse_voc_xml, read_class_names, read_split)
+from minissd.errors import UserError
 
 VOC5 = Path(__file__).resolve().parents[1] / "data" / "voc5"
 VOC5_CLASSES = ("bus", "car", "cat", "person", "train")
@@ -120,6 +122,26 @@ def test_read_class_names(tmp_path):
         read_class_names(tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize("names, error", [
+    (("circle", "square"), None),
+    (("circle", "square", "circle", "triangle"), "--classes: a class name is listed twice: circle "),
+    (("b", "a", "b", "a"), "--classes: a class name is listed twice: a, b "),
+    ((), "--classes: lists no class names"),
+])
+def test_check_class_names(names, error):
+    if error is None:
+        assert check_class_names(list(names), "--classes") == names
+    else:
+        with pytest.raises(UserError, match=f"^{error}"):
+            check_class_names(names, "--classes")
+
+
+def test_dataset_refuses_a_class_list_with_a_name_twice(tmp_path):
+    root = make_voc(tmp_path)
+    with pytest.raises(UserError, match="class_names: a class name is listed twice: cat"):
+        VOCDataset([(root, "trainval")], class_names=("cat", "dog", "cat"))
+
+
 # ---------------------------------------------------------------- errors name the file
 
 def _xml_case(text):
@@ -191,3 +213,42 @@ def test_copy_of_voc5_without_classes_txt_uses_voc_labels(tmp_path):
     assert ds.class_names == VOC_CLASSES
     assert set(np.concatenate([ds.annotation(i)[1] for i in range(len(ds))])) <= {
         VOC_CLASSES.index(c) + 1 for c in VOC5_CLASSES}
+
+
+def png_header(path, width, height):
+    """A PNG that says it is width x height, with hardly any pixel data behind the header."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("width, height, words", [
+    (8193, 8193, "image is 8193x8193, more than the 67108864 pixels"),      # our limit
+    (20000, 20000, "more than the 67108864 pixels minissd decodes"),         # PIL's, past ours
+])
+def test_load_image_refuses_too_many_pixels_before_decoding(tmp_path, width, height, words):
+    assert width * height > MAX_IMAGE_PIXELS
+    with pytest.raises(UserError, match=words):
+        load_image(png_header(tmp_path / "big.png", width, height))
+
+
+def test_decompression_bomb_warning_is_an_error(tmp_path, monkeypatch):
+    Image.new("RGB", (12, 12)).save(tmp_path / "a.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)      # 144 pixels: PIL warns, not raises
+    with pytest.raises(UserError, match="a.png: image has more than"):
+        load_image(tmp_path / "a.png")
+
+
+def test_truncated_jpeg_is_named(tmp_path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        tmp_path / "a.jpg")
+    raw = (tmp_path / "a.jpg").read_bytes()
+    (tmp_path / "a.jpg").write_bytes(raw[:len(raw) // 2])
+    with pytest.raises(UserError, match="a.jpg: cannot decode image"):
+        load_image(tmp_path / "a.jpg")

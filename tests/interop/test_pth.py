@@ -6,7 +6,11 @@ The last tests compare with torch.load where torch is installed.
 """
 import os
 import pickle
+import re
+import shutil
 import struct
+import subprocess
+import sys
 import tarfile
 import zipfile
 from collections import OrderedDict
@@ -47,6 +51,12 @@ def op_str(text):
 
 def op_int(value):
     return b"J" + struct.pack("<i", value)
+
+
+def op_long(value):
+    """An int of any size (LONG1), e.g. a storage numel past 2^31."""
+    raw = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(raw)]) + raw
 
 
 def op_tuple(*items):
@@ -341,6 +351,146 @@ def test_legacy_storage_view(tmp_path):
                                          op_int(1), op_tuple(op_int(2)), op_tuple(op_int(1))))
     out = load_pth(write_legacy(tmp_path / "x.pth", body, [("1", 6, F32.tobytes())]))["x"]
     np.testing.assert_array_equal(out, [3.0, 4.0])
+
+
+# --- memory bombs: refused before anything is copied or inflated -----------------------------
+
+BOMB_ELEMENTS = 2**26              # float32: 256 MiB per reference, from a 16-byte storage
+RSS_LIMIT_MB = 300
+# Loads the file in a fresh process and prints its peak RSS (MiB) and the outcome. The
+# address-space cap keeps a loader that does expand the bomb from taking the machine down.
+MEASURE_LOAD = """
+import resource, sys
+cap = 1536 * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+from minissd.interop.pth import load_pth
+try:
+    load_pth(sys.argv[1])
+    outcome = "loaded"
+except Exception as e:
+    outcome = type(e).__name__ + ": " + str(e)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)   # KiB on Linux
+print(outcome)
+"""
+
+
+def load_in_subprocess(path):
+    """(peak RSS in MiB, 'ErrorName: message' or 'loaded') of load_pth(path) in its own process."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", MEASURE_LOAD, str(path)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    peak, outcome = done.stdout.split("\n", 1)
+    return int(peak), outcome.strip()
+
+
+def legacy_storage(storage_type, key, numel):
+    """A legacy storage reference: ('storage', type, key, 'cpu', numel, None)."""
+    return op_tuple(op_str("storage"), op_global("torch", storage_type), op_str(key),
+                    op_str("cpu"), op_long(numel), b"N") + b"Q"
+
+
+def stride0_bomb(layout, keys=8, memo=False):
+    """{w0..: 2^26 float32 with stride 0 over one 4-float storage}: 16 bytes of data, 256 MiB
+    a key. memo: one tensor pickled once and referenced by every key (BINPUT / BINGET)."""
+    storage = (op_storage("FloatStorage", "0", 4) if layout == "zip"
+               else legacy_storage("FloatStorage", "0", 4))
+    tensor = op_tensor(storage, 0, (BOMB_ELEMENTS,), (0,))
+    body = b"\x80\x02}(" + op_str("w0") + tensor
+    for i in range(1, keys):
+        body += op_str(f"w{i}") + (b"h\x00" if memo else tensor)
+    if memo:
+        body = body.replace(tensor, tensor + b"q\x00", 1)
+    return body + b"u."
+
+
+def write_bomb(path, layout, **kwargs):
+    body, raw = stride0_bomb(layout, **kwargs), np.zeros(4, "<f4").tobytes()
+    return (write_zip(path, body, [("0", raw)]) if layout == "zip"
+            else write_legacy(path, body, [("0", 4, raw)]))
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy"])
+@pytest.mark.parametrize("keys, memo", [(8, False), (64, True)], ids=["8-keys", "64-references"])
+def test_stride0_bomb_is_refused_in_its_budget(tmp_path, layout, keys, memo):
+    path = write_bomb(tmp_path / "bomb.pth", layout, keys=keys, memo=memo)
+    assert os.path.getsize(path) < 2000                  # 2 GiB or 16 GiB declared
+    peak, outcome = load_in_subprocess(path)
+    assert outcome.startswith("UnsafeCheckpointError: ") and "bomb.pth" in outcome, outcome
+    assert "'w" in outcome and "stride (0,)" in outcome and "EXPANSION_ALLOWANCE" in outcome
+    assert peak < RSS_LIMIT_MB
+
+
+def test_views_within_the_allowance_are_copied(tmp_path):
+    # 2 keys of 2^22 stride-0 float32 = 32 MiB over 16 bytes: inside the 64 MiB allowance.
+    body = stride0_bomb("zip", keys=2).replace(op_int(BOMB_ELEMENTS), op_int(2**22))
+    out = load_pth(write_zip(tmp_path / "x.pth", body, [("0", np.ones(4, "<f4").tobytes())]))
+    assert out["w0"].shape == (2**22,) and out["w0"].flags.writeable and out["w1"].all()
+    assert not np.shares_memory(out["w0"], out["w1"])
+
+
+def test_the_budget_counts_every_reference(tmp_path):
+    # 5 references to one 16 MiB expanded tensor: 80 MiB, past 16 bytes + 64 MiB.
+    body = stride0_bomb("zip", keys=5, memo=True).replace(op_int(BOMB_ELEMENTS), op_int(2**22))
+    with pytest.raises(UnsafeCheckpointError, match="tensor 'w4' .* 83886080 bytes"):
+        load_pth(write_zip(tmp_path / "x.pth", body, [("0", np.ones(4, "<f4").tobytes())]))
+
+
+@pytest.fixture(scope="module")
+def deflated_zeros(tmp_path_factory):
+    """A zip holding archive/data/0: 2 GiB of zeros deflated to about 2 MB, written 1 MiB at
+    a time (nothing here holds more than 1 MiB)."""
+    path = tmp_path_factory.mktemp("deflate") / "zeros.zip"
+    chunk = bytes(2**20)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("archive/data/0", "w", force_zip64=True) as member:
+            for _ in range(2048):
+                member.write(chunk)
+    return path
+
+
+@pytest.mark.parametrize("numel, refusal", [
+    (2**29, "UnsafeCheckpointError: .*archive/data/0 inflates from \\d+ to 2147483648 bytes"),
+    (4, "UserError: .*storage archive/data/0 has 2147483648 bytes, expected 4 x float32"),
+], ids=["declared-2GiB", "declared-16B"])
+def test_deflate_bomb_is_refused_before_inflating(tmp_path, deflated_zeros, numel, refusal):
+    path = tmp_path / "deflate.pth"
+    shutil.copy(deflated_zeros, path)
+    pkl = one_entry_pickle("x", op_tensor(op_storage("FloatStorage", "0", numel), 0, (numel,), (1,)))
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("archive/data.pkl", pkl)
+    assert os.path.getsize(path) < 4 * 2**20
+    peak, outcome = load_in_subprocess(path)
+    assert re.match(refusal, outcome), outcome
+    assert peak < RSS_LIMIT_MB
+
+
+def test_zip_member_larger_than_the_file_is_not_read(tmp_path):
+    # A stored member whose headers claim 2 GiB (as its storage id does) in a file of 1 KB.
+    numel = 2**29
+    pkl = one_entry_pickle("x", op_tensor(op_storage("FloatStorage", "0", numel), 0, (numel,), (1,)))
+    path = write_zip(tmp_path / "x.pth", pkl, [("0", bytes(16))])
+    raw = bytearray(path.read_bytes())
+    name = b"archive/data/0"
+    # (signature, offset of the two sizes, offset of the name): local and central headers
+    for signature, sizes_at, name_at in ((b"PK\x03\x04", 18, 30), (b"PK\x01\x02", 20, 46)):
+        header = raw.index(signature)
+        while raw[header + name_at:header + name_at + len(name)] != name:
+            header = raw.index(signature, header + 4)
+        raw[header + sizes_at:header + sizes_at + 8] = struct.pack("<II", 4 * numel, 4 * numel)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(UnsafeCheckpointError, match="archive/data/0 declares 2147483648 "
+                                                   "compressed bytes, more than the file's"):
+        load_pth(path)
+
+
+def test_legacy_storage_larger_than_the_file_is_not_read(tmp_path):
+    body = one_entry_pickle("x", op_call(op_global("torch._utils", "_rebuild_tensor"),
+                                         legacy_storage("FloatStorage", "0", 2**40), op_int(0),
+                                         op_tuple(op_int(1)), op_tuple(op_int(1))))
+    path = write_legacy(tmp_path / "x.pth", body, [("0", 2**40, F32.tobytes())])
+    with pytest.raises(ValueError, match="x.pth: storage '0' is truncated"):
+        load_pth(path)
 
 
 # --- files that are not readable checkpoints --------------------------------------------------
