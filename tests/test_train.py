@@ -72,7 +72,7 @@ def test_non_finite_loss_stops_and_names_step_and_images(shapes_root, tmp_path):
     trainer = Trainer(tiny(shapes_root, tmp_path), log=lambda *_: None)
     head = next(m for name, m in trainer.model.named_modules() if name.startswith("conf."))
     head.params["bias"] = head.params["bias"] + np.nan
-    with pytest.raises(NonFiniteLossError, match=r"step 0 .*images in the batch: \d{6}"):
+    with pytest.raises(NonFiniteLossError, match=r"step 1, epoch 0 .*images in the batch: \d{6}"):
         trainer.fit()
     assert not os.path.exists(tmp_path / "last.npz")     # nothing trained on NaN was saved
 
