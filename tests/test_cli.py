@@ -1,5 +1,7 @@
 """The `minissd` command, smoke-tested end to end on a tiny generated set."""
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -115,3 +117,152 @@ def test_python_dash_m_runs():
     out = subprocess.run([sys.executable, "-m", "minissd", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "train" in out and "evaluate" in out and "detect" in out
+
+
+# --------------------------------------------------------------------------- #
+# train and export: no lost or poisoned work, one line for each misuse
+# --------------------------------------------------------------------------- #
+def train_argv(data, out, *more):
+    return ["train", "--data", data, "--epochs", "1", "--batch-size", "4", "--workers", "1",
+            "--out", str(out), *more]
+
+
+def files(folder):
+    return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
+
+
+def one_error_line(capsys):
+    """The error of a failed command: one line (the progress lines of training aside)."""
+    err = [l for l in capsys.readouterr().err.strip().splitlines()
+           if not re.match(r"epoch \d+/\d+ \[", l)]
+    assert len(err) == 1 and err[0].startswith("minissd: error: "), err
+    return err[0]
+
+
+def test_train_options_come_from_train_config():
+    """Each TrainConfig field is an option of `minissd train` with the field's help; nothing given
+    means the dataclass's defaults (written once, there)."""
+    import dataclasses
+    from minissd.cli import build_parser
+    from minissd.train import TrainConfig, config_from_options
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    options = {a.dest: a for a in train._actions}
+    for f in dataclasses.fields(TrainConfig):
+        assert options[f.name].option_strings == ["--" + f.name.replace("_", "-")]
+        assert options[f.name].help.startswith(f.metadata["help"].replace("%", "%%"))
+    args = parser.parse_args(["train", "--data", "d"])
+    assert not [f.name for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)
+                and f.name != "data"]
+    assert config_from_options({"data": ["d"]}) == TrainConfig(data=["d"])
+    args = parser.parse_args(["train", "--data", "a", "b", "--batch-size", "8", "--lr", "0.01",
+                              "--momentum", "0.8", "--reset-heads", "--max-minutes", "2"])
+    assert (args.data, args.batch_size, args.lr, args.momentum, args.reset_heads,
+            args.max_minutes) == (["a", "b"], 8, 0.01, 0.8, True, 2.0)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_lr_100_leaves_a_finite_checkpoint_and_one_clear_line(trained, tmp_path, capsys):
+    """Issue 14's first defect, at the size of this test set: the weights go non-finite in the
+    last step of epoch 3 (a finite loss), which used to be saved as last.npz with rc 0."""
+    import numpy as np
+    data, _ = trained
+    run = tmp_path / "lr100"
+    rc = main(train_argv(data, run, "--epochs", "3", "--lr", "100", "--augment", "flip"))
+    with np.load(run / "last.npz") as z:                          # whatever happened: finite
+        assert all(np.isfinite(z[k]).all() for k in z.files if z[k].dtype.kind == "f")
+    assert rc == 2
+    line = one_error_line(capsys)
+    assert re.search(r"non-finite (weights|loss) .*step \d+, epoch \d+ .*images in the batch: "
+                     r"\d{6}(, \d{6}){3}", line), line
+
+
+def test_a_second_run_into_the_same_out_is_refused_and_the_first_is_byte_identical(
+        trained, tmp_path, capsys):
+    data, _ = trained
+    run = tmp_path / "run"
+    assert main(train_argv(data, run)) == 0
+    first = files(run)
+    capsys.readouterr()
+    assert main(train_argv(data, run, "--seed", "3")) == 2
+    assert "holds a run (last.npz, train_log.jsonl)" in one_error_line(capsys)
+    assert capsys.readouterr().out == ""                          # refused before the banner
+    assert files(run) == first
+    assert main(train_argv(data, run, "--seed", "3", "--overwrite")) == 0
+    assert files(run).keys() == first.keys() and files(run)["last.npz"] != first["last.npz"]
+
+
+def test_resume_takes_the_checkpoints_settings_and_checks_changes(trained, tmp_path, capsys):
+    import shutil
+    from minissd.checkpoint import read_checkpoint
+    data, _ = trained
+    run = tmp_path / "run"
+    assert main(train_argv(data, run, "--epochs", "2", "--max-minutes", "1e-9")) == 0   # stops after 1
+    assert read_checkpoint(run / "last.npz")[1]["epoch"] == 1
+    shutil.copy(run / "last.npz", tmp_path / "epoch1.npz")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run / "last.npz"), "--batch-size", "2"]) == 2
+    assert "other settings (--batch-size 4 -> 2)" in one_error_line(capsys)
+    assert main(["train", "--resume", str(run / "last.npz"), "--max-minutes", "10"]) == 0
+    _, meta = read_checkpoint(run / "last.npz")
+    assert (meta["epoch"], meta["step"], meta["train_config"]["batch_size"]) == (2, 4, 4)
+    assert main(["train", "--resume", str(run / "last.npz")]) == 2
+    assert "has done 2 epoch(s); --epochs 2 leaves nothing to train" in one_error_line(capsys)
+    assert main(["train", "--resume", str(tmp_path / "epoch1.npz"), "--out", str(run)]) == 0
+    assert [json.loads(l)["step"] for l in open(run / "train_log.jsonl")] == [1, 2, 3, 4]
+
+
+def test_fine_tuning_the_shipped_model_from_the_command_line(trained, tmp_path, capsys):
+    data, _ = trained
+    shipped = os.path.join(os.path.dirname(__file__), "..", "models", "ssd-tiny-shapes.npz")
+    assert main(["train", "--data", data, "--epochs", "1", "--batch-size", "4", "--out",
+                 str(tmp_path / "a"), "--resume", shipped]) == 2
+    assert "cannot be resumed; to fine-tune from it, use --init" in one_error_line(capsys)
+    assert main(train_argv(data, tmp_path / "a", "--init", shipped)) == 0
+    assert f"initialised from {shipped}" in capsys.readouterr().out
+    assert main(train_argv(data, tmp_path / "b", "--init", shipped, "--classes",
+                           "circle,square,triangle,star", "--reset-heads")) == 0
+    assert "(class heads re-initialised)" in capsys.readouterr().out
+
+
+def test_export_refuses_to_write_over_its_input(trained, tmp_path, capsys):
+    data, ckpt = trained
+    before = open(ckpt, "rb").read()
+    assert main(["export", ckpt, ckpt]) == 2
+    assert "would overwrite its input" in one_error_line(capsys)
+    assert main(["export", ckpt, str(tmp_path)]) == 2
+    assert f"{tmp_path} is a folder" in one_error_line(capsys)
+    assert open(ckpt, "rb").read() == before
+
+
+@pytest.mark.parametrize("more, message", [
+    (["--epochs", "-3"], "TrainConfig.epochs (--epochs): must be an integer >= 1, got -3"),
+    (["--epochs", "0"], "TrainConfig.epochs (--epochs): must be an integer >= 1, got 0"),
+    (["--workers", "-1"], "TrainConfig.workers (--workers): must be an integer >= 0, got -1"),
+    (["--max-minutes", "nan"], "TrainConfig.max_minutes (--max-minutes): must be a finite number > 0"),
+    (["--batch-size", "64"], "split 'trainval' has 8 image(s), fewer than --batch-size 64"),
+    (["--split", "empty", "--batch-size", "1"], "split 'empty' is empty"),
+    (["--out", "/etc/passwd"], "TrainConfig.out (--out): /etc/passwd is a file, not a folder"),
+    (["--resume", "/etc/passwd"], "/etc/passwd: not a minissd checkpoint (not a zip archive)"),
+    (["--init", "/etc/passwd"], "/etc/passwd: not a minissd checkpoint (not a zip archive)"),
+    (["--decay-at", "0.5,x"], "--decay-at: '0.5,x' is not comma-separated numbers"),
+])
+def test_train_misuse_is_one_line_before_the_banner(trained, tmp_path, capsys, more, message):
+    data, _ = trained
+    open(os.path.join(data, "ImageSets", "Main", "empty.txt"), "w").close()
+    argv = train_argv(data, tmp_path / "run")
+    assert main(argv[:argv.index("--out")] + ["--out", str(tmp_path / "run")] + more) == 2
+    assert message in one_error_line(capsys)
+    assert capsys.readouterr().out == ""
+    assert not os.path.exists(tmp_path / "run" / "last.npz")
+
+
+def test_a_random_file_as_checkpoint_is_named_without_the_pickle_hint(trained, tmp_path, capsys):
+    data, _ = trained
+    path = tmp_path / "random.npz"
+    path.write_bytes(os.urandom(2000).replace(b"PK", b"pk"))
+    for argv in (["evaluate", "--checkpoint", str(path), "--data", data],
+                 ["export", str(path), str(tmp_path / "out.npz")]):
+        assert main(argv) == 2
+        line = one_error_line(capsys)
+        assert f"{path}: not a minissd checkpoint" in line and "allow_pickle" not in line

@@ -200,7 +200,7 @@ class NotNpzError(ValueError):
     """A file that is not a ``.npz`` of plain arrays; ``reason`` says what it is instead."""
 
     def __init__(self, path, reason):
-        super().__init__(f"{path}: not a .npz archive of arrays ({reason})")
+        super().__init__(f"{path}: not a readable .npz of arrays ({reason})")
         self.path, self.reason = path, reason
 
 
