@@ -68,7 +68,6 @@ def _write_checkpoint(path, arrays, meta, optimizer_meta):
     meta = dict(meta, format=CHECKPOINT_FORMAT, optimizer=optimizer_meta)
     text = json.dumps(meta, indent=2)
     arrays["__meta__"] = np.frombuffer(text.encode(), dtype=np.uint8)
-    remove_temp_files(os.path.dirname(os.path.abspath(path)))
     save_npz(path, arrays)
     json_path = os.path.splitext(path)[0] + ".json"
     tmp = json_path + ".tmp"

@@ -303,6 +303,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.resumed_from = None      # the checkpoint this run continues, if any
+        self._resumed_settings = {}   # its train_config
         self.overrides = []           # settings changed on resume: [{step, epoch, changed}]
         self.overridden = {}          # those changed by this resume: {field: [old, new]}
         self._log_note = {}           # extra keys for the next log record
@@ -320,6 +321,9 @@ class Trainer:
                 "overrides": self.overrides}
 
     def save(self, path):
+        """Write a checkpoint (finite, atomically), first removing what an interrupted save of
+        this run's folder left behind."""
+        remove_temp_files(os.path.dirname(os.path.abspath(path)))
         save_checkpoint(path, self.model, self.optimizer, self.meta())
         self._saved = path
 
@@ -355,6 +359,7 @@ class Trainer:
         self.model.load_state_dict(section(arrays, "model."), source=str(path))
         self.optimizer.load_state_dict(section(arrays, "optim."), meta["optimizer"])
         self.epoch, self.step = epoch, step
+        self._resumed_settings = meta.get("train_config") or {}
         self.overrides = list(meta.get("overrides") or [])
         if changed:
             self.overrides.append({"step": step, "epoch": epoch, "changed": changed})
@@ -409,11 +414,28 @@ class Trainer:
                 f"--out {out} holds a run ({', '.join(held)}): continue it with --resume "
                 f"{os.path.join(out, 'last.npz')}, replace it with --overwrite, or choose "
                 f"another --out")
+        if held and self.resumed_from is not None and self._another_run_in(out):
+            raise RunExistsError(
+                f"--out {out} holds another run than {self.resumed_from}'s: resume into the "
+                f"checkpoint's own folder (leave --out out) or an empty one")
         try:
             os.makedirs(out, exist_ok=True)
         except OSError as e:
             raise ValueError(f"TrainConfig.out (--out): cannot create {out}: "
                              f"{e.strerror or e}") from None
+
+    def _another_run_in(self, out):
+        """Whether ``out/last.npz`` is a run other than the one resumed (other settings)."""
+        from minissd.checkpoint import read_meta
+        last = os.path.join(out, "last.npz")
+        if not os.path.exists(last) or os.path.samefile(last, self.resumed_from):
+            return False
+        try:
+            theirs = read_meta(last).get("train_config") or {}
+        except ValueError:
+            return True                               # unreadable: not knowingly the same run
+        ours = self._resumed_settings
+        return any(theirs.get(k) != ours.get(k) for k in self.tc.same_on_resume())
 
     def _start(self, log_path):
         """First fit(): claim tc.out, clear what an earlier run or an interrupted save left."""

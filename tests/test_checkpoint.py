@@ -124,13 +124,6 @@ def test_remove_temp_files_clears_what_an_interrupted_save_left(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["last.npz", "notes.tmp", "train_log.jsonl"]
 
 
-def test_save_checkpoint_removes_orphan_temp_files(model, tmp_path):
-    orphan = tmp_path / "tmpk1ll3d.tmp.npz"
-    orphan.write_bytes(b"\0" * 1000)
-    save_checkpoint(str(tmp_path / "last.npz"), model, None, META)
-    assert sorted(os.listdir(tmp_path)) == ["last.json", "last.npz"]
-
-
 def test_export_refuses_its_input_and_a_folder(ckpt, tmp_path):
     before = open(ckpt, "rb").read()
     json_before = open(tmp_path / "last.json").read()

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -327,6 +328,26 @@ def test_log_after_an_interrupted_run_and_resume_has_each_step_once(shapes_root,
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
     assert [r["epoch"] for r in log] == [0, 0, 1, 1, 2, 2]
     assert [r["loss"] for r in log] == [r["loss"] for r in reference]   # the same run, exactly
+
+
+def test_save_removes_orphan_temp_files_of_the_run_folder(shapes_root, tmp_path):
+    trainer = quiet(tiny(shapes_root, tmp_path, epochs=1)).fit()
+    (tmp_path / "tmpk1ll3d.tmp.npz").write_bytes(b"\0" * 1000)   # a save cut by a kill
+    (tmp_path / "last.json.tmp").write_text("{")
+    trainer.save(str(tmp_path / "last.npz"))
+    assert sorted(os.listdir(tmp_path)) == ["last.json", "last.npz", "train_log.jsonl"]
+
+
+def test_resume_into_a_folder_holding_another_run_is_refused(shapes_root, tmp_path):
+    quiet(tiny(shapes_root, tmp_path / "a")).fit(epochs=1)
+    quiet(tiny(shapes_root, tmp_path / "b", seed=7)).fit(epochs=1)
+    before = files(tmp_path / "b")
+    into_b = quiet(tiny(shapes_root, tmp_path / "b", resume=str(tmp_path / "a" / "last.npz")))
+    with pytest.raises(RunExistsError, match=r"holds another run than .*a/last.npz's"):
+        into_b.fit()
+    assert files(tmp_path / "b") == before
+    shutil.copy(tmp_path / "a" / "last.npz", tmp_path / "a-epoch1.npz")    # a copy of run a
+    quiet(tiny(shapes_root, tmp_path / "a", resume=str(tmp_path / "a-epoch1.npz"))).fit()
 
 
 def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
