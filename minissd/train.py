@@ -309,6 +309,7 @@ class Trainer:
         self._log_note = {}           # extra keys for the next log record
         self._started = False         # fit() has claimed tc.out
         self._saved = None            # the last checkpoint this trainer wrote
+        self._goal = tc.epochs        # the epochs fit() trains up to
         if tc.resume:
             self.resume(tc.resume)
         elif tc.init:
@@ -490,7 +491,7 @@ class Trainer:
     def _where(self):
         """This step as the logs count it: train_log.jsonl's step and epoch, the progress bar's."""
         return (f"step {self.step + 1}, epoch {self.epoch} (train_log.jsonl; epoch "
-                f"{self.epoch + 1}/{self.tc.epochs} on the progress bar)")
+                f"{self.epoch + 1}/{self._goal} on the progress bar)")
 
     def _kept(self):
         if self._saved is not None:
@@ -518,7 +519,7 @@ class Trainer:
     def fit(self, epochs=None):
         """Train from ``self.epoch`` up to ``epochs`` (default: the config's)."""
         tc = self.tc
-        epochs = tc.epochs if epochs is None else epochs
+        epochs = self._goal = tc.epochs if epochs is None else epochs
         log_path = os.path.join(tc.out, LOG_NAME)
         if not self._started:
             self._start(log_path)

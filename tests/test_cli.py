@@ -266,3 +266,34 @@ def test_a_random_file_as_checkpoint_is_named_without_the_pickle_hint(trained, t
         assert main(argv) == 2
         line = one_error_line(capsys)
         assert f"{path}: not a minissd checkpoint" in line and "allow_pickle" not in line
+
+
+def test_kill_9_during_training_then_resume_leaves_each_step_once_in_the_log(trained, tmp_path):
+    """A real SIGKILL once the log is ahead of the checkpoint (it is flushed before each save):
+    last.npz loads, and after --resume the log has steps 1..N exactly once."""
+    import signal
+    import time
+    from minissd.checkpoint import read_checkpoint
+    data, _ = trained
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "minissd"] + train_argv(data, run, "--epochs", "20"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    log = run / "train_log.jsonl"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if (run / "last.json").exists() and log.exists() and \
+                    open(log).read().count("\n") > json.load(open(run / "last.json"))["step"]:
+                break
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    _, meta = read_checkpoint(run / "last.npz")                 # loadable after the kill
+    done = meta["epoch"]
+    assert 1 <= done < 20
+    assert main(["train", "--resume", str(run / "last.npz"), "--epochs", str(done + 1),
+                 "--override"]) == 0
+    steps = [json.loads(l)["step"] for l in open(log)]
+    assert steps == list(range(1, 2 * (done + 1) + 1))
