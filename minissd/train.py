@@ -11,7 +11,14 @@ One step is the whole algorithm of the paper in six lines::
 
 Checkpoints (:mod:`minissd.checkpoint`) are written at every epoch's end. The
 loader's order depends only on (seed, epoch), so ``resume`` from an epoch
-boundary continues exactly.
+boundary continues exactly; the log is cut back to the checkpoint's step, so
+each step is logged once.
+
+No lost or poisoned work: after every update the trainer checks that each
+parameter, BatchNorm statistic and momentum buffer is finite, and stops before
+anything non-finite can be saved. A new run never writes into a folder that
+holds another (``overwrite`` replaces it); ``resume`` refuses changed settings
+unless ``override``; ``init`` fine-tunes from a model's weights.
 """
 from __future__ import annotations
 
@@ -52,14 +59,14 @@ class RunExistsError(ValueError):
     """``--out`` holds a run, and neither ``--resume`` nor ``--overwrite`` was given."""
 
 
-def setting(default, help, same_on_resume=False, **argparse):
+def setting(default, help, same=False, **argparse):
     """A :class:`TrainConfig` field whose default and help are written once, here.
 
     ``minissd train`` builds its option ``--field-name`` from it (``argparse``: extra
-    ``add_argument`` keywords such as ``choices``). ``same_on_resume``: a ``--resume``
-    with another value is refused unless ``--override`` (the setting changes the run).
+    ``add_argument`` keywords such as ``choices``). ``same``: the setting defines the
+    run, so a ``--resume`` with another value is refused unless ``--override``.
     """
-    meta = {"help": help, "same_on_resume": same_on_resume, "argparse": argparse}
+    meta = {"help": help, "same_on_resume": same, "argparse": argparse}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -70,25 +77,26 @@ class TrainConfig:
     """Everything a training run needs; saved in each checkpoint.
 
     Each field is also an option of ``minissd train`` (``batch_size`` -> ``--batch-size``)
-    with the default and the help written here. The fields marked ``same_on_resume``
-    define the run: ``--resume`` with another value is refused unless ``override``.
+    with the default and the help written here. The fields marked ``same=True`` define
+    the run: ``--resume`` with another value is refused unless ``override``.
     """
-    data: list = setting([], "VOC root folder(s)", True, nargs="+", metavar="ROOT")
-    split: str = setting("trainval", "ImageSets/Main split to train on", True)
-    config: str = setting("ssd-tiny", "ssd-tiny, ssd300 or ssd512", True)
+    data: list = setting([], "VOC root folder(s)", same=True, nargs="+", metavar="ROOT")
+    split: str = setting("trainval", "ImageSets/Main split to train on", same=True)
+    config: str = setting("ssd-tiny", "ssd-tiny, ssd300 or ssd512", same=True)
     classes: list | None = setting(None, "comma-separated class names (default: classes.txt of "
-                                         "the first root, else the 20 VOC classes)", True)
-    epochs: int = setting(30, "epochs of the whole run (the schedule is scaled to it)", True)
-    batch_size: int = setting(32, "images per step", True)
-    lr: float = setting(1e-3, "base learning rate", True)
-    momentum: float = setting(0.9, "SGD momentum", True)
-    weight_decay: float = setting(5e-4, "L2 weight decay", True)
+                                         "the first root, else the 20 VOC classes)", same=True)
+    epochs: int = setting(30, "epochs of the whole run (the schedule is scaled to it)", same=True)
+    batch_size: int = setting(32, "images per step", same=True)
+    lr: float = setting(1e-3, "base learning rate", same=True)
+    momentum: float = setting(0.9, "SGD momentum", same=True)
+    weight_decay: float = setting(5e-4, "L2 weight decay", same=True)
     warmup_steps: int | None = setting(None, "steps of linear warm-up (default: 5 % of the run, "
-                                             "at most 500)", True)
+                                             "at most 500)", same=True)
     decay_at: tuple = setting((2 / 3, 5 / 6), "comma-separated fractions of the run where the "
                                               "learning rate is multiplied by 0.1 (SSD's 80k and "
-                                              "100k of 120k iterations)", True)
-    seed: int = setting(0, "seed of the initialisation, the batch order and the augmentation", True)
+                                              "100k of 120k iterations)", same=True)
+    seed: int = setting(0, "seed of the initialisation, the batch order and the augmentation",
+                        same=True)
     device: str = setting("cpu", "cpu (NumPy) or cuda (CuPy)", choices=["cpu", "cuda"])
     workers: int = setting(2, "data loader threads (0: load in the training thread)")
     out: str = setting("runs/train", "folder for checkpoints and the log (with --resume: the "
@@ -97,7 +105,7 @@ class TrainConfig:
                                               "past this many minutes")
     log_every: int = setting(10, "progress line every N steps when stderr is not a terminal")
     augment: str = setting("ssd", "ssd: the paper's photometric/expand/crop/flip; flip: flip "
-                                  "only; none: resize + normalise", True,
+                                  "only; none: resize + normalise", same=True,
                            choices=["ssd", "flip", "none"])
     init: str | None = setting(None, "fine-tune: start from this model's weights (a checkpoint or "
                                      "an exported model) with a fresh optimiser and schedule",

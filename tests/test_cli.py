@@ -268,32 +268,52 @@ def test_a_random_file_as_checkpoint_is_named_without_the_pickle_hint(trained, t
         assert f"{path}: not a minissd checkpoint" in line and "allow_pickle" not in line
 
 
+def start_training_and_wait(data, run, epochs):
+    """Start `minissd train` in a child process; return it once its log is ahead of its first
+    checkpoint (the log is flushed before each save), or once it has ended."""
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "minissd"] + train_argv(data, run, "--epochs", str(epochs)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    log, deadline = run / "train_log.jsonl", time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "last.json").exists() and log.exists() and \
+                open(log).read().count("\n") > json.load(open(run / "last.json"))["step"]:
+            break
+        time.sleep(0.01)
+    return proc
+
+
+def test_ctrl_c_stops_with_130_and_the_run_resumes(trained, tmp_path):
+    import signal
+    from minissd.checkpoint import read_checkpoint
+    data, _ = trained
+    run = tmp_path / "run"
+    proc = start_training_and_wait(data, run, 20)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "minissd: interrupted"
+    done = read_checkpoint(run / "last.npz")[1]["epoch"]
+    assert main(["train", "--resume", str(run / "last.npz"), "--epochs", str(done + 1),
+                 "--override"]) == 0
+    assert [json.loads(l)["step"] for l in open(run / "train_log.jsonl")] == \
+        list(range(1, 2 * (done + 1) + 1))
+
+
 def test_kill_9_during_training_then_resume_leaves_each_step_once_in_the_log(trained, tmp_path):
     """A real SIGKILL once the log is ahead of the checkpoint (it is flushed before each save):
     last.npz loads, and after --resume the log has steps 1..N exactly once."""
     import signal
-    import time
     from minissd.checkpoint import read_checkpoint
     data, _ = trained
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "minissd"] + train_argv(data, run, "--epochs", "20"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
-    log = run / "train_log.jsonl"
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if (run / "last.json").exists() and log.exists() and \
-                    open(log).read().count("\n") > json.load(open(run / "last.json"))["step"]:
-                break
-            time.sleep(0.01)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    proc = start_training_and_wait(data, run, 20)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
     _, meta = read_checkpoint(run / "last.npz")                 # loadable after the kill
     done = meta["epoch"]
     assert 1 <= done < 20
     assert main(["train", "--resume", str(run / "last.npz"), "--epochs", str(done + 1),
                  "--override"]) == 0
-    steps = [json.loads(l)["step"] for l in open(log)]
+    steps = [json.loads(l)["step"] for l in open(run / "train_log.jsonl")]
     assert steps == list(range(1, 2 * (done + 1) + 1))
