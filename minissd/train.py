@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minissd.checkpoint import read_checkpoint, remove_temp_files, save_checkpoint, section
+from minissd.checkpoint import (read_checkpoint, read_meta, remove_temp_files, save_checkpoint,
+                                section)
 from minissd.nn import backend
 from minissd.nn.optim import SGD, WarmupMultiStep
 from minissd.ssd.config import get_config
@@ -253,7 +254,6 @@ def config_from_options(given: dict) -> TrainConfig:
     :meth:`Trainer.resume`, unless ``override``. With ``init``, ``config``
     defaults to the model's.
     """
-    from minissd.checkpoint import read_meta
     given = dict(given)
     base = {}
     if given.get("resume"):
@@ -435,7 +435,6 @@ class Trainer:
 
     def _another_run_in(self, out):
         """Whether ``out/last.npz`` is a run other than the one resumed (other settings)."""
-        from minissd.checkpoint import read_meta
         last = os.path.join(out, "last.npz")
         if not os.path.exists(last) or os.path.samefile(last, self.resumed_from):
             return False
