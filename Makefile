@@ -26,11 +26,12 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q
 
-# training runs on minissd's own threads, one per core (MINISSD_NUM_THREADS=1 for one)
+# training runs on minissd's own threads, one per core (MINISSD_NUM_THREADS=1 for one);
+# each demo replaces the last one's run (--overwrite)
 demo: $(STAMP)
 	test -f $(DEMO_DATA)/classes.txt || $(PY) -m minissd data shapes --out $(DEMO_DATA)
 	$(PY) -m minissd train --data $(DEMO_DATA) --config ssd-tiny --epochs $(DEMO_EPOCHS) \
-		--out $(DEMO_RUN) $(DEMO_ARGS)
+		--out $(DEMO_RUN) --overwrite $(DEMO_ARGS)
 	$(PY) -m minissd detect --data $(DEMO_DATA) --split test --limit 8 \
 		--checkpoint $(DEMO_RUN)/last.npz --out $(DEMO_RUN)/detections --grid $(DEMO_RUN)/detections.png
 	$(PY) -m minissd evaluate --checkpoint $(DEMO_RUN)/last.npz --data $(DEMO_DATA) --split test \

@@ -20,10 +20,10 @@ traceback too. These exceptions are the user errors (:func:`is_user_error`):
   (datasets.synthetic), ``.pth`` files (interop.pth) and VGG weights (interop.weights);
 * the file-system errors that name a path: FileNotFoundError, FileExistsError,
   IsADirectoryError, NotADirectoryError, PermissionError;
-* a ValueError, KeyError or RuntimeError raised by the code of ``minissd.train``,
-  ``minissd.checkpoint`` or ``minissd.nn.module`` itself (not by something they call):
-  their checks of settings, checkpoints and state dicts, ``NonFiniteLossError``
-  among them, predate UserError;
+  and the checks of training settings (``TrainConfig.validate``, runs in ``--out``,
+  resume and ``--init``: minissd.train), of checkpoints (minissd.checkpoint) and of
+  state dicts (minissd.nn.module); ``NonFiniteLossError`` and ``NonFiniteWeightsError``
+  are UserErrors too (lower the learning rate, check the named images);
 * an exception raised ``from`` one of these, such as the data loader's
   DataLoaderError naming the image whose file turned out unreadable.
 
@@ -42,16 +42,18 @@ import traceback
 
 from minissd.errors import UserError
 
-# Always user errors (see the module docstring); more are recognised by is_user_error.
+# The user errors (see the module docstring); is_user_error also follows `raise ... from`.
 USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, IsADirectoryError,
                NotADirectoryError, PermissionError)
-# Modules whose own checks raise plain ValueError / KeyError / RuntimeError.
-CHECKING_MODULES = ("minissd.train", "minissd.checkpoint", "minissd.nn.module")
 
 
 def _add_device(p):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="cpu (NumPy) or cuda (CuPy) (default: cpu)")
+    _add_threads(p)
+
+
+def _add_threads(p):
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for minissd's layers (default: MINISSD_NUM_THREADS, "
                         "else one per core)")
@@ -125,23 +127,68 @@ def _open_dataset(roots, split, class_names, keep_difficult):
                       keep_difficult=keep_difficult)
 
 
+def _fractions(text):
+    try:
+        return tuple(float(f) for f in text.split(",") if f.strip())
+    except ValueError:
+        raise UserError(f"--decay-at: {text!r} is not comma-separated numbers") from None
+
+
+# text -> value for the TrainConfig fields whose option is not a plain int/float/str
+_TRAIN_PARSE = {"classes": _classes, "decay_at": _fractions}
+
+
+def _add_train_config(p):
+    """One option per TrainConfig field (``batch_size`` -> ``--batch-size``), default and help
+    from the dataclass. Options not given stay out of ``args``, so that ``--resume`` can
+    tell them from the checkpoint's settings."""
+    import dataclasses
+    from minissd.train import TrainConfig
+    types = {"int": int, "float": float, "str": str}
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kw = dict(f.metadata.get("argparse", {}))
+        text = f.metadata["help"].replace("%", "%%")
+        if isinstance(default, bool):
+            kw["action"] = "store_true"
+        else:
+            kw.setdefault("type", types.get(str(f.type).replace(" | None", ""), str))
+            if default not in (None, []):
+                shown = ",".join(f"{x:.4g}" for x in default) if isinstance(default, tuple) else default
+                text += f" (default: {shown})"
+        p.add_argument(TrainConfig.option(f.name), dest=f.name, default=argparse.SUPPRESS,
+                       help=text, **kw)
+
+
 def cmd_train(args):
+    import dataclasses
     from minissd.evaluation.inference import Detector
-    from minissd.train import Trainer, TrainConfig
-    _check_roots(args.data)
-    tc = TrainConfig(data=args.data, split=args.split, config=args.config,
-                     classes=_classes(args.classes),
-                     epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                     device=args.device, workers=args.workers, out=args.out,
-                     max_minutes=args.max_minutes, augment=args.augment)
+    from minissd.train import Trainer, TrainConfig, config_from_options
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if hasattr(args, f.name)}
+    for name, parse in _TRAIN_PARSE.items():
+        if name in given:
+            given[name] = parse(given[name])
+    if not given.get("data") and not given.get("resume"):
+        raise UserError("--data: give the VOC root folder(s) to train on "
+                         "(or --resume a run's checkpoint)")
+    if args.vgg_weights and (given.get("init") or given.get("resume")):
+        raise UserError("--vgg-weights initialises the base of a new run; it does not go "
+                         "with --init or --resume")
+    tc = config_from_options(given)
+    _check_roots(tc.data)
     trainer = Trainer(tc)
+    trainer.check_out()                       # refuse a folder holding another run, now
     if args.vgg_weights:
         from minissd.interop.weights import load_vgg16_torchvision
         load_vgg16_torchvision(trainer.model, args.vgg_weights)
         print(f"base initialised from {args.vgg_weights}")
-    if args.resume:
-        trainer.resume(args.resume)
-        print(f"resumed from {args.resume} at epoch {trainer.epoch}, step {trainer.step}")
+    if tc.resume:
+        print(f"resumed from {tc.resume} at epoch {trainer.epoch}, step {trainer.step}"
+              + (f"; settings overridden: {trainer.overridden}" if trainer.overridden else ""))
+    elif tc.init:
+        print(f"initialised from {tc.init}"
+              + (" (class heads re-initialised)" if tc.reset_heads else ""))
     classes = trainer.class_names
     print(f"training {tc.config} on {len(trainer.dataset)} images ({', '.join(classes)}) "
           f"for {tc.epochs} epochs of {len(trainer.loader)} steps on {tc.device}")
@@ -149,7 +196,7 @@ def cmd_train(args):
     trainer.fit()
     print(f"trained in {(time.time() - t0) / 60:.1f} min; checkpoint {os.path.join(tc.out, 'last.npz')}")
     if args.eval_split:
-        dataset = _open_dataset(args.data, args.eval_split, classes, keep_difficult=True)
+        dataset = _open_dataset(tc.data, args.eval_split, classes, keep_difficult=True)
         _evaluate(Detector(trainer.model), dataset, args.metric,
                   plot=os.path.join(tc.out, "pr_curves.png"))
 
@@ -246,27 +293,12 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train an SSD on VOC-layout data")
-    p.add_argument("--data", nargs="+", required=True, help="VOC root folder(s)")
-    p.add_argument("--split", default="trainval", help="ImageSets/Main split to train on")
-    p.add_argument("--classes", help="comma-separated class names (default: classes.txt of the "
-                                     "first root, else the 20 VOC classes)")
-    p.add_argument("--config", default="ssd-tiny", help="ssd-tiny, ssd300 or ssd512")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3, help="base learning rate")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help="data loader workers")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after this long")
-    p.add_argument("--augment", default="ssd", choices=["ssd", "flip", "none"],
-                   help="ssd: the paper's photometric/expand/crop/flip (default); flip: flip only; "
-                        "none: resize + normalise")
-    p.add_argument("--out", default="runs/train", help="folder for checkpoints and the log")
-    p.add_argument("--resume", help="checkpoint to continue from")
+    _add_train_config(p)
     p.add_argument("--vgg-weights", help="torchvision ImageNet VGG16 .pth (vgg16-397923af.pth) for "
                                          "the ssd300 base; you download it, minissd never does")
     p.add_argument("--eval-split", help="evaluate on this split after training (e.g. test)")
     p.add_argument("--metric", default="voc07", choices=["voc07", "voc10"])
-    _add_device(p)
+    _add_threads(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="VOC mAP of a checkpoint on a split")
@@ -318,14 +350,7 @@ def is_user_error(err) -> bool:
     """Whether ``err`` is a mistake the user can fix (one line) rather than a bug (traceback)."""
     if isinstance(err, USER_ERRORS):
         return True
-    if err.__cause__ is not None and is_user_error(err.__cause__):   # raise ... from err
-        return True
-    if not isinstance(err, (ValueError, KeyError, RuntimeError)):
-        return False
-    tb = err.__traceback__                      # raised by a checking module's own code?
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and tb.tb_frame.f_globals.get("__name__") in CHECKING_MODULES
+    return err.__cause__ is not None and is_user_error(err.__cause__)   # raise ... from err
 
 
 def main(argv=None):

@@ -11,13 +11,21 @@ One step is the whole algorithm of the paper in six lines::
 
 Checkpoints (:mod:`minissd.checkpoint`) are written at every epoch's end. The
 loader's order depends only on (seed, epoch), so ``resume`` from an epoch
-boundary continues exactly.
+boundary continues exactly; the log is cut back to the checkpoint's step, so
+each step is logged once.
+
+No lost or poisoned work: after every update the trainer checks that each
+parameter, BatchNorm statistic and momentum buffer is finite, and stops before
+anything non-finite can be saved. A new run never writes into a folder that
+holds another (``overwrite`` replaces it); ``resume`` refuses changed settings
+unless ``override``; ``init`` fine-tunes from a model's weights.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import numbers
 import os
 import sys
 import time
@@ -25,7 +33,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minissd.checkpoint import read_checkpoint, save_checkpoint, section
+from minissd.checkpoint import (read_checkpoint, read_meta, remove_temp_files, save_checkpoint,
+                                section)
+from minissd.errors import UserError
 from minissd.nn import backend
 from minissd.nn.optim import SGD, WarmupMultiStep
 from minissd.ssd.config import get_config
@@ -35,31 +45,166 @@ from minissd.ssd.model import SSD
 from minissd.ssd.priors import default_boxes
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteError(UserError, RuntimeError):
+    """Training went NaN or infinite; the message names the step, the images and what went bad."""
+
+
+class NonFiniteLossError(NonFiniteError):
     """The loss became NaN or infinite; the message names the step and the images."""
+
+
+class NonFiniteWeightsError(NonFiniteError):
+    """An update made a parameter, BatchNorm statistic or momentum buffer NaN or infinite."""
+
+
+class RunExistsError(UserError):
+    """``--out`` holds a run, and neither ``--resume`` nor ``--overwrite`` was given."""
+
+
+def setting(default, help, same=False, **argparse):
+    """A :class:`TrainConfig` field whose default and help are written once, here.
+
+    ``minissd train`` builds its option ``--field-name`` from it (``argparse``: extra
+    ``add_argument`` keywords such as ``choices``). ``same``: the setting defines the
+    run, so a ``--resume`` with another value is refused unless ``--override``.
+    """
+    meta = {"help": help, "same_on_resume": same, "argparse": argparse}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs; saved in each checkpoint."""
-    data: list = field(default_factory=list)   # VOC roots
-    split: str = "trainval"
-    config: str = "ssd-tiny"
-    classes: list | None = None                # None: the root's classes.txt, else the 20 VOC classes
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_steps: int | None = None            # None: 5 % of the run, at most 500 steps
-    decay_at: tuple = (2 / 3, 5 / 6)           # fractions of the run, as SSD's 80k/100k of 120k
-    seed: int = 0
-    device: str = "cpu"
-    workers: int = 2
-    out: str = "runs/train"
-    max_minutes: float | None = None           # stop (and checkpoint) after this much time
-    log_every: int = 10
-    augment: str = "ssd"                      # 'ssd' (the paper's), 'flip' or 'none'
+    """Everything a training run needs; saved in each checkpoint.
+
+    Each field is also an option of ``minissd train`` (``batch_size`` -> ``--batch-size``)
+    with the default and the help written here. The fields marked ``same=True`` define
+    the run: ``--resume`` with another value is refused unless ``override``.
+    """
+    data: list = setting([], "VOC root folder(s)", same=True, nargs="+", metavar="ROOT")
+    split: str = setting("trainval", "ImageSets/Main split to train on", same=True)
+    config: str = setting("ssd-tiny", "ssd-tiny, ssd300 or ssd512", same=True)
+    classes: list | None = setting(None, "comma-separated class names (default: classes.txt of "
+                                         "the first root, else the 20 VOC classes)", same=True)
+    epochs: int = setting(30, "epochs of the whole run (the schedule is scaled to it)", same=True)
+    batch_size: int = setting(32, "images per step", same=True)
+    lr: float = setting(1e-3, "base learning rate", same=True)
+    momentum: float = setting(0.9, "SGD momentum", same=True)
+    weight_decay: float = setting(5e-4, "L2 weight decay", same=True)
+    warmup_steps: int | None = setting(None, "steps of linear warm-up (default: 5 % of the run, "
+                                             "at most 500)", same=True)
+    decay_at: tuple = setting((2 / 3, 5 / 6), "comma-separated fractions of the run where the "
+                                              "learning rate is multiplied by 0.1 (SSD's 80k and "
+                                              "100k of 120k iterations)", same=True)
+    seed: int = setting(0, "seed of the initialisation, the batch order and the augmentation",
+                        same=True)
+    device: str = setting("cpu", "cpu (NumPy) or cuda (CuPy)", choices=["cpu", "cuda"])
+    workers: int = setting(2, "data loader threads (0: load in the training thread)")
+    out: str = setting("runs/train", "folder for checkpoints and the log (with --resume: the "
+                                     "checkpoint's folder)")
+    max_minutes: float | None = setting(None, "stop (and checkpoint) after the epoch that ends "
+                                              "past this many minutes")
+    log_every: int = setting(10, "progress line every N steps when stderr is not a terminal")
+    augment: str = setting("ssd", "ssd: the paper's photometric/expand/crop/flip; flip: flip "
+                                  "only; none: resize + normalise", same=True,
+                           choices=["ssd", "flip", "none"])
+    init: str | None = setting(None, "fine-tune: start from this model's weights (a checkpoint or "
+                                     "an exported model) with a fresh optimiser and schedule",
+                               metavar="MODEL.npz")
+    reset_heads: bool = setting(False, "with --init: re-initialise the class (conf) heads, for a "
+                                       "class list other than the model's")
+    resume: str | None = setting(None, "continue the run of this checkpoint exactly; its settings "
+                                       "are the defaults", metavar="CHECKPOINT.npz")
+    override: bool = setting(False, "with --resume: accept changed settings (recorded in the "
+                                    "checkpoint and the log)")
+    overwrite: bool = setting(False, "replace the run that --out holds (its last.npz, last.json, "
+                                     "train_log.jsonl and pr_curves.png)")
+
+    @staticmethod
+    def option(name):
+        """The command-line option of field ``name``: 'batch_size' -> '--batch-size'."""
+        return "--" + name.replace("_", "-")
+
+    def _error(self, name, problem):
+        return UserError(f"TrainConfig.{name} ({self.option(name)}): {problem}, "
+                         f"got {getattr(self, name)!r}")
+
+    def validate(self):
+        """Refuse values that cannot make a run, naming the field; returns self."""
+        def integer(name, low):
+            value = getattr(self, name)
+            if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
+                    or value < low):
+                raise self._error(name, f"must be an integer >= {low}")
+
+        def number(name, low, high=math.inf, open_low=False):
+            value = getattr(self, name)
+            if (not isinstance(value, numbers.Real) or isinstance(value, bool)
+                    or not math.isfinite(value) or value < low or (open_low and value == low)
+                    or value >= high):
+                side = ">" if open_low else ">="
+                upper = f" and < {high}" if math.isfinite(high) else ""
+                raise self._error(name, f"must be a finite number {side} {low}{upper}")
+
+        if not isinstance(self.data, (list, tuple)) or not all(isinstance(d, str) for d in self.data):
+            raise self._error("data", "must be a list of folder names")
+        for name in ("split", "config", "out"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise self._error(name, "must be a non-empty string")
+        if self.classes is not None:
+            if not self.classes or not all(isinstance(c, str) and c for c in self.classes):
+                raise self._error("classes", "must be a non-empty list of class names")
+            twice = sorted({c for c in self.classes if list(self.classes).count(c) > 1})
+            if twice:
+                raise self._error("classes", f"lists {', '.join(twice)} more than once")
+        integer("epochs", 1)
+        integer("batch_size", 1)
+        number("lr", 0, open_low=True)
+        number("momentum", 0, 1)
+        number("weight_decay", 0)
+        if self.warmup_steps is not None:
+            integer("warmup_steps", 0)
+        fractions = list(self.decay_at) if isinstance(self.decay_at, (list, tuple)) else None
+        if (fractions is None or not all(isinstance(f, numbers.Real) and 0 < f <= 1
+                                         for f in fractions)
+                or fractions != sorted(fractions)):
+            raise self._error("decay_at", "must be increasing fractions of the run in (0, 1]")
+        integer("seed", 0)
+        integer("workers", 0)
+        integer("log_every", 1)
+        if self.max_minutes is not None:
+            number("max_minutes", 0, open_low=True)
+        if self.augment not in ("ssd", "flip", "none"):
+            raise self._error("augment", "must be 'ssd', 'flip' or 'none'")
+        if self.init and self.resume:
+            raise self._error("init", "--init starts a new run, --resume continues one: give one")
+        if self.reset_heads and not self.init:
+            raise self._error("reset_heads", "only applies with --init")
+        if self.override and not self.resume:
+            raise self._error("override", "only applies with --resume")
+        if self.overwrite and self.resume:
+            raise self._error("overwrite", "--resume continues the run in --out; --overwrite "
+                                           "replaces it: give one")
+        return self
+
+    def same_on_resume(self):
+        """The names of the fields that define the run (checked on ``--resume``)."""
+        return [f.name for f in dataclasses.fields(self) if f.metadata.get("same_on_resume")]
+
+    def to_dict(self):
+        """JSON-ready dict of the fields (tuples as lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d):
+        """The fields of ``d`` this class knows (an older checkpoint's record may lack some)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
+        if "decay_at" in d:
+            d["decay_at"] = tuple(d["decay_at"])
+        return cls(**d)
 
 
 def pad_batch_targets(batch, xp):
@@ -97,21 +242,52 @@ class Progress:
 # --------------------------------------------------------------------------- #
 # The loop
 # --------------------------------------------------------------------------- #
+RUN_FILES = ("last.npz", "last.json", "train_log.jsonl", "pr_curves.png")   # what a run writes
+LOG_NAME = "train_log.jsonl"
+
+
+def config_from_options(given: dict) -> TrainConfig:
+    """The :class:`TrainConfig` of ``minissd train``: the options ``given`` over the defaults.
+
+    With ``resume``, over the checkpoint's own settings instead (and ``out`` its
+    folder), so ``minissd train --resume runs/x/last.npz`` continues run x; a
+    setting given that differs from the checkpoint's is refused later, in
+    :meth:`Trainer.resume`, unless ``override``. With ``init``, ``config``
+    defaults to the model's.
+    """
+    given = dict(given)
+    base = {}
+    if given.get("resume"):
+        meta = read_meta(given["resume"])
+        base = {k: v for k, v in (meta.get("train_config") or {}).items()
+                if k not in ("init", "reset_heads", "resume", "override", "overwrite")}
+        base["out"] = os.path.dirname(os.fspath(given["resume"])) or "."
+    elif given.get("init"):
+        base = {"config": read_meta(given["init"])["config"].get("name", "ssd-tiny")}
+    return TrainConfig.from_dict({**base, **given}).validate()
+
+
 class Trainer:
-    """Builds model, data, loss and optimiser from a :class:`TrainConfig` and trains."""
+    """Builds model, data, loss and optimiser from a :class:`TrainConfig` and trains.
+
+    ``tc.resume`` continues a checkpoint's run, ``tc.init`` starts from a model's
+    weights (fine-tuning). :meth:`fit` writes into ``tc.out`` only if it holds no
+    other run (or ``tc.overwrite``).
+    """
 
     def __init__(self, tc: TrainConfig, dataset=None, log=print):
         from minissd.datasets.augment import get_transform
         from minissd.datasets.voc import VOCDataset
         from minissd.datasets.loader import DataLoader
 
+        tc.validate()
         backend.check_device(tc.device)
         self.tc, self.log = tc, log
         self.xp = backend.xp_for(tc.device)
         self.cfg = get_config(tc.config)
         if dataset is None:
             if not tc.data:
-                raise ValueError("TrainConfig.data: give at least one VOC root folder")
+                raise UserError("TrainConfig.data (--data): give at least one VOC root folder")
             dataset = VOCDataset([(root, tc.split) for root in tc.data], class_names=tc.classes)
         self.dataset = dataset
         self.class_names = list(dataset.class_names)
@@ -119,9 +295,12 @@ class Trainer:
         transform = get_transform(tc.augment, size)
         self.loader = DataLoader(dataset, transform, batch_size=tc.batch_size, shuffle=True,
                                  seed=tc.seed, num_workers=tc.workers, drop_last=True)
+        if len(dataset) == 0:
+            raise UserError(f"split {tc.split!r} is empty: ImageSets/Main/{tc.split}.txt of "
+                             f"{', '.join(map(str, tc.data)) or 'the data set'} lists no images")
         if len(self.loader) == 0:
-            raise ValueError(f"data set of {len(dataset)} images gives no full batch of "
-                             f"{tc.batch_size}: lower --batch-size")
+            raise UserError(f"split {tc.split!r} has {len(dataset)} image(s), fewer than "
+                             f"--batch-size {tc.batch_size}: give --batch-size {len(dataset)} or less")
         self.model = SSD(self.cfg, len(self.class_names), seed=tc.seed).to(tc.device)
         self.priors = self.xp.asarray(default_boxes(self.cfg), dtype=self.xp.float32)  # (P, 4)
         self.criterion = MultiBoxLoss()
@@ -132,32 +311,165 @@ class Trainer:
                                                fractions=tuple(tc.decay_at))
         self.step = 0
         self.epoch = 0
+        self.resumed_from = None      # the checkpoint this run continues, if any
+        self._resumed_settings = {}   # its train_config
+        self.overrides = []           # settings changed on resume: [{step, epoch, changed}]
+        self.overridden = {}          # those changed by this resume: {field: [old, new]}
+        self._log_note = {}           # extra keys for the next log record
+        self._started = False         # fit() has claimed tc.out
+        self._saved = None            # the last checkpoint this trainer wrote
+        self._goal = tc.epochs        # the epochs fit() trains up to
+        if tc.resume:
+            self.resume(tc.resume)
+        elif tc.init:
+            self.init_from(tc.init, reset_heads=tc.reset_heads)
 
     # -- checkpoints ---------------------------------------------------------
     def meta(self):
         return {"config": self.cfg.to_dict(), "class_names": self.class_names,
-                "epoch": self.epoch, "step": self.step,
-                "train_config": {k: (list(v) if isinstance(v, tuple) else v)
-                                 for k, v in dataclasses.asdict(self.tc).items()}}
+                "epoch": self.epoch, "step": self.step, "train_config": self.tc.to_dict(),
+                "overrides": self.overrides}
 
     def save(self, path):
+        """Write a checkpoint (finite, atomically), first removing what an interrupted save of
+        this run's folder left behind."""
+        remove_temp_files(os.path.dirname(os.path.abspath(path)))
         save_checkpoint(path, self.model, self.optimizer, self.meta())
+        self._saved = path
 
     def resume(self, path):
+        """Continue the run of checkpoint ``path``: weights, momentum, epoch and step.
+
+        Refuses another class list or config, an exported model (no optimiser
+        state: use ``init``), a run already past ``tc.epochs``, and settings that
+        differ from the checkpoint's unless ``tc.override`` (then recorded).
+        """
         arrays, meta = read_checkpoint(path)
         if meta["class_names"] != self.class_names:
-            raise ValueError(f"{path}: checkpoint classes {meta['class_names']} differ from "
+            raise UserError(f"{path}: checkpoint classes {meta['class_names']} differ from "
                              f"the data set's {self.class_names}")
         if meta["config"] != self.cfg.to_dict():
-            raise ValueError(f"{path}: checkpoint config {meta['config'].get('name')!r} differs "
+            raise UserError(f"{path}: checkpoint config {meta['config'].get('name')!r} differs "
                              f"from --config {self.cfg.name!r}")
+        if meta.get("optimizer") is None:
+            raise UserError(f"{path}: an exported model (no optimiser state) cannot be resumed; "
+                             f"to fine-tune from it, use --init {path}")
+        epoch, step = int(meta["epoch"]), int(meta["step"])
+        if epoch >= self.tc.epochs:
+            raise UserError(f"{path}: the run has done {epoch} epoch(s); --epochs "
+                             f"{self.tc.epochs} leaves nothing to train: give --epochs more than "
+                             f"{epoch} (with --override, as it stretches the schedule)")
+        changed = self.changed_settings(meta.get("train_config") or {})
+        if changed and not self.tc.override:
+            said = ", ".join(f"{TrainConfig.option(k)} {old!r} -> {new!r}"
+                             for k, (old, new) in changed.items())
+            raise UserError(f"{path}: the run was trained with other settings ({said}); resume "
+                             f"with the checkpoint's (leave those options out), or give "
+                             f"--override to change them")
         self.model.load_state_dict(section(arrays, "model."), source=str(path))
         self.optimizer.load_state_dict(section(arrays, "optim."), meta["optimizer"])
-        self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
+        self.epoch, self.step = epoch, step
+        self._resumed_settings = meta.get("train_config") or {}
+        self.overrides = list(meta.get("overrides") or [])
+        if changed:
+            self.overrides.append({"step": step, "epoch": epoch, "changed": changed})
+            self._log_note = {"override": changed}
+        self.overridden = changed
+        self.resumed_from = os.fspath(path)
+
+    def changed_settings(self, saved: dict) -> dict:
+        """{field: [checkpoint's value, this config's]} for the run-defining fields that differ."""
+        def norm(name, value):
+            if name == "data":
+                return [os.path.normpath(os.path.abspath(d)) for d in value]
+            return list(value) if isinstance(value, tuple) else value
+        now = self.tc.to_dict()
+        return {k: [saved[k], now[k]] for k in self.tc.same_on_resume()
+                if k in saved and norm(k, saved[k]) != norm(k, now[k])}
+
+    def init_from(self, path, reset_heads=False):
+        """Fine-tuning: the weights (and BatchNorm statistics) of the model in ``path``.
+
+        The optimiser and the schedule start afresh. With another class list the
+        class heads (``conf.*``) cannot be loaded: ``reset_heads`` keeps this
+        model's freshly initialised ones (the box heads ``loc.*`` are loaded).
+        """
+        arrays, meta = read_checkpoint(path)
+        if meta["config"] != self.cfg.to_dict():
+            raise UserError(f"{path}: the model's config {meta['config'].get('name')!r} differs "
+                             f"from --config {self.cfg.name!r}")
+        if meta["class_names"] != self.class_names and not reset_heads:
+            raise UserError(f"{path}: the model was trained for classes {meta['class_names']}, "
+                             f"the data set has {self.class_names}: give --reset-heads to "
+                             f"re-initialise the class heads for the new list")
+        state = section(arrays, "model.")
+        if reset_heads:
+            fresh = self.model.state_dict()
+            state = {k: (fresh[k] if k.startswith("conf.") else v) for k, v in state.items()}
+        self.model.load_state_dict(state, source=str(path))
+
+    # -- the run folder ----------------------------------------------------------
+    def check_out(self):
+        """Make sure ``tc.out`` is a folder this run may write into (creating it).
+
+        Refuses a file, and a folder that holds another run (``last.npz`` or
+        ``train_log.jsonl``) unless this run resumes it or ``tc.overwrite``.
+        """
+        out = self.tc.out
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise UserError(f"TrainConfig.out (--out): {out} is a file, not a folder")
+        held = [f for f in ("last.npz", LOG_NAME) if os.path.exists(os.path.join(out, f))]
+        if held and self.resumed_from is None and not self.tc.overwrite:
+            raise RunExistsError(
+                f"--out {out} holds a run ({', '.join(held)}): continue it with --resume "
+                f"{os.path.join(out, 'last.npz')}, replace it with --overwrite, or choose "
+                f"another --out")
+        if held and self.resumed_from is not None and self._another_run_in(out):
+            raise RunExistsError(
+                f"--out {out} holds another run than {self.resumed_from}'s: resume into the "
+                f"checkpoint's own folder (leave --out out) or an empty one")
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"TrainConfig.out (--out): cannot create {out}: "
+                             f"{e.strerror or e}") from None
+
+    def _another_run_in(self, out):
+        """Whether ``out/last.npz`` is a run other than the one resumed (other settings)."""
+        last = os.path.join(out, "last.npz")
+        if not os.path.exists(last) or os.path.samefile(last, self.resumed_from):
+            return False
+        try:
+            theirs = read_meta(last).get("train_config") or {}
+        except ValueError:
+            return True                               # unreadable: not knowingly the same run
+        ours = self._resumed_settings
+        return any(theirs.get(k) != ours.get(k) for k in self.tc.same_on_resume())
+
+    def _start(self, log_path):
+        """First fit(): claim tc.out, clear what an earlier run or an interrupted save left."""
+        self.check_out()
+        out = self.tc.out
+        removed = remove_temp_files(out)
+        if removed:
+            self.log(f"removed {len(removed)} temporary file(s) of an interrupted save: "
+                     f"{', '.join(removed)}")
+        if self.resumed_from is None and self.tc.overwrite:
+            for name in RUN_FILES:
+                if os.path.exists(os.path.join(out, name)):
+                    os.unlink(os.path.join(out, name))
+        if self.resumed_from is not None:
+            truncate_log(log_path, self.step)
+        self._started = True
 
     # -- one step --------------------------------------------------------------
     def train_step(self, batch):
-        """Forward, loss, backward and update on one batch; returns (loss, loc, conf)."""
+        """Forward, loss, backward and update on one batch; returns (loss, loc, conf).
+
+        Raises :class:`NonFiniteLossError` before the update if the loss is not
+        finite, and :class:`NonFiniteWeightsError` after it if the update made a
+        parameter, BatchNorm statistic or momentum buffer NaN or infinite.
+        """
         xp = self.xp
         images = xp.asarray(batch.images)                           # (B, 3, S, S)
         gt_boxes, gt_labels = pad_batch_targets(batch, xp)          # (B, G, 4), (B, G)
@@ -167,22 +479,58 @@ class Trainer:
         loss = self.criterion.forward(loc, conf, loc_t, conf_t)
         if not math.isfinite(float(loss)):
             raise NonFiniteLossError(
-                f"non-finite loss {float(loss)} at step {self.step} (epoch {self.epoch}); "
-                f"images in the batch: {', '.join(map(str, batch.ids))}. Check their boxes, "
-                f"or lower the learning rate (now {self.optimizer.lr:.3g}).")
+                f"non-finite loss {float(loss)} at {self._where()}; images in the batch: "
+                f"{', '.join(map(str, batch.ids))}. Check their boxes, or lower the learning "
+                f"rate (now {self.optimizer.lr:.3g}).{self._kept()}")
         dloc, dconf = self.criterion.backward()
         self.model.backward(dloc, dconf, need_dimages=False)   # no gradient for the images
         self.optimizer.lr = self.schedule(self.step)
         self.optimizer.step()
+        bad = self.first_non_finite()
+        if bad is not None:
+            raise NonFiniteWeightsError(
+                f"non-finite weights after {self._where()}: {bad} is the first NaN or inf in "
+                f"the network's order (loss {float(loss):.4g}, lr {self.optimizer.lr:.3g}); "
+                f"images in the batch: {', '.join(map(str, batch.ids))}. Lower the learning "
+                f"rate.{self._kept()}")
         self.step += 1
         return float(loss), float(self.criterion.loss_loc), float(self.criterion.loss_conf)
+
+    def _where(self):
+        """This step as the logs count it: train_log.jsonl's step and epoch, the progress bar's."""
+        return (f"step {self.step + 1}, epoch {self.epoch} (train_log.jsonl; epoch "
+                f"{self.epoch + 1}/{self._goal} on the progress bar)")
+
+    def _kept(self):
+        if self._saved is not None:
+            return f" The last good checkpoint, {self._saved}, is untouched."
+        if self.resumed_from is not None:
+            return f" The checkpoint resumed from, {self.resumed_from}, is untouched."
+        return " No checkpoint was written."
+
+    def first_non_finite(self):
+        """The first array of the training state holding NaN or inf, in words; None if none does.
+
+        Checks each layer's parameters and BatchNorm statistics in the network's order,
+        then the momentum buffers: one reduction per array, one copy to the host.
+        """
+        xp = self.xp
+        named = [(f"the {key} ({kind}) of layer {mod_name}", store[key])
+                 for mod_name, mod in self.model.named_modules()
+                 for kind, store in (("parameter", mod.params), ("statistic", mod.buffers))
+                 for key in store]
+        named += [(f"the momentum buffer of {k}", v) for k, v in self.optimizer.buffers.items()]
+        finite = backend.to_numpy(xp.stack([xp.isfinite(a).all() for _, a in named]))
+        bad = np.flatnonzero(~finite)
+        return named[bad[0]][0] if len(bad) else None
 
     def fit(self, epochs=None):
         """Train from ``self.epoch`` up to ``epochs`` (default: the config's)."""
         tc = self.tc
-        epochs = tc.epochs if epochs is None else epochs
-        os.makedirs(tc.out, exist_ok=True)
-        log_path = os.path.join(tc.out, "train_log.jsonl")
+        epochs = self._goal = tc.epochs if epochs is None else epochs
+        log_path = os.path.join(tc.out, LOG_NAME)
+        if not self._started:
+            self._start(log_path)
         start = time.time()
         self.model.train()
         with open(log_path, "a" if self.step else "w") as log_file:   # a fresh run starts a fresh log
@@ -200,11 +548,12 @@ class Trainer:
                     record = {"step": self.step, "epoch": self.epoch, "loss": losses[0],
                               "loss_loc": losses[1], "loss_conf": losses[2],
                               "lr": self.optimizer.lr, "images_per_s": round(ips, 2),
-                              "time": round(time.time() - start, 3)}
+                              "time": round(time.time() - start, 3), **self._log_note}
+                    self._log_note = {}
                     log_file.write(json.dumps(record) + "\n")
                     progress.update(i, f"loss {losses[0]:.3f} (loc {losses[1]:.3f} conf "
                                        f"{losses[2]:.3f}) lr {self.optimizer.lr:.2e} {ips:.1f} img/s")
-                log_file.flush()
+                log_file.flush()                 # the log reaches the checkpoint's step first
                 self.epoch += 1
                 self.save(os.path.join(tc.out, "last.npz"))
                 mean = sums / max(i, 1)
@@ -216,3 +565,27 @@ class Trainer:
                              f"{tc.max_minutes} min reached")
                     break
         return self
+
+
+def truncate_log(path, step):
+    """Keep the records of ``train_log.jsonl`` up to ``step`` (a resumed run's checkpoint).
+
+    The steps a killed or interrupted run logged after its last checkpoint are
+    trained again on resume; without this they would be in the log twice. A line
+    cut by a kill is dropped. Rewritten atomically.
+    """
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("step", math.inf) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)

@@ -1,6 +1,8 @@
 """The `minissd` command, smoke-tested end to end on a tiny generated set."""
+import json
 import os
 import struct
+import re
 import subprocess
 import sys
 import zlib
@@ -120,14 +122,27 @@ def test_python_dash_m_runs():
     assert "train" in out and "evaluate" in out and "detect" in out
 
 
-# --- the error policy: one line for the user's mistakes, a traceback for bugs ------------------
+# --------------------------------------------------------------------------- #
+# train and export: no lost or poisoned work, one line for each misuse
+# --------------------------------------------------------------------------- #
+def train_argv(data, out, *more):
+    return ["train", "--data", data, "--epochs", "1", "--batch-size", "4", "--workers", "1",
+            "--out", str(out), *more]
+
+
+def files(folder):
+    return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
+
 
 def one_error_line(capsys):
-    """The single stderr line of a command that failed with a user error."""
-    err = capsys.readouterr().err.strip().splitlines()
+    """The error of a failed command: one line (the progress lines of training aside)."""
+    err = [l for l in capsys.readouterr().err.strip().splitlines()
+           if not re.match(r"epoch \d+/\d+ \[", l)]
     assert len(err) == 1 and err[0].startswith("minissd: error: "), err
     return err[0]
 
+
+# --- the error policy: one line for the user's mistakes, a traceback for bugs ------------------
 
 def test_an_internal_bug_keeps_its_traceback(monkeypatch):
     def buggy(args):
@@ -168,13 +183,26 @@ def user_error(message):
     return UserError(message)
 
 
+def key_error(message):
+    from minissd.errors import UserKeyError
+    return UserKeyError(message)
+
+
+def train_error(name, message):
+    from minissd import train
+    return getattr(train, name)(message)
+
+
 @pytest.mark.parametrize("module, make_error, expected", [
     ("minissd.ssd.model", lambda: user_error("x"), True),
     ("numpy.core", lambda: FileNotFoundError("x"), True),
-    ("minissd.train", lambda: ValueError("TrainConfig.epochs must be >= 1"), True),
-    ("minissd.checkpoint", lambda: KeyError("class_names"), True),
-    ("minissd.nn.module", lambda: KeyError("missing 1 key(s)"), True),
-    ("minissd.train", lambda: RuntimeError("loss is nan"), True),
+    ("minissd.train", lambda: train_error("NonFiniteLossError", "loss is nan"), True),
+    ("minissd.train", lambda: train_error("NonFiniteWeightsError", "weights are inf"), True),
+    ("minissd.train", lambda: train_error("RunExistsError", "runs/x holds a run"), True),
+    ("minissd.nn.module", lambda: key_error("missing 1 key(s)"), True),
+    ("minissd.train", lambda: ValueError("a plain ValueError"), False),      # not a UserError: a bug
+    ("minissd.checkpoint", lambda: KeyError("class_names"), False),
+    ("minissd.train", lambda: RuntimeError("something broke"), False),
     ("minissd.ssd.matching", lambda: ValueError("match: ..."), False),   # a bug's own check
     ("numpy.core", lambda: ValueError("operands could not be broadcast"), False),
     ("minissd.ssd.model", lambda: KeyError("conv4_3"), False),
@@ -316,3 +344,183 @@ def test_detect_keeps_two_images_of_the_same_name(trained, tmp_path, capsys):
 ])
 def test_picture_names_are_distinct(paths, names):
     assert cli.picture_names(paths) == [os.path.normpath(n) for n in names]
+
+
+def test_train_options_come_from_train_config():
+    """Each TrainConfig field is an option of `minissd train` with the field's help; nothing given
+    means the dataclass's defaults (written once, there)."""
+    import dataclasses
+    from minissd.cli import build_parser
+    from minissd.train import TrainConfig, config_from_options
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    options = {a.dest: a for a in train._actions}
+    for f in dataclasses.fields(TrainConfig):
+        assert options[f.name].option_strings == ["--" + f.name.replace("_", "-")]
+        assert options[f.name].help.startswith(f.metadata["help"].replace("%", "%%"))
+    args = parser.parse_args(["train", "--data", "d"])
+    assert not [f.name for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)
+                and f.name != "data"]
+    assert config_from_options({"data": ["d"]}) == TrainConfig(data=["d"])
+    args = parser.parse_args(["train", "--data", "a", "b", "--batch-size", "8", "--lr", "0.01",
+                              "--momentum", "0.8", "--reset-heads", "--max-minutes", "2"])
+    assert (args.data, args.batch_size, args.lr, args.momentum, args.reset_heads,
+            args.max_minutes) == (["a", "b"], 8, 0.01, 0.8, True, 2.0)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_lr_100_leaves_a_finite_checkpoint_and_one_clear_line(trained, tmp_path, capsys):
+    """Issue 14's first defect, at the size of this test set: the weights go non-finite in the
+    last step of epoch 3 (a finite loss), which used to be saved as last.npz with rc 0."""
+    import numpy as np
+    data, _ = trained
+    run = tmp_path / "lr100"
+    rc = main(train_argv(data, run, "--epochs", "3", "--lr", "100", "--augment", "flip"))
+    with np.load(run / "last.npz") as z:                          # whatever happened: finite
+        assert all(np.isfinite(z[k]).all() for k in z.files if z[k].dtype.kind == "f")
+    assert rc == 2
+    line = one_error_line(capsys)
+    assert re.search(r"non-finite (weights|loss) .*step \d+, epoch \d+ .*images in the batch: "
+                     r"\d{6}(, \d{6}){3}", line), line
+
+
+def test_a_second_run_into_the_same_out_is_refused_and_the_first_is_byte_identical(
+        trained, tmp_path, capsys):
+    data, _ = trained
+    run = tmp_path / "run"
+    assert main(train_argv(data, run)) == 0
+    first = files(run)
+    capsys.readouterr()
+    assert main(train_argv(data, run, "--seed", "3")) == 2
+    assert "holds a run (last.npz, train_log.jsonl)" in one_error_line(capsys)
+    assert capsys.readouterr().out == ""                          # refused before the banner
+    assert files(run) == first
+    assert main(train_argv(data, run, "--seed", "3", "--overwrite")) == 0
+    assert files(run).keys() == first.keys() and files(run)["last.npz"] != first["last.npz"]
+
+
+def test_resume_takes_the_checkpoints_settings_and_checks_changes(trained, tmp_path, capsys):
+    import shutil
+    from minissd.checkpoint import read_checkpoint
+    data, _ = trained
+    run = tmp_path / "run"
+    assert main(train_argv(data, run, "--epochs", "2", "--max-minutes", "1e-9")) == 0   # stops after 1
+    assert read_checkpoint(run / "last.npz")[1]["epoch"] == 1
+    shutil.copy(run / "last.npz", tmp_path / "epoch1.npz")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run / "last.npz"), "--batch-size", "2"]) == 2
+    assert "other settings (--batch-size 4 -> 2)" in one_error_line(capsys)
+    assert main(["train", "--resume", str(run / "last.npz"), "--max-minutes", "10"]) == 0
+    _, meta = read_checkpoint(run / "last.npz")
+    assert (meta["epoch"], meta["step"], meta["train_config"]["batch_size"]) == (2, 4, 4)
+    assert main(["train", "--resume", str(run / "last.npz")]) == 2
+    assert "has done 2 epoch(s); --epochs 2 leaves nothing to train" in one_error_line(capsys)
+    assert main(["train", "--resume", str(tmp_path / "epoch1.npz"), "--out", str(run)]) == 0
+    assert [json.loads(l)["step"] for l in open(run / "train_log.jsonl")] == [1, 2, 3, 4]
+
+
+def test_fine_tuning_the_shipped_model_from_the_command_line(trained, tmp_path, capsys):
+    data, _ = trained
+    shipped = os.path.join(os.path.dirname(__file__), "..", "models", "ssd-tiny-shapes.npz")
+    assert main(["train", "--data", data, "--epochs", "1", "--batch-size", "4", "--out",
+                 str(tmp_path / "a"), "--resume", shipped]) == 2
+    assert "cannot be resumed; to fine-tune from it, use --init" in one_error_line(capsys)
+    assert main(train_argv(data, tmp_path / "a", "--init", shipped)) == 0
+    assert f"initialised from {shipped}" in capsys.readouterr().out
+    assert main(train_argv(data, tmp_path / "b", "--init", shipped, "--classes",
+                           "circle,square,triangle,star", "--reset-heads")) == 0
+    assert "(class heads re-initialised)" in capsys.readouterr().out
+
+
+def test_export_refuses_to_write_over_its_input(trained, tmp_path, capsys):
+    data, ckpt = trained
+    before = open(ckpt, "rb").read()
+    assert main(["export", ckpt, ckpt]) == 2
+    assert "would overwrite its input" in one_error_line(capsys)
+    assert main(["export", ckpt, str(tmp_path)]) == 2
+    assert f"{tmp_path} is a folder" in one_error_line(capsys)
+    assert open(ckpt, "rb").read() == before
+
+
+@pytest.mark.parametrize("more, message", [
+    (["--epochs", "-3"], "TrainConfig.epochs (--epochs): must be an integer >= 1, got -3"),
+    (["--epochs", "0"], "TrainConfig.epochs (--epochs): must be an integer >= 1, got 0"),
+    (["--workers", "-1"], "TrainConfig.workers (--workers): must be an integer >= 0, got -1"),
+    (["--max-minutes", "nan"], "TrainConfig.max_minutes (--max-minutes): must be a finite number > 0"),
+    (["--batch-size", "64"], "split 'trainval' has 8 image(s), fewer than --batch-size 64"),
+    (["--split", "empty", "--batch-size", "1"], "split 'empty' is empty"),
+    (["--out", "/etc/passwd"], "TrainConfig.out (--out): /etc/passwd is a file, not a folder"),
+    (["--resume", "/etc/passwd"], "/etc/passwd: not a minissd checkpoint (not a zip archive)"),
+    (["--init", "/etc/passwd"], "/etc/passwd: not a minissd checkpoint (not a zip archive)"),
+    (["--decay-at", "0.5,x"], "--decay-at: '0.5,x' is not comma-separated numbers"),
+])
+def test_train_misuse_is_one_line_before_the_banner(trained, tmp_path, capsys, more, message):
+    data, _ = trained
+    open(os.path.join(data, "ImageSets", "Main", "empty.txt"), "w").close()
+    argv = train_argv(data, tmp_path / "run")
+    assert main(argv[:argv.index("--out")] + ["--out", str(tmp_path / "run")] + more) == 2
+    assert message in one_error_line(capsys)
+    assert capsys.readouterr().out == ""
+    assert not os.path.exists(tmp_path / "run" / "last.npz")
+
+
+def test_a_random_file_as_checkpoint_is_named_without_the_pickle_hint(trained, tmp_path, capsys):
+    data, _ = trained
+    path = tmp_path / "random.npz"
+    path.write_bytes(os.urandom(2000).replace(b"PK", b"pk"))
+    for argv in (["evaluate", "--checkpoint", str(path), "--data", data],
+                 ["export", str(path), str(tmp_path / "out.npz")]):
+        assert main(argv) == 2
+        line = one_error_line(capsys)
+        assert f"{path}: not a minissd checkpoint" in line and "allow_pickle" not in line
+
+
+def start_training_and_wait(data, run, epochs):
+    """Start `minissd train` in a child process; return it once its log is ahead of its first
+    checkpoint (the log is flushed before each save), or once it has ended."""
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "minissd"] + train_argv(data, run, "--epochs", str(epochs)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    log, deadline = run / "train_log.jsonl", time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "last.json").exists() and log.exists() and \
+                open(log).read().count("\n") > json.load(open(run / "last.json"))["step"]:
+            break
+        time.sleep(0.01)
+    return proc
+
+
+def test_ctrl_c_stops_with_130_and_the_run_resumes(trained, tmp_path):
+    import signal
+    from minissd.checkpoint import read_checkpoint
+    data, _ = trained
+    run = tmp_path / "run"
+    proc = start_training_and_wait(data, run, 20)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "minissd: interrupted"
+    done = read_checkpoint(run / "last.npz")[1]["epoch"]
+    assert main(["train", "--resume", str(run / "last.npz"), "--epochs", str(done + 1),
+                 "--override"]) == 0
+    assert [json.loads(l)["step"] for l in open(run / "train_log.jsonl")] == \
+        list(range(1, 2 * (done + 1) + 1))
+
+
+def test_kill_9_during_training_then_resume_leaves_each_step_once_in_the_log(trained, tmp_path):
+    """A real SIGKILL once the log is ahead of the checkpoint (it is flushed before each save):
+    last.npz loads, and after --resume the log has steps 1..N exactly once."""
+    import signal
+    from minissd.checkpoint import read_checkpoint
+    data, _ = trained
+    run = tmp_path / "run"
+    proc = start_training_and_wait(data, run, 20)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    _, meta = read_checkpoint(run / "last.npz")                 # loadable after the kill
+    done = meta["epoch"]
+    assert 1 <= done < 20
+    assert main(["train", "--resume", str(run / "last.npz"), "--epochs", str(done + 1),
+                 "--override"]) == 0
+    steps = [json.loads(l)["step"] for l in open(run / "train_log.jsonl")]
+    assert steps == list(range(1, 2 * (done + 1) + 1))

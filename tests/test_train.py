@@ -1,6 +1,8 @@
 """Training: checkpoints (atomic, resumable), the NaN guard and the log, on a tiny shapes set."""
 import json
 import os
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +10,9 @@ import pytest
 from minissd.nn.module import load_npz
 from minissd.datasets.synthetic import write_shapes_dataset
 from minissd.checkpoint import load_model, read_checkpoint
-from minissd.train import NonFiniteLossError, Progress, Trainer, TrainConfig
+from minissd.ssd.model import SSD
+from minissd.train import (NonFiniteLossError, NonFiniteWeightsError, Progress, RunExistsError,
+                           Trainer, TrainConfig, truncate_log)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,7 @@ def test_non_finite_loss_stops_and_names_step_and_images(shapes_root, tmp_path):
     trainer = Trainer(tiny(shapes_root, tmp_path), log=lambda *_: None)
     head = next(m for name, m in trainer.model.named_modules() if name.startswith("conf."))
     head.params["bias"] = head.params["bias"] + np.nan
-    with pytest.raises(NonFiniteLossError, match=r"step 0 .*images in the batch: \d{6}"):
+    with pytest.raises(NonFiniteLossError, match=r"step 1, epoch 0 .*images in the batch: \d{6}"):
         trainer.fit()
     assert not os.path.exists(tmp_path / "last.npz")     # nothing trained on NaN was saved
 
@@ -149,3 +153,262 @@ def test_training_and_detection_on_fake_cupy(shapes_root, tmp_path, monkeypatch)
     assert all(isinstance(arr, np.ndarray) for d in det_gpu for arr in d)   # back on the host
     assert [len(d[0]) for d in det_gpu] == [len(d[0]) for d in det_cpu]
     assert res_gpu["map"] == pytest.approx(res_cpu["map"], abs=1e-6)
+
+
+# --------------------------------------------------------------------------- #
+# Finite or nothing
+# --------------------------------------------------------------------------- #
+SHIPPED = os.path.join(os.path.dirname(__file__), "..", "models", "ssd-tiny-shapes.npz")
+
+
+def quiet(tc):
+    return Trainer(tc, log=lambda *_: None)
+
+
+def files(folder):
+    """{name: bytes} of the files in ``folder``."""
+    return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_an_update_that_makes_the_weights_non_finite_stops_before_the_save(shapes_root, tmp_path):
+    """The loss of step 4 is finite; its update is not. Without the check after the update, the
+    end of epoch 2 would save the poisoned weights over epoch 1's checkpoint."""
+    trainer = quiet(tiny(shapes_root, tmp_path))
+    trainer.fit(epochs=1)
+    good = files(tmp_path)
+    schedule = trainer.schedule
+    trainer.schedule = lambda step: 1e38 if step == 3 else schedule(step)   # step 4's update
+    with pytest.raises(NonFiniteWeightsError) as e:
+        trainer.fit()
+    message = str(e.value)
+    assert "after step 4, epoch 1 (train_log.jsonl; epoch 2/2 on the progress bar)" in message
+    assert re.search(r"the \w+ \((parameter|statistic)\) of layer [\w.]+ is the first NaN", message)
+    assert re.search(r"images in the batch: \d{6}, \d{6}, \d{6}, \d{6}\.", message)
+    assert f"last good checkpoint, {tmp_path / 'last.npz'}, is untouched" in message
+    assert {k: v for k, v in files(tmp_path).items() if k != "train_log.jsonl"} == \
+        {k: v for k, v in good.items() if k != "train_log.jsonl"}
+    read_checkpoint(tmp_path / "last.npz")                   # finite, loadable
+
+
+def test_first_non_finite_names_the_layer_statistic_or_momentum(shapes_root, tmp_path):
+    trainer = quiet(tiny(shapes_root, tmp_path))
+    assert trainer.first_non_finite() is None
+    trainer.optimizer.buffers["loc.fc7.bias"] = trainer.model.loc["fc7"].params["bias"] * np.nan
+    assert trainer.first_non_finite() == "the momentum buffer of loc.fc7.bias"
+    bn_name, bn = next((n, m) for n, m in trainer.model.named_modules() if m.buffers)
+    bn.buffers["running_var"] = bn.buffers["running_var"] + np.inf
+    assert trainer.first_non_finite() == f"the running_var (statistic) of layer {bn_name}"
+    conv = trainer.model.vgg.conv1_1
+    conv.params["weight"] = conv.params["weight"] * np.nan
+    assert trainer.first_non_finite() == "the weight (parameter) of layer vgg.conv1_1"
+
+
+# --------------------------------------------------------------------------- #
+# Fine-tuning
+# --------------------------------------------------------------------------- #
+def test_init_fine_tunes_a_shipped_model_with_a_fresh_optimiser(shapes_root, tmp_path):
+    shipped, meta = load_model(SHIPPED)
+    trainer = quiet(tiny(shapes_root, tmp_path / "ft", init=SHIPPED, epochs=1, augment="flip"))
+    assert (trainer.step, trainer.epoch, trainer.optimizer.buffers) == (0, 0, {})
+    for k, v in shipped.state_dict().items():
+        np.testing.assert_array_equal(trainer.model.state_dict()[k], v, err_msg=k)
+    scratch = quiet(tiny(shapes_root, tmp_path / "scratch", epochs=1, augment="flip"))
+    batch = next(iter(scratch.loader))
+    assert trainer.train_step(batch)[0] < scratch.train_step(batch)[0] / 3   # it starts trained
+    trainer = quiet(tiny(shapes_root, tmp_path / "ft2", init=SHIPPED, epochs=1)).fit()
+    _, saved = read_checkpoint(tmp_path / "ft2" / "last.npz")
+    assert saved["train_config"]["init"] == SHIPPED and saved["step"] == 2
+
+
+def test_init_with_another_class_list_needs_reset_heads(shapes_root, tmp_path):
+    four = ["circle", "square", "triangle", "star"]
+    with pytest.raises(ValueError, match=r"trained for classes \['circle', 'square', 'triangle'\]"
+                                         r".*give --reset-heads"):
+        quiet(tiny(shapes_root, tmp_path, init=SHIPPED, classes=four))
+    trainer = quiet(tiny(shapes_root, tmp_path, init=SHIPPED, classes=four, reset_heads=True))
+    shipped, fresh = load_model(SHIPPED)[0].state_dict(), params(SSD(trainer.cfg, 4, seed=0))
+    for k, v in trainer.model.state_dict().items():       # conf heads fresh, the rest shipped
+        np.testing.assert_array_equal(v, fresh[k] if k.startswith("conf.") else shipped[k], err_msg=k)
+    assert any(k.startswith("conf.") for k in fresh) and any(k.startswith("loc.") for k in fresh)
+    trainer.fit(epochs=1)
+    assert read_checkpoint(tmp_path / "last.npz")[1]["class_names"] == four
+
+
+def test_resume_from_an_exported_model_points_to_init(shapes_root, tmp_path):
+    with pytest.raises(ValueError, match=r"ssd-tiny-shapes.npz: an exported model \(no optimiser "
+                                         r"state\) cannot be resumed; to fine-tune from it, use --init"):
+        quiet(tiny(shapes_root, tmp_path, resume=SHIPPED))
+
+
+# --------------------------------------------------------------------------- #
+# Runs are never destroyed silently
+# --------------------------------------------------------------------------- #
+def test_a_new_run_into_a_folder_holding_a_run_is_refused(shapes_root, tmp_path):
+    quiet(tiny(shapes_root, tmp_path, epochs=1)).fit()
+    (tmp_path / "pr_curves.png").write_bytes(b"old plot")
+    before = files(tmp_path)
+    second = quiet(tiny(shapes_root, tmp_path, epochs=1, seed=5))
+    with pytest.raises(RunExistsError, match=rf"--out {tmp_path} holds a run \(last.npz, "
+                                             r"train_log.jsonl\): continue it with --resume"):
+        second.fit()
+    assert files(tmp_path) == before                         # byte for byte
+    os.unlink(tmp_path / "last.npz")                          # a log alone is a run too
+    with pytest.raises(RunExistsError, match=r"holds a run \(train_log.jsonl\)"):
+        quiet(tiny(shapes_root, tmp_path, epochs=1)).fit()
+    quiet(tiny(shapes_root, tmp_path, epochs=1, seed=5, overwrite=True)).fit()
+    assert sorted(os.listdir(tmp_path)) == ["last.json", "last.npz", "train_log.jsonl"]
+    assert read_checkpoint(tmp_path / "last.npz")[1]["train_config"]["seed"] == 5
+
+
+def test_out_that_is_a_file_is_named(shapes_root, tmp_path):
+    (tmp_path / "f").write_text("x")
+    for out, message in [(tmp_path / "f", "is a file, not a folder"),
+                         (tmp_path / "f" / "run", "cannot create")]:
+        with pytest.raises(ValueError, match=rf"TrainConfig.out \(--out\): .*{message}"):
+            quiet(tiny(shapes_root, out)).fit()
+
+
+def test_resume_refuses_changed_settings_unless_override_which_is_recorded(shapes_root, tmp_path):
+    quiet(tiny(shapes_root, tmp_path)).fit(epochs=1)
+    ckpt = str(tmp_path / "last.npz")
+    for change, said in [(dict(batch_size=2), "--batch-size 4 -> 2"), (dict(lr=0.01), "--lr 0.001 -> 0.01"),
+                         (dict(seed=3), "--seed 0 -> 3"), (dict(augment="flip"), "--augment 'ssd' -> 'flip'"),
+                         (dict(epochs=3), "--epochs 2 -> 3")]:
+        with pytest.raises(ValueError, match=rf"other settings \({re.escape(said)}\).*--override"):
+            quiet(tiny(shapes_root, tmp_path, resume=ckpt, **change))
+    same = quiet(tiny(shapes_root, tmp_path, resume=ckpt, workers=0, log_every=1, max_minutes=5.0))
+    assert same.overridden == {} and same.step == 2          # run-control options may change
+    resumed = quiet(tiny(shapes_root, tmp_path, resume=ckpt, lr=0.01, override=True))
+    assert resumed.overridden == {"lr": [0.001, 0.01]}
+    resumed.fit()
+    _, meta = read_checkpoint(ckpt)
+    assert meta["overrides"] == [{"step": 2, "epoch": 1, "changed": {"lr": [0.001, 0.01]}}]
+    assert meta["train_config"]["lr"] == 0.01
+    log = [json.loads(l) for l in open(tmp_path / "train_log.jsonl")]
+    assert [r.get("override") for r in log] == [None, None, {"lr": [0.001, 0.01]}, None]
+
+
+def test_resume_with_no_epochs_left_says_so(shapes_root, tmp_path):
+    quiet(tiny(shapes_root, tmp_path)).fit()
+    for epochs in (1, 2):
+        with pytest.raises(ValueError, match=rf"has done 2 epoch\(s\); --epochs {epochs} leaves "
+                                             r"nothing to train"):
+            quiet(tiny(shapes_root, tmp_path, resume=str(tmp_path / "last.npz"), epochs=epochs,
+                       override=True))
+
+
+# --------------------------------------------------------------------------- #
+# Logs continue exactly
+# --------------------------------------------------------------------------- #
+def test_log_after_an_interrupted_run_and_resume_has_each_step_once(shapes_root, tmp_path,
+                                                                    monkeypatch):
+    straight = quiet(tiny(shapes_root, tmp_path / "straight", epochs=3)).fit()
+    run = tmp_path / "run"
+    trainer = quiet(tiny(shapes_root, run, epochs=3))
+    step = trainer.train_step
+
+    def interrupted(batch):                                  # Ctrl-C in step 4, epoch 2
+        if trainer.step == 3:
+            raise KeyboardInterrupt
+        return step(batch)
+    monkeypatch.setattr(trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    with open(run / "train_log.jsonl", "a") as f:
+        f.write('{"step": 4, "epoch": 1, "lo')               # a line cut by a kill
+    (run / "tmpk1ll.tmp.npz").write_bytes(b"\0" * 100)        # a save cut by a kill
+    assert [json.loads(l)["step"] for l in open(run / "train_log.jsonl")
+            if l.endswith("}\n")] == [1, 2, 3]                # step 3 is past the checkpoint's 2
+    resumed = quiet(tiny(shapes_root, run, epochs=3, resume=str(run / "last.npz"))).fit()
+    assert resumed.step == 6
+    assert not [f for f in os.listdir(run) if ".tmp" in f]
+    log = [json.loads(l) for l in open(run / "train_log.jsonl")]
+    reference = [json.loads(l) for l in open(tmp_path / "straight" / "train_log.jsonl")]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in log] == [0, 0, 1, 1, 2, 2]
+    assert [r["loss"] for r in log] == [r["loss"] for r in reference]   # the same run, exactly
+
+
+def test_save_removes_orphan_temp_files_of_the_run_folder(shapes_root, tmp_path):
+    trainer = quiet(tiny(shapes_root, tmp_path, epochs=1)).fit()
+    (tmp_path / "tmpk1ll3d.tmp.npz").write_bytes(b"\0" * 1000)   # a save cut by a kill
+    (tmp_path / "last.json.tmp").write_text("{")
+    trainer.save(str(tmp_path / "last.npz"))
+    assert sorted(os.listdir(tmp_path)) == ["last.json", "last.npz", "train_log.jsonl"]
+
+
+def test_resume_into_a_folder_holding_another_run_is_refused(shapes_root, tmp_path):
+    quiet(tiny(shapes_root, tmp_path / "a")).fit(epochs=1)
+    quiet(tiny(shapes_root, tmp_path / "b", seed=7)).fit(epochs=1)
+    before = files(tmp_path / "b")
+    into_b = quiet(tiny(shapes_root, tmp_path / "b", resume=str(tmp_path / "a" / "last.npz")))
+    with pytest.raises(RunExistsError, match=r"holds another run than .*a/last.npz's"):
+        into_b.fit()
+    assert files(tmp_path / "b") == before
+    shutil.copy(tmp_path / "a" / "last.npz", tmp_path / "a-epoch1.npz")    # a copy of run a
+    quiet(tiny(shapes_root, tmp_path / "a", resume=str(tmp_path / "a-epoch1.npz"))).fit()
+
+
+def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
+    path = tmp_path / "train_log.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": s / 10}) + "\n" for s in range(1, 6))
+                    + '{"step": 6, "lo')
+    truncate_log(str(path), 3)
+    assert [json.loads(l)["step"] for l in open(path)] == [1, 2, 3]
+    truncate_log(str(tmp_path / "missing.jsonl"), 3)           # nothing to cut
+    assert not os.path.exists(tmp_path / "missing.jsonl")
+
+
+# --------------------------------------------------------------------------- #
+# TrainConfig: validated, one field at a time
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("change, message", [
+    (dict(epochs=-3), r"TrainConfig.epochs \(--epochs\): must be an integer >= 1, got -3"),
+    (dict(epochs=0), r"TrainConfig.epochs \(--epochs\): must be an integer >= 1, got 0"),
+    (dict(epochs=2.5), r"TrainConfig.epochs \(--epochs\): must be an integer"),
+    (dict(batch_size=0), r"TrainConfig.batch_size \(--batch-size\): must be an integer >= 1"),
+    (dict(workers=-1), r"TrainConfig.workers \(--workers\): must be an integer >= 0, got -1"),
+    (dict(max_minutes=float("nan")), r"TrainConfig.max_minutes \(--max-minutes\): must be a finite "
+                                     r"number > 0, got nan"),
+    (dict(max_minutes=0), r"TrainConfig.max_minutes \(--max-minutes\): must be a finite number > 0"),
+    (dict(lr=float("inf")), r"TrainConfig.lr \(--lr\): must be a finite number > 0, got inf"),
+    (dict(lr=-1e-3), r"TrainConfig.lr \(--lr\)"),
+    (dict(momentum=1.0), r"TrainConfig.momentum \(--momentum\): must be a finite number >= 0 and < 1"),
+    (dict(weight_decay=-1.0), r"TrainConfig.weight_decay \(--weight-decay\)"),
+    (dict(warmup_steps=-1), r"TrainConfig.warmup_steps \(--warmup-steps\): must be an integer >= 0"),
+    (dict(decay_at=(0.8, 0.5)), r"TrainConfig.decay_at \(--decay-at\): must be increasing fractions"),
+    (dict(decay_at=(0.5, 1.5)), r"TrainConfig.decay_at \(--decay-at\)"),
+    (dict(seed=-1), r"TrainConfig.seed \(--seed\): must be an integer >= 0"),
+    (dict(log_every=0), r"TrainConfig.log_every \(--log-every\)"),
+    (dict(augment="mixup"), r"TrainConfig.augment \(--augment\): must be 'ssd', 'flip' or 'none'"),
+    (dict(split=""), r"TrainConfig.split \(--split\): must be a non-empty string"),
+    (dict(out=""), r"TrainConfig.out \(--out\): must be a non-empty string"),
+    (dict(classes=["a", "b", "a"]), r"TrainConfig.classes \(--classes\): lists a more than once"),
+    (dict(classes=[]), r"TrainConfig.classes \(--classes\): must be a non-empty list"),
+    (dict(init="a.npz", resume="b.npz"), r"TrainConfig.init \(--init\): .*give one"),
+    (dict(reset_heads=True), r"TrainConfig.reset_heads \(--reset-heads\): only applies with --init"),
+    (dict(override=True), r"TrainConfig.override \(--override\): only applies with --resume"),
+    (dict(overwrite=True, resume="b.npz"), r"TrainConfig.overwrite \(--overwrite\)"),
+])
+def test_train_config_validate_names_the_field(change, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**dict(dict(data=["x"]), **change)).validate()
+
+
+def test_train_config_defaults_are_valid_and_round_trip():
+    tc = TrainConfig(data=["x"]).validate()
+    assert TrainConfig.from_dict(json.loads(json.dumps(tc.to_dict()))) == tc
+    assert TrainConfig.from_dict({"epochs": 3, "not_a_field": 1}).epochs == 3   # an older record
+    assert "batch_size" in tc.same_on_resume() and "workers" not in tc.same_on_resume()
+
+
+def test_trainer_names_an_empty_split_and_a_too_small_one(shapes_root, tmp_path):
+    with open(os.path.join(shapes_root, "ImageSets", "Main", "empty.txt"), "w"):
+        pass
+    with pytest.raises(ValueError, match=r"split 'empty' is empty: ImageSets/Main/empty.txt of "
+                                         rf"{re.escape(str(shapes_root))} lists no images"):
+        Trainer(tiny(shapes_root, tmp_path, split="empty", batch_size=1))
+    with pytest.raises(ValueError, match=r"split 'test' has 4 image\(s\), fewer than --batch-size 8: "
+                                         r"give --batch-size 4 or less"):
+        Trainer(tiny(shapes_root, tmp_path, split="test", batch_size=8))

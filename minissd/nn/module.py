@@ -23,6 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
+from minissd.errors import UserError, UserKeyError
 from minissd.nn import backend
 
 
@@ -152,16 +153,16 @@ class Module:
         missing = [n for n, _, _ in own if n not in state]
         unexpected = [k for k in state if k not in names]
         if missing:
-            raise KeyError(f"{source}: missing {len(missing)} key(s): {', '.join(missing[:8])}"
+            raise UserKeyError(f"{source}: missing {len(missing)} key(s): {', '.join(missing[:8])}"
                            + (" ..." if len(missing) > 8 else ""))
         if strict and unexpected:
-            raise KeyError(f"{source}: unexpected {len(unexpected)} key(s): "
+            raise UserKeyError(f"{source}: unexpected {len(unexpected)} key(s): "
                            f"{', '.join(unexpected[:8])}" + (" ..." if len(unexpected) > 8 else ""))
         for name, store, key in own:
             old = store[key]
             new = state[name]
             if tuple(new.shape) != tuple(old.shape):
-                raise ValueError(f"{source}: key {name!r} has shape {tuple(new.shape)}, "
+                raise UserError(f"{source}: key {name!r} has shape {tuple(new.shape)}, "
                                  f"the model expects {tuple(old.shape)}")
         for name, store, key in own:
             old = store[key]
@@ -196,16 +197,52 @@ def save_npz(path, arrays: dict):
         raise
 
 
+class NotNpzError(UserError):
+    """A file that is not a ``.npz`` of plain arrays; ``reason`` says what it is instead."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: not a readable .npz of arrays ({reason})")
+        self.path, self.reason = path, reason
+
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")      # a zip with members, an empty zip
+
+
 def load_npz(path) -> "OrderedDict[str, np.ndarray]":
-    """Read a ``.npz`` written by :func:`save_npz` (pickles refused)."""
+    """Read a ``.npz`` written by :func:`save_npz`; anything else (pickles included) is refused.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`NotNpzError` (a
+    ``ValueError``) naming the file and what it is instead: never numpy's hint to
+    allow pickles.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such checkpoint file: {path}")
+    if os.path.isdir(path):
+        raise NotNpzError(path, "it is a folder")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head[:4] not in _ZIP_MAGIC:
+        what = ("a single .npy array, not named arrays" if head == b"\x93NUMPY" else
+                "a pickle, which minissd never loads" if head[:1] == b"\x80" else
+                "empty" if not head else "not a zip archive")
+        raise NotNpzError(path, what)
     try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):     # a bare .npy holds one unnamed array
-            raise ValueError(f"it holds a single {type(z).__name__}, not named arrays")
-        with z:
-            return OrderedDict((k, z[k]) for k in z.files)
+        with np.load(path, allow_pickle=False) as z:
+            other = [n for n in z.zip.namelist() if not n.endswith(".npy")]
+            if other:
+                raise NotNpzError(path, f"member {other[0]!r} is not a .npy array")
+            arrays = OrderedDict()
+            for k in z.files:
+                try:
+                    arrays[k] = z[k]
+                except ValueError as e:
+                    if "allow_pickle" in str(e):
+                        raise NotNpzError(path, f"array {k!r} holds Python objects (a pickle), "
+                                                "which minissd never loads") from None
+                    raise
+            return arrays
+    except NotNpzError:
+        raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: not a readable .npz of arrays ({e})") from None
+        raise NotNpzError(path, str(e)) from None

@@ -54,6 +54,9 @@ class SGD:
                        "steps": self.steps}
 
     def load_state_dict(self, arrays, meta):
+        if not isinstance(meta, dict):
+            raise ValueError(f"SGD.load_state_dict: no optimiser state (got {meta!r}); an "
+                             "exported model has none")
         names = {name: mod.params[key] for name, mod, key in self.model.named_parameters()}
         buffers = {}
         for k, v in arrays.items():

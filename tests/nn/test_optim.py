@@ -122,6 +122,8 @@ def test_sgd_state_dict_errors_name_the_parameter(xp):
         opt.load_state_dict({"momentum.c": np.zeros(2)}, meta)
     with pytest.raises(ValueError, match=r"'w' has shape \(3,\), the parameter \(2,\)"):
         opt.load_state_dict({"momentum.w": np.zeros(3)}, meta)
+    with pytest.raises(ValueError, match="no optimiser state .*exported model"):
+        opt.load_state_dict({}, None)                      # an exported model's record
 
 
 @pytest.mark.parametrize("kwargs", [dict(lr=-1.0), dict(momentum=-0.1), dict(weight_decay=-1e-4)])
