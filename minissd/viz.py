@@ -189,7 +189,7 @@ def draw_architecture(model, highlight=None, ax=None, width: float = 14.0):
     inference (decode -> NMS -> detections).
     highlight: one name of ARCHITECTURE_PARTS, or several, drawn in colour (the rest grey);
         None draws every part in its colour.
-    ax: a matplotlib Axes to draw on; None makes a figure ``width`` inches wide.
+    ax: a matplotlib Axes to draw on; None makes a figure ``width`` inches wide, at dpi >= 100.
     """
     import inspect
 
@@ -225,7 +225,8 @@ def draw_architecture(model, highlight=None, ax=None, width: float = 14.0):
     n = len(stages)
     span = max(n, 13)                                            # x units (one per block)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(width, width * 7.0 / (span + 0.6)))
+        fig, ax = plt.subplots(figsize=(width, width * 7.0 / (span + 0.6)),
+                               dpi=max(100, plt.rcParams["figure.dpi"]))     # readable labels
         fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.94)
     fig = ax.figure
     fs = 7.5 * (ax.get_position().width * fig.get_figwidth() / 13.0) ** 0.5   # font size, pt
