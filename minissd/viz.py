@@ -240,20 +240,21 @@ def draw_architecture(model, highlight=None, ax=None, width: float = 14.0):
                                     fc=fill, ec=edge, lw=1.6 if strong and part in parts else 1))
         ax.text(x, y, text, ha="center", va="center", fontsize=size, color=colour, fontweight=weight)
 
-    def arrow(a, b, part=None, rad=0.0, colour=None):
-        colour = colour or ("#555555" if part is None or part in parts else "#c8c8c8")
+    def arrow(a, b, part=None, rad=0.0):
+        colour = "#555555" if part is None or part in parts else "#c8c8c8"
         ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=9, lw=1, color=colour,
                                      connectionstyle=f"arc3,rad={rad}", shrinkA=1, shrinkB=1))
 
     # --- the trunk: one block per stage ------------------------------------------------------
-    y_mid, c_max = 4.45, max(shape[0] for _, _, shape, _ in stages)
-    heads = []                                                   # (x, y bottom, name, shape)
+    y_mid, w = 4.45, 0.42                                       # the blocks' centre line and width
+    c_max = max(shape[0] for _, _, shape, _ in stages)
+    heads = []                                                   # (x, y of the arrow's start, name)
     for i, (name, part, shape, is_source) in enumerate(stages):
         c, h, _ = shape
         x = i + 0.5
         side = 0.35 + 1.9 * (h / S) ** 0.5                      # block height ~ sqrt(H)
         depth = 0.06 + 0.22 * c / c_max                          # block depth ~ channels
-        w, bottom, top = 0.42, y_mid - side / 2, y_mid + side / 2
+        bottom, top = y_mid - side / 2, y_mid + side / 2
         fill, edge, colour, weight = face(part) if part else ("#ffffff", "#555555", "black", "normal")
         x0 = x - w / 2 - depth / 2
         ax.add_patch(Polygon([(x0, top), (x0 + depth, top + depth), (x0 + w + depth, top + depth),
@@ -265,9 +266,9 @@ def draw_architecture(model, highlight=None, ax=None, width: float = 14.0):
         ax.text(x, bottom - 0.08, _hwc(shape), ha="center", va="top", fontsize=fs * 0.92,
                 color=colour, fontweight="bold" if is_source else "normal")
         if i:
-            arrow((x - 1 + 0.5 * 0.42 + 0.05, y_mid), (x0 - 0.02, y_mid))
+            arrow((x - 1 + w / 2 + 0.05, y_mid), (x0 - 0.02, y_mid))       # from the previous block
         if is_source:
-            heads.append((x, bottom - 0.45, name, shape))
+            heads.append((x, bottom - 0.45, name))
     part_label_y = 6.15
     for part in ("base", "extras"):
         xs = [i + 0.5 for i, s in enumerate(stages) if s[1] == part]
@@ -279,7 +280,7 @@ def draw_architecture(model, highlight=None, ax=None, width: float = 14.0):
     # --- heads: one per source map -------------------------------------------------------------
     y_head, y_cat = 2.2, 1.1
     ks = cfg.num_boxes_per_location
-    for (x, y_top, name, shape), k, f in zip(heads, ks, cfg.feature_maps):
+    for (x, y_top, name), k, f in zip(heads, ks, cfg.feature_maps):
         label = "L2Norm" if name == model.source_names[0] else None
         arrow((x, y_top), (x, y_head + 0.42), "heads")
         if label:
@@ -299,20 +300,19 @@ def draw_architecture(model, highlight=None, ax=None, width: float = 14.0):
     ratio = default(MultiBoxLoss.__init__, "neg_pos_ratio")
     thr = default(match, "iou_threshold")
     nms_thr, top_k = default(Detector.__init__, "nms_threshold"), default(Detector.__init__, "top_k")
-    left = [("priors", f"{P} default boxes\n(cx, cy, w, h)"),
-            ("matching", f"matching, IoU >= {thr}\nground truth -> targets"),
-            ("loss", f"MultiBox loss: smooth L1\n+ cross-entropy, {ratio}:1 mining")]
-    right = [("decode", "decode\noffsets -> boxes"),
-             ("nms", f"NMS per class\nIoU > {nms_thr}"),
-             ("nms", f"detections\n<= {top_k} per image")]
-    bw, gap, xs = 1.9, 2.1, {}
-    for j, (part, text) in enumerate(left):
-        xs[part] = 1.0 + j * gap
-        box(xs[part], y_low, bw, 0.62, part, text, size=fs * 0.9)
-    for j, (part, text) in enumerate(right):
-        xr = span - 1.0 - (2 - j) * gap
-        xs.setdefault(part if j < 2 else "detections", xr)
-        box(xr, y_low, bw, 0.62, part, text, size=fs * 0.9)
+    left = [("priors", "priors", f"{P} default boxes\n(cx, cy, w, h)"),          # (box, part, text)
+            ("matching", "matching", f"matching, IoU >= {thr}\nground truth -> targets"),
+            ("loss", "loss", f"MultiBox loss: smooth L1\n+ cross-entropy, {ratio}:1 mining")]
+    right = [("decode", "decode", "decode\noffsets -> boxes"),
+             ("nms", "nms", f"NMS per class\nIoU > {nms_thr}"),
+             ("detections", "nms", f"detections\n<= {top_k} per image")]
+    bw, gap, xs = 1.9, 2.1, {}                                   # box width, spacing, box -> x
+    for j, (key, part, text) in enumerate(left):
+        xs[key] = 1.0 + j * gap
+        box(xs[key], y_low, bw, 0.62, part, text, size=fs * 0.9)
+    for j, (key, part, text) in enumerate(right):
+        xs[key] = span - 1.0 - (2 - j) * gap
+        box(xs[key], y_low, bw, 0.62, part, text, size=fs * 0.9)
     arrow((xs["priors"] + bw / 2 + 0.05, y_low), (xs["matching"] - bw / 2 - 0.05, y_low), "matching")
     arrow((xs["matching"] + bw / 2 + 0.05, y_low), (xs["loss"] - bw / 2 - 0.05, y_low), "loss")
     arrow((xs["decode"] + bw / 2 + 0.05, y_low), (xs["nms"] - bw / 2 - 0.05, y_low), "nms")
