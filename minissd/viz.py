@@ -1,8 +1,11 @@
-"""Drawing helpers: boxes with class names and scores, on PIL images or matplotlib axes.
+"""Drawing helpers: boxes with class names and scores, on PIL images or matplotlib axes;
+the architecture figure of an SSD model.
 
     draw_boxes(image, boxes_xyxy, labels, scores, class_names).save("out.png")
     show_detections(ax, denormalize(batch.images[0]), batch.boxes[0] * 300,
                     batch.labels[0], class_names=ds.class_names)
+
+    draw_architecture(SSD(get_config("ssd300"), 20), highlight="heads")   # the paper's Fig. 2
 
 Boxes are pixel xyxy; multiply [0, 1] boxes by the image size first. Labels are 1..C
 (0 is the background), so the name of label k is ``class_names[k - 1]``.
@@ -141,3 +144,186 @@ def save_grid(pictures, path, columns: int = 4, pad: int = 4) -> Image.Image:
     grid = make_grid(pictures, columns, pad)
     grid.save(path)
     return grid
+
+
+# --- the architecture figure (the paper's Fig. 2, drawn from the model) ---------------------
+ARCHITECTURE_PARTS = ("base", "extras", "heads", "priors", "matching", "loss", "decode", "nms")
+_PART_COLOURS = {"base": "#4e79a7", "extras": "#59a14f", "heads": "#b07aa1", "priors": "#f28e2b",
+                 "matching": "#edc948", "loss": "#e15759", "decode": "#76b7b2", "nms": "#9c755f"}
+
+
+def _stages(model):
+    """The trunk in blocks, one per conv stage of the paper's figure.
+
+    -> [(block name, part, (C, H, W) output, is_source)]: 'conv1_2' ... 'conv5_3', 'fc6', 'fc7'
+    (part 'base'), 'conv8_2' ... (part 'extras'); a block ends at its last conv, BatchNorm or ReLU
+    (pools belong to the arrow to the next block).
+    """
+    blocks = []                                       # [name, part, shape, is_source]
+    for dotted, _, shape in model.layer_shapes():
+        prefix, _, name = dotted.partition(".")
+        if prefix not in ("vgg", "extras") or name.startswith("pool"):
+            continue
+        if name.startswith(("conv", "fc")):
+            stage = name.split("_")[0]                # 'conv4' of 'conv4_3', 'fc6'
+            if not blocks or blocks[-1][0].split("_")[0] != stage:
+                blocks.append([name, "base" if prefix == "vgg" else "extras", shape, False])
+            blocks[-1][0] = name
+        blocks[-1][2] = shape                         # the conv, its BatchNorm and its ReLU
+        blocks[-1][3] = blocks[-1][3] or name in model.source_names
+    return [tuple(b) for b in blocks]
+
+
+def _hwc(shape) -> str:
+    c, h, w = shape
+    return f"{h}x{w}x{c}"
+
+
+def draw_architecture(model, highlight=None, ax=None, width: float = 14.0):
+    """SSD as the paper's Fig. 2, built from ``model.layer_shapes()``; returns the Axes.
+
+    Top row: the input and the trunk's conv stages (base, then extras) as blocks, their height
+    growing with the spatial side (sqrt), their depth with the channels, labelled H x W x C.
+    Each of the source maps sends an arrow to its heads (k boxes x (4 + C+1) per cell), which
+    concatenate into P x (4 + C+1); below, training (default boxes -> matching -> loss) and
+    inference (decode -> NMS -> detections).
+    highlight: one name of ARCHITECTURE_PARTS, or several, drawn in colour (the rest grey);
+        None draws every part in its colour.
+    ax: a matplotlib Axes to draw on; None makes a figure ``width`` inches wide, at dpi >= 100.
+    """
+    import inspect
+
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgb
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Polygon
+
+    from minissd.evaluation.inference import Detector
+    from minissd.ssd.loss import MultiBoxLoss
+    from minissd.ssd.matching import match
+
+    parts = (ARCHITECTURE_PARTS if highlight is None else
+             (highlight,) if isinstance(highlight, str) else tuple(highlight))
+    unknown = [p for p in parts if p not in ARCHITECTURE_PARTS]
+    if unknown:
+        raise ValueError(f"draw_architecture: unknown part(s) {unknown} in highlight; "
+                         f"known parts are {ARCHITECTURE_PARTS}")
+    strong = highlight is not None
+
+    def face(part):        # (fill, edge, text colour, font weight)
+        if part not in parts:
+            return "#f0f0f0", "#c8c8c8", "#999999", "normal"
+        rgb = np.array(to_rgb(_PART_COLOURS[part]))
+        tint = 0.3 if strong else 0.55                           # share of white in the fill
+        return tuple(rgb * (1 - tint) + tint), tuple(rgb * 0.75), "black", "bold" if strong else "normal"
+
+    def default(fn, name):
+        return inspect.signature(fn).parameters[name].default
+
+    cfg, C1 = model.cfg, model.num_classes + 1
+    S, P = cfg.image_size, cfg.num_priors
+    stages = [("input", None, (model.arch.in_channels, S, S), False)] + _stages(model)
+    n = len(stages)
+    span = max(n, 13)                                            # x units (one per block)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(width, width * 7.0 / (span + 0.6)),
+                               dpi=max(100, plt.rcParams["figure.dpi"]))     # readable labels
+        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.94)
+    fig = ax.figure
+    fs = 7.5 * (ax.get_position().width * fig.get_figwidth() / 13.0) ** 0.5   # font size, pt
+    ax.set_xlim(-0.3, span + 0.3)
+    ax.set_ylim(-1.45, 6.5)
+    ax.set_axis_off()
+
+    def box(x, y, w, h, part, text, size=fs, pad=0.04):
+        fill, edge, colour, weight = face(part)
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle=f"round,pad={pad}",
+                                    fc=fill, ec=edge, lw=1.6 if strong and part in parts else 1))
+        ax.text(x, y, text, ha="center", va="center", fontsize=size, color=colour, fontweight=weight)
+
+    def arrow(a, b, part=None, rad=0.0):
+        colour = "#555555" if part is None or part in parts else "#c8c8c8"
+        ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=9, lw=1, color=colour,
+                                     connectionstyle=f"arc3,rad={rad}", shrinkA=1, shrinkB=1))
+
+    # --- the trunk: one block per stage ------------------------------------------------------
+    y_mid, w = 4.45, 0.42                                       # the blocks' centre line and width
+    c_max = max(shape[0] for _, _, shape, _ in stages)
+    heads = []                                                   # (x, y of the arrow's start, name)
+    for i, (name, part, shape, is_source) in enumerate(stages):
+        c, h, _ = shape
+        x = i + 0.5
+        side = 0.35 + 1.9 * (h / S) ** 0.5                      # block height ~ sqrt(H)
+        depth = 0.06 + 0.22 * c / c_max                          # block depth ~ channels
+        bottom, top = y_mid - side / 2, y_mid + side / 2
+        fill, edge, colour, weight = face(part) if part else ("#ffffff", "#555555", "black", "normal")
+        x0 = x - w / 2 - depth / 2
+        ax.add_patch(Polygon([(x0, top), (x0 + depth, top + depth), (x0 + w + depth, top + depth),
+                              (x0 + w + depth, bottom + depth), (x0 + w, bottom), (x0 + w, top)],
+                             closed=True, fc=fill, ec=edge, lw=0.8, alpha=0.7))
+        ax.add_patch(plt.Rectangle((x0, bottom), w, side, fc=fill, ec=edge, lw=1))
+        ax.text(x, top + depth + 0.12, name, ha="center", va="bottom", fontsize=fs,
+                color=colour, fontweight="bold" if is_source else weight)
+        ax.text(x, bottom - 0.08, _hwc(shape), ha="center", va="top", fontsize=fs * 0.92,
+                color=colour, fontweight="bold" if is_source else "normal")
+        if i:
+            arrow((x - 1 + w / 2 + 0.05, y_mid), (x0 - 0.02, y_mid))       # from the previous block
+        if is_source:
+            heads.append((x, bottom - 0.45, name))
+    part_label_y = 6.15
+    for part in ("base", "extras"):
+        xs = [i + 0.5 for i, s in enumerate(stages) if s[1] == part]
+        colour = face(part)[1] if part in parts else "#bbbbbb"
+        ax.plot([xs[0] - 0.35, xs[-1] + 0.35], [part_label_y - 0.12] * 2, color=colour, lw=2)
+        ax.text((xs[0] + xs[-1]) / 2, part_label_y, "VGG16 base, fc6/fc7 atrous" if part == "base"
+                else "extra layers", ha="center", va="bottom", fontsize=fs, color=colour)
+
+    # --- heads: one per source map -------------------------------------------------------------
+    y_head, y_cat = 2.2, 1.1
+    ks = cfg.num_boxes_per_location
+    for (x, y_top, name), k, f in zip(heads, ks, cfg.feature_maps):
+        label = "L2Norm" if name == model.source_names[0] else None
+        arrow((x, y_top), (x, y_head + 0.42), "heads")
+        if label:
+            ax.text(x + 0.06, (y_top + y_head + 0.42) / 2, label, fontsize=fs * 0.85, va="center",
+                    color=face("heads")[1] if "heads" in parts else "#999999")
+        box(x, y_head, 0.86, 0.62, "heads", f"{k} x (4+{C1})\n{f * f * k} boxes", size=fs * 0.9)
+        arrow((x, y_head - 0.35), (x, y_cat + 0.22), "heads")
+    ax.text(heads[0][0] - 0.55, y_head, "heads: a 3x3 conv per source map,\n"
+            "per cell k boxes x (4 offsets + C+1 scores)", ha="right", va="center",
+            fontsize=fs * 0.9, color=face("heads")[1] if "heads" in parts else "#999999")
+    x_lo, x_hi = heads[0][0] - 0.43, heads[-1][0] + 0.43
+    box((x_lo + x_hi) / 2, y_cat, x_hi - x_lo, 0.36, "heads",
+        f"P = {P} default boxes x (4 + {C1}):  loc (B, {P}, 4),  conf (B, {P}, {C1})")
+
+    # --- training and inference ------------------------------------------------------------------
+    y_low = -0.35
+    ratio = default(MultiBoxLoss.__init__, "neg_pos_ratio")
+    thr = default(match, "iou_threshold")
+    nms_thr, top_k = default(Detector.__init__, "nms_threshold"), default(Detector.__init__, "top_k")
+    left = [("priors", "priors", f"{P} default boxes\n(cx, cy, w, h)"),          # (box, part, text)
+            ("matching", "matching", f"matching, IoU >= {thr}\nground truth -> targets"),
+            ("loss", "loss", f"MultiBox loss: smooth L1\n+ cross-entropy, {ratio}:1 mining")]
+    right = [("decode", "decode", "decode\noffsets -> boxes"),
+             ("nms", "nms", f"NMS per class\nIoU > {nms_thr}"),
+             ("detections", "nms", f"detections\n<= {top_k} per image")]
+    bw, gap, xs = 1.9, 2.1, {}                                   # box width, spacing, box -> x
+    for j, (key, part, text) in enumerate(left):
+        xs[key] = 1.0 + j * gap
+        box(xs[key], y_low, bw, 0.62, part, text, size=fs * 0.9)
+    for j, (key, part, text) in enumerate(right):
+        xs[key] = span - 1.0 - (2 - j) * gap
+        box(xs[key], y_low, bw, 0.62, part, text, size=fs * 0.9)
+    arrow((xs["priors"] + bw / 2 + 0.05, y_low), (xs["matching"] - bw / 2 - 0.05, y_low), "matching")
+    arrow((xs["matching"] + bw / 2 + 0.05, y_low), (xs["loss"] - bw / 2 - 0.05, y_low), "loss")
+    arrow((xs["decode"] + bw / 2 + 0.05, y_low), (xs["nms"] - bw / 2 - 0.05, y_low), "nms")
+    arrow((xs["nms"] + bw / 2 + 0.05, y_low), (xs["detections"] - bw / 2 - 0.05, y_low), "nms")
+    arrow((max(x_lo + 0.3, xs["loss"]), y_cat - 0.2), (xs["loss"] + 0.3, y_low + 0.33), "loss")
+    arrow((min(x_hi - 0.3, xs["decode"]), y_cat - 0.2), (xs["decode"] - 0.3, y_low + 0.33), "decode")
+    arrow((xs["priors"], y_low - 0.33), (xs["decode"], y_low - 0.33), "decode", rad=0.1)
+    ax.text(xs["priors"] - bw / 2, y_low + 0.4, "training", fontsize=fs * 0.9, style="italic",
+            color="#555555", va="bottom", ha="left")
+    ax.text(xs["detections"] + bw / 2, y_low + 0.4, "inference", fontsize=fs * 0.9,
+            style="italic", color="#555555", va="bottom", ha="right")
+    ax.set_title(f"{cfg.name}: {S}x{S}x{model.arch.in_channels} image -> {len(heads)} source maps "
+                 f"-> {P} x (4 + {C1}) -> decode -> NMS", fontsize=fs * 1.25)
+    return ax

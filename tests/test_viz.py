@@ -78,3 +78,48 @@ def test_save_grid_pastes_pictures_row_by_row(tmp_path):
     assert tuple(pixels[16, 2]) == (160, 0, 0)               # fifth picture starts row two
     with pytest.raises(ValueError, match="no pictures"):
         viz.make_grid([])
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts] + [ax.get_title()]
+
+
+@pytest.mark.parametrize("name, classes, sources, total", [
+    ("ssd300", 20, ("38x38x512", "19x19x1024", "10x10x512", "5x5x256", "3x3x256", "1x1x256"), 8732),
+    ("ssd512", 20, ("64x64x512", "32x32x1024", "16x16x512", "8x8x256", "4x4x256", "2x2x256",
+                    "1x1x256"), 24564),
+    ("ssd-tiny", 3, ("16x16x128", "8x8x256", "4x4x128", "2x2x128", "1x1x128"), 1524),
+])
+def test_draw_architecture_labels_the_source_maps_and_the_total(name, classes, sources, total):
+    import matplotlib.pyplot as plt
+    from minissd.ssd.config import get_config
+    from minissd.ssd.model import SSD
+
+    model = SSD(get_config(name), classes)
+    ax = viz.draw_architecture(model)
+    text = "\n".join(_texts(ax))
+    for shape in sources:
+        assert shape in text, f"{name}: source map {shape} not labelled"
+    assert str(total) in text and f"4 + {classes + 1}" in text
+    # one head box per source map, labelled with its boxes per cell and its box count
+    cfg = model.cfg
+    for f, k in zip(cfg.feature_maps, cfg.num_boxes_per_location):
+        assert f"{k} x (4+{classes + 1})\n{f * f * k} boxes" in text
+    ax.figure.canvas.draw()                          # renders on Agg without an error
+    plt.close(ax.figure)
+
+
+def test_draw_architecture_highlights_only_the_named_part():
+    import matplotlib.pyplot as plt
+    from minissd.ssd.config import get_config
+    from minissd.ssd.model import SSD
+
+    model = SSD(get_config("ssd-tiny"), 3)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    assert viz.draw_architecture(model, highlight="matching", ax=ax) is ax
+    bold = [t.get_text() for t in ax.texts if t.get_fontweight() == "bold"]
+    assert any(t.startswith("matching") for t in bold)
+    assert not any("MultiBox loss" in t for t in bold)
+    with pytest.raises(ValueError, match=r"unknown part\(s\) \['backbone'\]"):
+        viz.draw_architecture(model, highlight=("base", "backbone"))
+    plt.close("all")
