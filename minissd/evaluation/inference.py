@@ -10,6 +10,7 @@ the way ssd.pytorch does (see minissd.interop.weights).
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
@@ -28,8 +29,8 @@ class Detector:
     class_names: the names of labels 1..C, kept for whoever draws the detections.
     """
 
-    def __init__(self, model, config: DetectConfig = None, preprocess=None, class_names=None,
-                 **options):
+    def __init__(self, model, config: Optional[DetectConfig] = None, preprocess=None,
+                 class_names=None, **options):
         self.model = model.eval()
         self.cfg = model.cfg
         xp = backend.get_array_module(next(model.parameters()))

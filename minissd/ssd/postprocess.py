@@ -39,7 +39,7 @@ from minissd.nn.backend import get_array_module, is_cupy, stable_argsort, to_num
 from minissd.ssd.boxes import VARIANCES, decode, iou
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetectConfig:
     """The detection step's settings (steps 2-4 of the module docstring); defaults are minissd's."""
     conf_threshold: float = 0.01            # (box, class) is a candidate when its score > this
@@ -171,7 +171,7 @@ def detect(loc, conf_logits, priors_cxcywh, config: Optional[DetectConfig] = Non
     ``config`` (default ``DetectConfig()``) holds the settings; ``options`` override its
     fields by name, e.g. ``detect(loc, conf, priors, conf_threshold=0.3)``.
     """
-    cfg = dataclasses.replace(config or DetectConfig(), **options)
+    config = dataclasses.replace(config or DetectConfig(), **options)
     xp = get_array_module(loc, conf_logits, priors_cxcywh)
     if loc.ndim != 3 or loc.shape[2] != 4 or conf_logits.shape[:2] != loc.shape[:2] \
             or priors_cxcywh.shape != loc.shape[1:]:
@@ -179,17 +179,17 @@ def detect(loc, conf_logits, priors_cxcywh, config: Optional[DetectConfig] = Non
                          f"got {tuple(loc.shape)}, {tuple(conf_logits.shape)}, "
                          f"{tuple(priors_cxcywh.shape)}")
     boxes = decode(loc, priors_cxcywh, variances)                      # (B, P, 4)
-    if cfg.clip_boxes:
+    if config.clip_boxes:
         boxes = xp.clip(boxes, 0.0, 1.0)
     probs = softmax(conf_logits, axis=2)[:, :, 1:]                     # (B, P, C) drop background
     results = []
     for b in range(loc.shape[0]):                                      # images: NMS is sequential
-        prior_idx, cls = xp.nonzero(probs[b] > cfg.conf_threshold)     # (N,), (N,) candidates
-        if cfg.per_class_top_k is not None:
-            take = per_class_top_k(probs[b][prior_idx, cls], cls, cfg.per_class_top_k)  # (M,)
+        prior_idx, cls = xp.nonzero(probs[b] > config.conf_threshold)  # (N,), (N,) candidates
+        if config.per_class_top_k is not None:
+            take = per_class_top_k(probs[b][prior_idx, cls], cls, config.per_class_top_k)  # (M,)
             prior_idx, cls = prior_idx[take], cls[take]
         cand_boxes, cand_scores = boxes[b][prior_idx], probs[b][prior_idx, cls]
-        keep = batched_nms(cand_boxes, cand_scores, cls, cfg.nms_threshold, max_keep=cfg.top_k)
+        keep = batched_nms(cand_boxes, cand_scores, cls, config.nms_threshold, max_keep=config.top_k)
         results.append((to_numpy(cand_boxes[keep]), to_numpy(cls[keep] + 1).astype("int64"),
                         to_numpy(cand_scores[keep])))
     return results

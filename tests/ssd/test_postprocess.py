@@ -1,4 +1,6 @@
 """NMS and detect: hand cases and a naive per-class reference."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -169,6 +171,8 @@ def test_detect_per_class_top_k_agrees_with_loop(xp, rng, per_class, top_k):
 def test_detect_config_defaults_and_ssd_pytorch():
     assert DetectConfig() == DetectConfig(0.01, 0.45, 200, None, True)       # minissd, unchanged
     assert SSD_PYTORCH_DETECT == DetectConfig(0.01, 0.45, None, 200, False)  # Detect(21, 0, 200, .01, .45)
+    with pytest.raises(dataclasses.FrozenInstanceError):                # shared presets stay put
+        SSD_PYTORCH_DETECT.top_k = 200
 
 
 # (field, bad value, message fragment)
