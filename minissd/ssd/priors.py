@@ -20,8 +20,8 @@ Keeping boxes in the image, ``cfg.clip``:
   properly; the price is that border priors shrink and their centres move inwards.
 * ``"cxcywh"`` (ssd.pytorch, layers/functions/prior_box.py: ``output.clamp_(max=1,
   min=0)`` on the (cx, cy, w, h) rows): the four *numbers* are clamped to [0, 1].
-  Centres are always inside already, so this only caps w and h at 1 and leaves
-  border boxes hanging outside the image.
+  SSD300's centres all lie in [0, 1] already, so there it only caps w and h at 1
+  (134 boxes) and leaves border boxes hanging outside the image.
 * ``None``: the boxes as the formula gives them.
 
 For SSD300 the two conventions give different boxes for 2865 of the 8732
