@@ -241,8 +241,15 @@ def cmd_detect(args):
     if args.grid and (os.path.isdir(args.grid) or os.path.splitext(args.grid)[1].lower()
                       not in Image.registered_extensions()):
         raise UserError(f"--grid {args.grid}: give a picture file name such as grid.png")
-    model, meta = load_model(args.checkpoint, device=args.device)
-    detector = Detector(model, conf_threshold=args.threshold)
+    if args.ssd_pytorch_weights:         # ssd.pytorch's SSD300: its preprocessing, priors, Detect
+        # (a threshold before NMS keeps the same boxes as Detect's 0.01 and one after it: a box
+        # above it is only ever suppressed, or cut from its class's 200, by higher-scoring ones)
+        detector = Detector.from_ssd_pytorch(args.ssd_pytorch_weights, device=args.device,
+                                             conf_threshold=args.threshold)
+        meta = {"class_names": detector.class_names}
+    else:
+        model, meta = load_model(args.checkpoint, device=args.device)
+        detector = Detector(model, conf_threshold=args.threshold)
     paths = list(args.images)
     if args.data:
         dataset = _open_dataset([args.data], args.split, meta["class_names"], keep_difficult=False)
@@ -317,7 +324,11 @@ def build_parser():
     p.add_argument("--data", help="a VOC root: also draw the first --limit images of --split")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=8)
-    p.add_argument("--checkpoint", required=True)
+    weights = p.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint")
+    weights.add_argument("--ssd-pytorch-weights", metavar="PATH",
+                         help="an ssd.pytorch SSD300 .pth (e.g. ssd300_mAP_77.43_v2.pth, 20 VOC "
+                              "classes), run as ssd.pytorch runs it; you download it, minissd never does")
     p.add_argument("--out", required=True, help="folder for the drawn images")
     p.add_argument("--threshold", type=float, default=0.5, help="minimum score to draw")
     p.add_argument("--grid", help="also write all drawn images as one picture here")

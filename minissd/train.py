@@ -38,7 +38,7 @@ from minissd.checkpoint import (read_checkpoint, read_meta, remove_temp_files, s
 from minissd.errors import UserError
 from minissd.nn import backend
 from minissd.nn.optim import SGD, WarmupMultiStep
-from minissd.ssd.config import get_config
+from minissd.ssd.config import SSDConfig, get_config
 from minissd.ssd.loss import MultiBoxLoss
 from minissd.ssd.matching import match_batch, pad_targets
 from minissd.ssd.model import SSD
@@ -348,7 +348,7 @@ class Trainer:
         if meta["class_names"] != self.class_names:
             raise UserError(f"{path}: checkpoint classes {meta['class_names']} differ from "
                              f"the data set's {self.class_names}")
-        if meta["config"] != self.cfg.to_dict():
+        if SSDConfig.from_dict(meta["config"]) != self.cfg:        # (0.1 stored clip as a bool)
             raise UserError(f"{path}: checkpoint config {meta['config'].get('name')!r} differs "
                              f"from --config {self.cfg.name!r}")
         if meta.get("optimizer") is None:
@@ -395,7 +395,7 @@ class Trainer:
         model's freshly initialised ones (the box heads ``loc.*`` are loaded).
         """
         arrays, meta = read_checkpoint(path)
-        if meta["config"] != self.cfg.to_dict():
+        if SSDConfig.from_dict(meta["config"]) != self.cfg:        # (0.1 stored clip as a bool)
             raise UserError(f"{path}: the model's config {meta['config'].get('name')!r} differs "
                              f"from --config {self.cfg.name!r}")
         if meta["class_names"] != self.class_names and not reset_heads:

@@ -54,6 +54,47 @@ def test_detect_draws_images(trained, tmp_path, capsys):
     assert "000008.jpg:" in capsys.readouterr().out
 
 
+def test_detect_with_ssd_pytorch_weights(trained, tmp_path, capsys, monkeypatch):
+    """--ssd-pytorch-weights goes through Detector.from_ssd_pytorch, with its class names.
+
+    A real SSD300 .pth needs torch to write, so the small ssd.pytorch-layout model of
+    tests/data/weights/ stands in for SSD300 here (its two classes named a, b).
+    """
+    import json
+    from minissd.evaluation.inference import Detector
+    from minissd.ssd.architecture import SSDArch
+    from minissd.ssd.config import SSDConfig
+    from minissd.ssd.model import SSD
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "weights")
+    with open(os.path.join(fixtures, "mini.json")) as f:
+        d = json.load(f)
+    model = SSD(SSDConfig.from_dict(d["config"]), d["num_classes"], arch=SSDArch.from_dict(d["arch"]))
+    path = os.path.join(fixtures, "mini_ssd_pytorch.pth")
+    calls = []
+    original = Detector.from_ssd_pytorch.__func__
+
+    def small(cls, weights, **options):
+        calls.append((weights, options))
+        return original(cls, weights, model=model, class_names=["a", "b"], **options)
+
+    monkeypatch.setattr(Detector, "from_ssd_pytorch", classmethod(small))
+    data, _ = trained
+    image = os.path.join(data, "JPEGImages", "000008.jpg")
+    assert main(["detect", image, "--ssd-pytorch-weights", path, "--out", str(tmp_path),
+                 "--threshold", "0.0"]) == 0
+    assert calls == [(path, {"device": "cpu", "conf_threshold": 0.0})]
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"{image}: ") and (" a 0." in line or " b 0." in line)
+    assert os.path.isfile(tmp_path / "000008.png")
+
+
+def test_detect_needs_checkpoint_or_ssd_pytorch_weights(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["detect", "x.jpg", "--out", "o"])
+    assert e.value.code == 2
+    assert "--checkpoint --ssd-pytorch-weights" in capsys.readouterr().err
+
+
 def test_export_drops_optimiser_state(trained, tmp_path):
     from minissd.checkpoint import load_model, read_checkpoint
     data, ckpt = trained
@@ -79,6 +120,7 @@ def test_summary_prints_the_table(capsys):
     (["summary", "--config", "ssd999"], "ssd999"),
     (["evaluate", "--checkpoint", "/no/ckpt.npz", "--data", "."], "/no/ckpt.npz"),
     (["detect", "/no/image.jpg", "--checkpoint", "/no/ckpt.npz", "--out", "x"], "/no/ckpt.npz"),
+    (["detect", "/no/image.jpg", "--ssd-pytorch-weights", "/no/ssd300.pth", "--out", "x"], "/no/ssd300.pth"),
     (["evaluate", "--checkpoint", "c.npz", "--data", ".", "--threads", "0"], "at least 1"),
 ])
 def test_errors_are_one_line_and_exit_2(argv, message, capsys):

@@ -1,43 +1,90 @@
 """Inference on images and VOC evaluation of a trained model.
 
-    image (H, W, 3) uint8 --eval_transform--> (3, S, S) --model--> loc, conf
+    image (H, W, 3) uint8 --preprocess--> (3, S, S) --model--> loc, conf
         --detect (decode + per-class NMS)--> boxes in [0, 1] --x (W, H)--> pixels
+
+``Detector(model)`` runs a minissd model (ImageNet-normalised input, minissd's priors and
+detection step); ``Detector.from_ssd_pytorch(path)`` runs ssd.pytorch's published SSD300
+the way ssd.pytorch does (see minissd.interop.weights).
 """
 from __future__ import annotations
+
+import dataclasses
+from typing import Optional
 
 import numpy as np
 
 from minissd.nn import backend
-from minissd.ssd.postprocess import detect
+from minissd.ssd.postprocess import SSD_PYTORCH_DETECT, DetectConfig, detect
 from minissd.ssd.priors import default_boxes
 
 
 class Detector:
-    """A trained model, its default boxes and the evaluation transform, ready to run."""
+    """A trained model, its default boxes, its preprocessing and the detection step, ready to run.
 
-    def __init__(self, model, conf_threshold=0.01, nms_threshold=0.45, top_k=200):
-        from minissd.datasets.augment import eval_transform
+    config: the detection step's settings (default ``DetectConfig()``); ``options`` override
+        its fields by name, e.g. ``Detector(model, conf_threshold=0.3)``.
+    preprocess: uint8 (H, W, 3) RGB -> float32 (3, S, S); default: resize with PIL's bilinear
+        and normalise with the ImageNet mean and std (minissd's evaluation transform).
+    class_names: the names of labels 1..C, kept for whoever draws the detections.
+    """
+
+    def __init__(self, model, config: Optional[DetectConfig] = None, preprocess=None,
+                 class_names=None, **options):
         self.model = model.eval()
         self.cfg = model.cfg
         xp = backend.get_array_module(next(model.parameters()))
         self.xp = xp
         self.priors = xp.asarray(default_boxes(self.cfg), dtype=xp.float32)   # (P, 4)
-        self.transform = eval_transform(self.cfg.image_size)
-        self.conf_threshold, self.nms_threshold, self.top_k = conf_threshold, nms_threshold, top_k
+        self.config = dataclasses.replace(config or DetectConfig(), **options)
+        if preprocess is None:
+            from minissd.datasets.augment import eval_transform
+            transform = eval_transform(self.cfg.image_size)
+            empty_boxes, empty_labels = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+            preprocess = lambda image: transform(image, empty_boxes, empty_labels, None)[0]  # noqa: E731
+        self._preprocess = preprocess
+        self.class_names = None if class_names is None else list(class_names)
+
+    @classmethod
+    def from_ssd_pytorch(cls, path, model=None, class_names=None, device="cpu", **options):
+        """ssd.pytorch's SSD300 weights (e.g. ssd300_mAP_77.43_v2.pth), run as ssd.pytorch runs them.
+
+        Sets the three things that differ from minissd's defaults together: RGB input minus
+        (123, 117, 104) after OpenCV's resize (``ssd_pytorch_preprocess``), priors clamped as
+        (cx, cy, w, h) (``SSDConfig.clip="cxcywh"``), and ssd.pytorch's detection step
+        (``SSD_PYTORCH_DETECT``: no box clipping, 200 per class before NMS, no overall cap).
+        model: an SSD in ssd.pytorch's layout to load into (default: SSD300 for the 20 VOC
+            classes); its config's clip is set to "cxcywh".
+        class_names: default: the 20 VOC classes, in ssd.pytorch's order (labels 1..20).
+        options: overrides of ``SSD_PYTORCH_DETECT``'s fields, e.g. conf_threshold=0.6.
+        """
+        from minissd.datasets.voc import VOC_CLASSES
+        from minissd.interop.weights import load_ssd_pytorch, ssd_pytorch_preprocess
+        from minissd.ssd.config import get_config
+        from minissd.ssd.model import SSD
+        class_names = VOC_CLASSES if class_names is None else class_names
+        if model is None:
+            model = SSD(dataclasses.replace(get_config("ssd300"), clip="cxcywh"), len(class_names))
+        else:
+            model.cfg = dataclasses.replace(model.cfg, clip="cxcywh")
+        if model.num_classes != len(class_names):
+            raise ValueError(f"{path}: the model has {model.num_classes} classes, class_names "
+                             f"{len(class_names)}")
+        load_ssd_pytorch(model, path)
+        size = model.cfg.image_size
+        return cls(model.to(device), SSD_PYTORCH_DETECT,
+                   preprocess=lambda image: ssd_pytorch_preprocess(image, size),
+                   class_names=class_names, **options)
 
     def preprocess(self, image):
-        """uint8 (H, W, 3) RGB -> float32 (3, S, S) (uint8 in: PIL's fast resize)."""
-        empty = np.zeros((0, 4), np.float32)
-        out, _, _ = self.transform(image, empty, np.zeros(0, np.int64), np.random.default_rng(0))
-        return out
+        """uint8 (H, W, 3) RGB -> float32 (3, S, S), the network's input."""
+        return self._preprocess(image)
 
     def predict_batch(self, images_chw, sizes):
         """images (B, 3, S, S) float32 and their original (H, W) -> per image (boxes px, labels, scores)."""
         xp = self.xp
         loc, conf = self.model.forward(xp.asarray(images_chw))       # (B, P, 4), (B, P, C+1)
-        results = detect(loc, conf, self.priors, conf_threshold=self.conf_threshold,
-                         nms_threshold=self.nms_threshold, top_k=self.top_k,
-                         variances=self.cfg.variances)
+        results = detect(loc, conf, self.priors, self.config, variances=self.cfg.variances)
         out = []
         for (boxes, labels, scores), (h, w) in zip(results, sizes):
             scale = np.array([w, h, w, h], dtype=np.float32)

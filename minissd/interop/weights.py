@@ -29,12 +29,39 @@ Two kinds of checkpoint are read with :func:`minissd.interop.pth.load_state_dict
   ``vgg.{i}`` is the i-th layer of ``model.vgg`` (same order: conv, relu, pool,
   ..., pool5, fc6, relu6, fc7, relu7), ``L2Norm.weight`` is ``l2norm.weight``,
   ``extras.{j}`` the j-th conv of ``model.extras``, ``loc.{m}``/``conf.{m}`` the
-  heads of source m. Build the model as ``SSD(get_config('ssd300'), 20)``.
-  Preprocessing for these weights (ssd.pytorch's BaseTransform, inherited from
-  Caffe): resize to 300x300, **BGR** channel order, pixel values 0..255 minus the
-  mean (104, 117, 123), no division by a std. :func:`ssd_pytorch_preprocess`
-  does the colour part. (ssd.pytorch clamps its priors' (cx, cy, w, h) where
-  minissd clips corners, see minissd.ssd.priors: border detections differ slightly.)
+  heads of source m. Build the model as ``SSD(get_config('ssd300'), 20)``, or let
+  ``Detector.from_ssd_pytorch`` build it.
+  To run these weights as ssd.pytorch does, use
+  ``minissd.evaluation.inference.Detector.from_ssd_pytorch(path)`` (or ``minissd detect
+  --ssd-pytorch-weights PATH``); it sets the three things below together.
+
+  1. Preprocessing (:func:`ssd_pytorch_preprocess`): resize to 300x300 with
+     ``cv2.resize``'s bilinear, subtract the mean, **RGB** channel order, no division by
+     a std: the network sees (R - 123, G - 117, B - 104). ssd.pytorch subtracts its BGR
+     mean (104, 117, 123) from the BGR image OpenCV reads and then flips to RGB:
+     data/__init__.py ``base_transform``: ``x = cv2.resize(image, (size, size)).astype(np.float32);
+     x -= mean``; data/voc0712.py ``VOCDetection.pull_item``: ``img = img[:, :, (2, 1, 0)]``
+     ("to rgb"), which its eval.py (the 77.43 mAP) and demo notebook go through. (Only its
+     test.py and live.py feed BGR; ssd.pytorch issue #31 reports a channel swap costing
+     about 4.7 mAP on a related model.)
+  2. Priors: ssd.pytorch clamps the (cx, cy, w, h) numbers to [0, 1]
+     (``SSDConfig.clip="cxcywh"``) where minissd clips corners (``"corners"``): 2865 of
+     SSD300's 8732 priors (33 %) differ, by up to 0.43 of the image side in w or h and
+     0.21 in cx or cy (IoU between the two versions of a prior: median 0.69, worst 0.21);
+     see minissd.ssd.priors.
+  3. Detection (``minissd.ssd.postprocess.SSD_PYTORCH_DETECT``): ssd.pytorch does not clip
+     decoded boxes, keeps each class's 200 best candidates before NMS, and has no overall
+     cap (up to 20 x 200 detections); minissd's default clips, keeps every candidate and
+     caps at 200 of all classes.
+
+  How much this matters, measured on a random SSD300 and a random image
+  (tests/interop/test_ssd_pytorch_parity.py, where torch is installed): the same raw
+  outputs through minissd's default priors and detection step keep 117 of ssd.pytorch's 144
+  detections when few scores pass 0.01 (1035 of the 8732 x 20; the overall cap of 200 does
+  not bind there: the priors, the clipping and the per-class cut make the difference) and
+  122 of its 2193 when nearly all do (174,528). ``Detector.from_ssd_pytorch`` gives all of
+  them, as an independent PyTorch replica of ssd.pytorch does: the same count per class,
+  boxes within 1e-5.
 
 Both loaders are shape-generic (they follow the model's layer list), so a
 small VGG-style model works as well as SSD300 — the tests use that. A missing
@@ -49,7 +76,9 @@ import numpy as np
 from minissd.errors import UserError, UserKeyError
 from minissd.nn.layers import Conv2d
 
-SSD_PYTORCH_MEAN_BGR = (104.0, 117.0, 123.0)        # subtracted from 0..255 BGR pixels
+SSD_PYTORCH_MEAN_BGR = (104.0, 117.0, 123.0)        # ssd.pytorch's MEANS, of 0..255 BGR pixels
+SSD_PYTORCH_MEAN_RGB = SSD_PYTORCH_MEAN_BGR[::-1]   # (123, 117, 104): what its network sees, in RGB
+SSD_PYTORCH_SIZE = 300
 TORCHVISION_MEAN_RGB = (0.485, 0.456, 0.406)        # of [0, 1] RGB pixels
 TORCHVISION_STD_RGB = (0.229, 0.224, 0.225)
 FC6_WINDOW = 7                                      # VGG16's fc6 sees a 7x7x512 window
@@ -138,10 +167,57 @@ def load_ssd_pytorch(model, path):
     return model.load_state_dict(from_ssd_pytorch(model, _read(path), str(path)), source=str(path))
 
 
-def ssd_pytorch_preprocess(image_rgb):
-    """(S, S, 3) RGB 0..255 (already resized) -> (3, S, S) float32 as ssd.pytorch's weights expect."""
-    bgr = np.asarray(image_rgb, dtype=np.float32)[:, :, ::-1]
-    return np.ascontiguousarray((bgr - np.asarray(SSD_PYTORCH_MEAN_BGR, np.float32)).transpose(2, 0, 1))
+def cv2_resize_linear(image, size):
+    """uint8 (H, W, C) -> uint8 (size, size, C), as ``cv2.resize(image, (size, size))`` computes it.
+
+    OpenCV's default INTER_LINEAR: half-pixel centres, no antialiasing when shrinking (PIL's
+    bilinear averages over the whole footprint, so its pixels differ), and 8-bit fixed point:
+    each axis's two weights rounded to 11 bits, the row sums cut to 4 fewer bits before the
+    vertical pass. Checked against OpenCV 4.14 (tests/interop/test_weights.py): identical when
+    both sides shrink (VOC's 500 x 375 photos), at most 1 grey level apart on 0.3 % of the
+    pixels when a side grows.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3:
+        raise ValueError(f"cv2_resize_linear: expected a uint8 (H, W, C) image, got "
+                         f"{image.dtype} {image.shape}")
+
+    def taps(n_in):
+        """Per output pixel of one axis: the two source indices and their 11-bit weights."""
+        src = ((np.arange(size) + 0.5) * (n_in / size) - 0.5).astype(np.float32)  # (size,)
+        i0 = np.floor(src).astype(np.int64)
+        frac = src - i0.astype(np.float32)
+        frac[i0 < 0] = 0                                     # clamp at the first pixel ...
+        frac[i0 >= n_in - 1] = 0                             # ... and at the last
+        i0 = np.clip(i0, 0, n_in - 1)
+        w0 = np.rint((1 - frac) * 2048).astype(np.int64)     # each weight rounded on its own
+        w1 = np.rint(frac * 2048).astype(np.int64)
+        return i0, np.minimum(i0 + 1, n_in - 1), w0, w1
+
+    y0, y1, wy0, wy1 = taps(image.shape[0])
+    x0, x1, wx0, wx1 = taps(image.shape[1])
+    a = image.astype(np.int64)
+    rows = (a[:, x0] * wx0[:, None] + a[:, x1] * wx1[:, None]) >> 4  # (H, size, C), scale 128
+    out = (((rows[y0] * wy0[:, None, None]) >> 16) + ((rows[y1] * wy1[:, None, None]) >> 16) + 2) >> 2
+    return np.clip(out, 0, 255).astype(np.uint8)                     # (size, size, C)
+
+
+def ssd_pytorch_preprocess(image_rgb, size=SSD_PYTORCH_SIZE):
+    """uint8 (H, W, 3) RGB -> (3, size, size) float32 (R - 123, G - 117, B - 104), as ssd.pytorch.
+
+    ssd.pytorch's BaseTransform on OpenCV's BGR image, then pull_item's flip to RGB
+    (module docstring): ``cv2.resize(image, (size, size)).astype(np.float32) - (104, 117, 123)``,
+    then ``img[:, :, (2, 1, 0)]``. Resizing and subtracting work per channel, so doing them
+    on the RGB image with the mean reversed gives the same numbers.
+    """
+    image = np.asarray(image_rgb)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"ssd_pytorch_preprocess: expected an (H, W, 3) RGB image, got shape "
+                         f"{image.shape}")
+    if image.shape[:2] != (size, size):
+        image = cv2_resize_linear(image, size)
+    rgb = image.astype(np.float32) - np.asarray(SSD_PYTORCH_MEAN_RGB, np.float32)  # (S, S, 3)
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1))                            # (3, S, S)
 
 
 # --------------------------------------------------------------------------- #

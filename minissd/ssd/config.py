@@ -30,6 +30,9 @@ from typing import Optional
 from minissd.errors import UserError
 from minissd.ssd.boxes import VARIANCES
 
+CLIP_MODES = ("corners", "cxcywh", None)    # how default boxes are kept in the image (priors.py)
+LEGACY_CLIP = {True: "corners", False: None}  # the bool ``clip`` of minissd <= 0.1
+
 
 @dataclass
 class SSDConfig:
@@ -42,13 +45,17 @@ class SSDConfig:
     max_sizes: tuple                  # (M,) the extra square has side sqrt(min * max)
     aspect_ratios: tuple              # (M,) tuples of ratios > 1; 1/ar is added too
     variances: tuple = VARIANCES      # (centre, size) scaling of the encoded offsets
-    clip: bool = True                 # clip default boxes to the image (see minissd.ssd.priors)
+    clip: Optional[str] = "corners"   # default boxes to the image: "corners" (Caffe), "cxcywh"
+                                      # (ssd.pytorch) or None; see minissd.ssd.priors
 
     def __post_init__(self):
         # JSON gives lists; keep tuples so configs compare and hash predictably.
         for f in ("feature_maps", "steps", "min_sizes", "max_sizes", "variances"):
             setattr(self, f, tuple(getattr(self, f)))
         self.aspect_ratios = tuple(tuple(ar) for ar in self.aspect_ratios)
+        # minissd <= 0.1 had clip: bool (checkpoints store it in their JSON): True clipped corners
+        if isinstance(self.clip, bool):
+            self.clip = LEGACY_CLIP[self.clip]
         self.validate()
 
     @property
@@ -93,8 +100,8 @@ class SSDConfig:
         if len(self.variances) != 2 or any(not isinstance(v, numbers.Real) or v <= 0
                                            for v in self.variances):
             bad("variances", f"must be two positive numbers, got {self.variances}")
-        if not isinstance(self.clip, bool):
-            bad("clip", f"must be True or False, got {self.clip!r}")
+        if self.clip not in CLIP_MODES:
+            bad("clip", f"must be one of {CLIP_MODES}, got {self.clip!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -119,7 +126,7 @@ class SSDConfig:
     @classmethod
     def from_scales(cls, name, image_size, feature_maps, steps, aspect_ratios,
                     s_min=0.2, s_max=0.9, first_scale: Optional[float] = None,
-                    round_percent=False, variances=VARIANCES, clip=True) -> "SSDConfig":
+                    round_percent=False, variances=VARIANCES, clip="corners") -> "SSDConfig":
         """Sizes from the paper's linear scale rule (see the module docstring).
 
         first_scale: None for the paper's rule over all maps; a number (0.1 for

@@ -1,4 +1,6 @@
 """Detector and data-set evaluation, end to end with a model that predicts the truth."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -72,3 +74,58 @@ def test_detector_preprocess_shape(dataset):
     detector = Detector(OracleModel(cfg, dataset.num_classes, []))
     out = detector.preprocess(dataset.load(0)[0])
     assert out.shape == (3, cfg.image_size, cfg.image_size) and out.dtype == np.float32
+
+
+# --------------------------------------------------------------------------- #
+# Detector.from_ssd_pytorch: ssd.pytorch's preprocessing, priors and detection step at once
+# (tests/interop/test_ssd_pytorch_parity.py checks its detections against a replica, with torch)
+# --------------------------------------------------------------------------- #
+def mini_ssd_pytorch():
+    """The small ssd.pytorch-layout model of tests/data/weights/ (its JSON still says clip: true)."""
+    import json
+    import os
+    from minissd.ssd.architecture import SSDArch
+    from minissd.ssd.config import SSDConfig
+    from minissd.ssd.model import SSD
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "weights")
+    with open(os.path.join(here, "mini.json")) as f:
+        d = json.load(f)
+    model = SSD(SSDConfig.from_dict(d["config"]), d["num_classes"], arch=SSDArch.from_dict(d["arch"]))
+    return model, os.path.join(here, "mini_ssd_pytorch.pth")
+
+
+def test_from_ssd_pytorch_sets_preprocessing_priors_and_detection():
+    from minissd.interop.weights import ssd_pytorch_preprocess
+    from minissd.ssd.postprocess import SSD_PYTORCH_DETECT
+    model, path = mini_ssd_pytorch()
+    assert model.cfg.clip == "corners"                                  # as loaded from JSON
+    detector = Detector.from_ssd_pytorch(path, model=model, class_names=["a", "b"])
+    assert detector.cfg.clip == "cxcywh" and detector.config == SSD_PYTORCH_DETECT
+    np.testing.assert_array_equal(detector.priors, np.clip(default_boxes(
+        dataclasses.replace(detector.cfg, clip=None)), 0, 1))          # (cx, cy, w, h) clamped
+    image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(detector.preprocess(image), ssd_pytorch_preprocess(image, 44))
+    assert detector.class_names == ["a", "b"]
+    boxes, labels, scores = detector([image])[0]
+    expected = detector.predict_batch(ssd_pytorch_preprocess(image, 44)[None], [(60, 80)])[0]
+    np.testing.assert_array_equal(labels, expected[1])
+    assert len(labels) > 0 and set(labels.tolist()) <= {1, 2}
+    loose = Detector.from_ssd_pytorch(path, model=mini_ssd_pytorch()[0], class_names=["a", "b"],
+                                      conf_threshold=0.5)                # an override of one field
+    assert loose.config == dataclasses.replace(SSD_PYTORCH_DETECT, conf_threshold=0.5)
+
+
+def test_from_ssd_pytorch_defaults_to_voc_and_checks_the_class_count():
+    model, path = mini_ssd_pytorch()                                    # 2 classes, not VOC's 20
+    with pytest.raises(ValueError, match="the model has 2 classes, class_names 20"):
+        Detector.from_ssd_pytorch(path, model=model)
+
+
+def test_detector_takes_a_detect_config():
+    from minissd.ssd.postprocess import DetectConfig
+    cfg = get_config("ssd-tiny")
+    config = DetectConfig(conf_threshold=0.3, top_k=None)
+    assert Detector(OracleModel(cfg, 3, []), config).config == config
+    assert Detector(OracleModel(cfg, 3, []), nms_threshold=0.6).config == DetectConfig(nms_threshold=0.6)
+    with pytest.raises(TypeError, match="top"):
+        Detector(OracleModel(cfg, 3, []), topk=3)

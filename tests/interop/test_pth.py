@@ -357,7 +357,8 @@ def test_legacy_storage_view(tmp_path):
 
 BOMB_ELEMENTS = 2**26              # float32: 256 MiB per reference, from a 16-byte storage
 RSS_LIMIT_MB = 300
-# Loads the file in a fresh process and prints its peak RSS (MiB) and the outcome. The
+# Loads the file in a fresh process and prints its peak RSS (MiB, VmHWM: the high-water mark of
+# the new process's memory, which exec starts afresh) and the outcome. The
 # address-space cap keeps a loader that does expand the bomb from taking the machine down.
 MEASURE_LOAD = """
 import resource, sys
@@ -369,7 +370,12 @@ try:
     outcome = "loaded"
 except Exception as e:
     outcome = type(e).__name__ + ": " + str(e)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)   # KiB on Linux
+try:   # this process's own peak: ru_maxrss would also count the pytest process it was forked from
+    with open("/proc/self/status") as f:
+        peak_kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+except OSError:
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # KiB on Linux
+print(peak_kib // 1024)
 print(outcome)
 """
 

@@ -13,9 +13,10 @@ import pytest
 from minissd.ssd.config import SSDConfig, get_config
 from minissd.ssd.model import SSD
 from minissd.ssd.architecture import SSDArch
-from minissd.interop.weights import (decimate_fc6, from_ssd_pytorch, from_vgg16_torchvision,
-                             load_ssd_pytorch, load_vgg16_torchvision, ssd_pytorch_key_map,
-                             ssd_pytorch_preprocess)
+from minissd.interop.weights import (cv2_resize_linear, decimate_fc6, from_ssd_pytorch,
+                                     from_vgg16_torchvision, load_ssd_pytorch,
+                                     load_vgg16_torchvision, ssd_pytorch_key_map,
+                                     ssd_pytorch_preprocess)
 
 HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "weights")
 
@@ -86,12 +87,56 @@ def test_missing_file_is_named(tmp_path):
         load_ssd_pytorch(mini_model(), tmp_path / "nope.pth")
 
 
-def test_ssd_pytorch_preprocess_is_bgr_minus_mean():
-    rgb = np.zeros((2, 2, 3), np.uint8)
-    rgb[..., 0] = 200                                                    # red
-    out = ssd_pytorch_preprocess(rgb)                                    # (3, 2, 2): B, G, R
-    assert out.shape == (3, 2, 2) and out.dtype == np.float32
-    np.testing.assert_array_equal(out[:, 0, 0], [0 - 104, 0 - 117, 200 - 123])
+def test_ssd_pytorch_preprocess_is_rgb_minus_mean():
+    rgb = np.zeros((300, 300, 3), np.uint8)
+    rgb[..., 0] = 255                                                    # pure red
+    out = ssd_pytorch_preprocess(rgb)                                    # (3, 300, 300): R, G, B
+    assert out.shape == (3, 300, 300) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, 0, 0], [132, -117, -104])      # 255 - 123, 0 - 117, 0 - 104
+
+
+def test_ssd_pytorch_preprocess_resizes_to_300():
+    rgb = np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)
+    out = ssd_pytorch_preprocess(rgb)
+    assert out.shape == (3, 300, 300)
+    np.testing.assert_array_equal(out, cv2_resize_linear(rgb, 300).transpose(2, 0, 1)
+                                  - np.array([123, 117, 104], np.float32)[:, None, None])
+    with pytest.raises(ValueError, match=r"RGB image, got shape \(300, 300\)"):
+        ssd_pytorch_preprocess(np.zeros((300, 300), np.uint8))
+
+
+# (image, output size, expected by hand)
+RESIZE_CASES = [
+    # halving: each output pixel sits between two source pixels, weights 1/2, 1/2
+    (np.array([[0, 10, 20, 30]] * 2, np.uint8), 2, np.array([[5, 25]] * 2)),
+    # a constant image stays constant, shrinking or growing
+    (np.full((7, 5), 77, np.uint8), 3, np.full((3, 3), 77)),
+    (np.full((2, 3), 200, np.uint8), 4, np.full((4, 4), 200)),
+    # doubling: the first output pixel clamps to the edge, the next is 1/4 of the way on
+    (np.array([[0, 100]] * 2, np.uint8), 4, np.array([[0, 25, 75, 100]] * 4)),
+]
+
+
+@pytest.mark.parametrize("image, size, expected", RESIZE_CASES)
+def test_cv2_resize_linear_by_hand(image, size, expected):
+    out = cv2_resize_linear(image[:, :, None], size)
+    assert out.shape == (size, size, 1) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, :, 0], expected)
+
+
+@pytest.mark.parametrize("shape", [(375, 500), (500, 333), (1000, 701), (300, 300)])
+def test_cv2_resize_linear_is_opencvs_when_shrinking(shape):
+    cv2 = pytest.importorskip("cv2")
+    image = np.random.default_rng(1).integers(0, 256, shape + (3,), dtype=np.uint8)
+    np.testing.assert_array_equal(cv2_resize_linear(image, 300), cv2.resize(image, (300, 300)))
+
+
+@pytest.mark.parametrize("shape", [(200, 150), (100, 640), (37, 41)])
+def test_cv2_resize_linear_within_one_level_when_growing(shape):
+    cv2 = pytest.importorskip("cv2")
+    image = np.random.default_rng(2).integers(0, 256, shape + (3,), dtype=np.uint8)
+    gap = np.abs(cv2_resize_linear(image, 300).astype(int) - cv2.resize(image, (300, 300)))
+    assert gap.max() <= 1 and (gap > 0).mean() < 0.005
 
 
 # --------------------------------------------------------------------------- #

@@ -21,7 +21,7 @@ def test_preset_counts(name, per_location, total):
     assert cfg.name == name
     assert cfg.num_boxes_per_location == per_location
     assert cfg.num_priors == total
-    assert cfg.variances == (0.1, 0.2) and cfg.clip is True
+    assert cfg.variances == (0.1, 0.2) and cfg.clip == "corners"
 
 
 def test_paper_counts():
@@ -60,8 +60,8 @@ def test_tiny_scales_by_hand():
 
 def test_get_config_returns_a_copy():
     c = get_config("ssd300")
-    c.clip = False
-    assert get_config("ssd300").clip is True and SSD300.clip is True
+    c.clip = None
+    assert get_config("ssd300").clip == "corners" and SSD300.clip == "corners"
 
 
 def test_get_config_unknown_lists_names():
@@ -94,6 +94,8 @@ BAD_FIELDS = [
     ("variances", (0.1,), "variances"),
     ("image_size", 0, "image_size"),
     ("feature_maps", (38.0, 19, 10, 5, 3, 1), "feature_maps"),
+    ("clip", "xyxy", r"clip must be one of \('corners', 'cxcywh', None\), got 'xyxy'"),
+    ("clip", 1, "clip must be one of"),
 ]
 
 
@@ -108,3 +110,18 @@ def test_validate_after_mutation():
     c.steps = (8, 16)
     with pytest.raises(ValueError, match="steps"):
         c.validate()
+
+
+@pytest.mark.parametrize("legacy, mode", [(True, "corners"), (False, None)])
+def test_checkpoint_json_with_bool_clip_still_loads(legacy, mode):
+    """minissd <= 0.1 wrote clip: true / false into checkpoints' JSON."""
+    d = json.loads(json.dumps(SSD300.to_dict()))
+    d["clip"] = legacy
+    cfg = SSDConfig.from_dict(d)
+    assert cfg.clip == mode and cfg.to_dict()["clip"] == mode
+
+
+@pytest.mark.parametrize("mode", ["corners", "cxcywh", None])
+def test_clip_modes_round_trip(mode):
+    cfg = dataclasses.replace(SSD300, clip=mode)
+    assert SSDConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

@@ -1,10 +1,12 @@
 """NMS and detect: hand cases and a naive per-class reference."""
+import dataclasses
+
 import numpy as np
 import pytest
 
 from minissd.nn.backend import to_numpy
 from minissd.ssd.boxes import cxcywh_to_xyxy, iou, xyxy_to_cxcywh
-from minissd.ssd.postprocess import detect, nms
+from minissd.ssd.postprocess import SSD_PYTORCH_DETECT, DetectConfig, detect, nms, per_class_top_k
 
 # (boxes xyxy, scores, IoU threshold, kept indices by hand, best first)
 NMS_CASES = [
@@ -88,11 +90,12 @@ def test_detect_decodes_and_clips(xp):
     np.testing.assert_allclose(scores, [1 / (1 + np.exp(-5))])
 
 
-def naive_detect(boxes, probs, conf_thr, nms_thr, top_k):
-    """Per class: threshold, NMS; then the top_k of all classes by score."""
+def naive_detect(boxes, probs, conf_thr, nms_thr, top_k, per_class=None):
+    """Per class: threshold, the per_class best, NMS; then the top_k of all classes by score."""
     out = []
     for c in range(1, probs.shape[1]):
         idx = np.flatnonzero(probs[:, c] > conf_thr)
+        idx = np.sort(idx[np.argsort(-probs[idx, c], kind="stable")[:per_class]])
         for i in naive_nms(boxes[idx], probs[idx, c], nms_thr):
             out.append((probs[idx[i], c], c, idx[i]))
     out.sort(key=lambda t: -t[0])
@@ -117,6 +120,80 @@ def test_detect_agrees_with_per_class_loop(xp, rng):
         assert labels.tolist() == [c for _, c, _ in expected]
         np.testing.assert_allclose(boxes, decoded[[i for _, _, i in expected]])
         assert (np.diff(scores) <= 0).all()
+
+
+def test_detect_unclipped_keeps_boxes_past_the_border(xp):
+    priors = xp.asarray([[.9, .5, .4, .4]])
+    loc = xp.asarray([[[1.0, 0.0, 0.0, 0.0]]])
+    boxes = detect(loc, xp.asarray([[[0.0, 5.0]]]), priors, clip_boxes=False)[0][0]
+    np.testing.assert_allclose(boxes, [[.74, .3, 1.14, .7]], atol=1e-12)   # as ssd.pytorch: no clip
+
+
+# (candidate scores, labels, k, kept indices by hand)
+PER_CLASS_CASES = [
+    ([.9, .1, .8, .7, .2], [1, 1, 1, 2, 2], 2, [0, 2, 3, 4]),       # class 1 loses its .1
+    ([.9, .1, .8, .7, .2], [1, 1, 1, 2, 2], 1, [0, 3]),
+    ([.5, .5, .5, .6], [3, 3, 3, 3], 2, [0, 3]),                    # equal scores: lower index
+    ([.3, .2], [1, 2], 5, [0, 1]),
+    ([], [], 3, []),
+]
+
+
+@pytest.mark.parametrize("scores, labels, k, expected", PER_CLASS_CASES)
+def test_per_class_top_k_cases(xp, scores, labels, k, expected):
+    kept = per_class_top_k(xp.asarray(scores, dtype=xp.float32), xp.asarray(labels, dtype=xp.int64), k)
+    assert to_numpy(kept).tolist() == expected
+
+
+@pytest.mark.parametrize("per_class, top_k", [(3, None), (3, 10), (None, None), (1, 25)])
+def test_detect_per_class_top_k_agrees_with_loop(xp, rng, per_class, top_k):
+    B, P, K = 2, 150, 4
+    priors = xyxy_to_cxcywh(random_boxes(rng, P))
+    loc = rng.normal(scale=0.5, size=(B, P, 4))
+    conf = rng.normal(scale=2.0, size=(B, P, K))
+    config = DetectConfig(conf_threshold=0.2, per_class_top_k=per_class, top_k=top_k, clip_boxes=False)
+    for b, (boxes, labels, scores) in enumerate(detect(xp.asarray(loc), xp.asarray(conf),
+                                                       xp.asarray(priors), config)):
+        centres = priors[:, :2] + loc[b, :, :2] * 0.1 * priors[:, 2:]
+        sizes = priors[:, 2:] * np.exp(loc[b, :, 2:] * 0.2)
+        decoded = cxcywh_to_xyxy(np.concatenate([centres, sizes], 1))     # not clipped
+        probs = np.exp(conf[b]) / np.exp(conf[b]).sum(1, keepdims=True)
+        expected = naive_detect(decoded, probs, 0.2, 0.45, top_k, per_class)
+        assert labels.tolist() == [c for _, c, _ in expected]
+        np.testing.assert_allclose(scores, [s for s, _, _ in expected])
+        np.testing.assert_allclose(boxes, decoded[[i for _, _, i in expected]])
+        if per_class is not None:
+            assert np.bincount(labels).max() <= per_class
+        if top_k is None:                                 # no overall cap: more than the default's 25
+            assert len(labels) == len(naive_detect(decoded, probs, 0.2, 0.45, None, per_class))
+
+
+def test_detect_config_defaults_and_ssd_pytorch():
+    assert DetectConfig() == DetectConfig(0.01, 0.45, 200, None, True)       # minissd, unchanged
+    assert SSD_PYTORCH_DETECT == DetectConfig(0.01, 0.45, None, 200, False)  # Detect(21, 0, 200, .01, .45)
+    with pytest.raises(dataclasses.FrozenInstanceError):                # shared presets stay put
+        SSD_PYTORCH_DETECT.top_k = 200
+
+
+# (field, bad value, message fragment)
+BAD_DETECT = [
+    ("conf_threshold", 1.5, "conf_threshold must be a number in"),
+    ("nms_threshold", "0.45", "nms_threshold must be a number in"),
+    ("top_k", 0, "top_k must be a positive int or None, got 0"),
+    ("per_class_top_k", 2.5, "per_class_top_k must be a positive int"),
+    ("clip_boxes", 1, "clip_boxes must be True or False"),
+]
+
+
+@pytest.mark.parametrize("field, value, message", BAD_DETECT)
+def test_detect_config_names_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        DetectConfig(**{field: value})
+
+
+def test_detect_unknown_option_is_named(xp):
+    with pytest.raises(TypeError, match="conf_thresh"):
+        detect(xp.zeros((1, 5, 4)), xp.zeros((1, 5, 3)), xp.zeros((5, 4)), conf_thresh=0.3)
 
 
 def test_detect_nothing_found(xp):

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from minissd.nn.backend import get_array_module, to_numpy
+from minissd.ssd.boxes import cxcywh_to_xyxy, iou
 from minissd.ssd.config import SSD300, SSD512, SSD_TINY
 from minissd.ssd.priors import default_boxes
 
-UNCLIPPED = dataclasses.replace(SSD300, clip=False)
+UNCLIPPED = dataclasses.replace(SSD300, clip=None)
+CXCYWH = dataclasses.replace(SSD300, clip="cxcywh")          # ssd.pytorch's clamp
 R2 = math.sqrt(2)
 FIRST_38 = 38 * 38 * 4          # boxes of conv4_3; fc7's start here
 
@@ -55,6 +57,35 @@ def test_clip_clips_corners(xp):
     corners = np.concatenate([p[:, :2] - p[:, 2:] / 2, p[:, :2] + p[:, 2:] / 2], axis=1)
     assert corners.min() >= -1e-12 and corners.max() <= 1 + 1e-12
     assert (p[:, 2:] > 0).all()
+
+
+def test_cxcywh_clamps_the_numbers(xp):
+    p = to_numpy(default_boxes(CXCYWH, xp=xp, dtype="float64"))
+    raw = default_boxes(UNCLIPPED, dtype="float64")
+    # box 0 keeps its corners outside the image: ssd.pytorch only clamps (cx, cy, w, h) to [0, 1]
+    np.testing.assert_allclose(p[0], [4 / 300, 4 / 300, 0.1, 0.1], rtol=1e-12)
+    # last box: h = 0.88 * sqrt(2) = 1.24 -> 1, centre and w untouched
+    np.testing.assert_allclose(p[-1], [0.5, 0.5, 0.88 / R2, 1.0], rtol=1e-12)
+    np.testing.assert_array_equal(p, np.clip(raw, 0, 1))
+    assert (p != raw).any(axis=1).sum() == 134                         # only the w, h > 1 boxes
+
+
+def test_clip_conventions_differ_by_measured_amounts():
+    """The numbers minissd.ssd.priors states: corner clip vs ssd.pytorch's (cx, cy, w, h) clamp."""
+    corners, clamped = default_boxes(SSD300, dtype="float64"), default_boxes(CXCYWH, dtype="float64")
+    gap = np.abs(corners - clamped)                                    # (8732, 4)
+    differ = gap.max(axis=1) > 1e-9
+    per_map = np.cumsum([0] + [f * f * a for f, a in zip(SSD300.feature_maps,
+                                                          SSD300.num_boxes_per_location)])
+    assert [int(differ[a:b].sum()) for a, b in zip(per_map[:-1], per_map[1:])] == \
+        [1356, 914, 427, 136, 32, 0]
+    assert differ.sum() == 2865
+    assert gap[:, 2:].max() == pytest.approx(0.4277, abs=1e-4)         # w or h
+    assert gap[:, :2].max() == pytest.approx(0.2138, abs=1e-4)         # cx or cy
+    a, b = cxcywh_to_xyxy(corners[differ]), cxcywh_to_xyxy(clamped[differ])
+    overlap = np.diagonal(iou(a, b))                                   # each prior with itself
+    assert np.median(overlap) == pytest.approx(0.69, abs=0.005)
+    assert overlap.min() == pytest.approx(0.21, abs=0.005)
 
 
 def test_head_order_matches_per_map_blocks(xp):
