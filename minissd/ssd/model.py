@@ -16,7 +16,10 @@ exactly the order of :func:`minissd.ssd.priors.default_boxes`.
 Every source map feeds two consumers: its heads and the deeper layers. Its
 gradient in ``backward`` is the SUM of both, written out where it happens.
 conv4_3 is special (as in ssd.pytorch): the heads see L2Norm(relu4_3), while
-pool4 sees the raw relu4_3 output.
+pool4 sees the raw relu4_3 output. Each map also feeds its two heads, loc and
+conf: two plain Conv2d layers, whose input gradients are summed too. With the
+fast paths on (:mod:`minissd.nn.fast`) the two heads run as one conv, their
+weights stacked.
 
     >>> from minissd.ssd.config import get_config
     >>> model = SSD(get_config('ssd-tiny'), num_classes=3, seed=0)
@@ -28,9 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from minissd.nn import fast
 from minissd.nn.backend import get_array_module
 from minissd.ssd.config import SSDConfig
-from minissd.nn.layers import Conv2d, L2Norm, MaxPool2d, conv2d, conv2d_input_grad, conv2d_weight_grad
+from minissd.nn.layers import Conv2d, L2Norm, MaxPool2d
 from minissd.nn.module import Module
 from minissd.ssd.summary import summary  # noqa: F401  (re-exported: `from minissd.ssd.model import summary`)
 from minissd.ssd.architecture import SSDArch, build_extras, build_vgg, get_arch
@@ -85,6 +89,7 @@ class SSD(Module):
                                             rng=rng, init="xavier"))
         self._check_feature_maps()
         self._maps = self._head_inputs = None
+        self._heads_stacked = False
 
     # --- structure --------------------------------------------------------------
     def trunk(self):
@@ -164,36 +169,22 @@ class SSD(Module):
         self._maps = maps
         return xp.concatenate(locs, axis=1), xp.concatenate(confs, axis=1)  # (B, P, 4), (B, P, C+1)
 
-    # --- the two heads of a source, as one convolution --------------------------------
-    # loc[name] and conf[name] are two 3x3 convs over the same map. Stacking their
-    # weights along the output channels makes them one conv: one im2col of the
-    # map instead of two, one bigger GEMM instead of two small ones. In backward
-    # the same stacking gives the source's gradient -- the SUM of what the two
-    # heads send back -- as one transposed convolution.
-    def _stacked_heads(self, name):
-        loc, conf = self.loc[name], self.conf[name]
-        xp = get_array_module(loc.params["weight"])
-        w = xp.concatenate([loc.params["weight"], conf.params["weight"]])   # (k*4 + k*(C+1), C_s, 3, 3)
-        b = xp.concatenate([loc.params["bias"], conf.params["bias"]])       # (k*4 + k*(C+1),)
-        return loc, conf, w, b
-
+    # --- the two heads of a source ------------------------------------------------
     def _heads_forward(self, name, source):
         """source (B, C_s, H, W) -> loc (B, k*4, H, W), conf (B, k*(C+1), H, W)."""
-        loc, conf, w, b = self._stacked_heads(name)
-        y = conv2d(source, w, loc.stride, loc.padding, loc.dilation, bias=b)
-        return y[:, :loc.out_channels], y[:, loc.out_channels:]
+        loc, conf = self.loc[name], self.conf[name]
+        self._heads_stacked = fast.enabled()
+        if self._heads_stacked:     # fast path: both heads as ONE conv, their weights stacked
+            return tuple(fast.sibling_conv2d(source, (loc, conf)))
+        return loc.forward(source), conf.forward(source)          # two plain layers
 
     def _heads_backward(self, name, source, dl, dc):
         """Fill both heads' grads from dl (B, k*4, H, W), dc (B, k*(C+1), H, W); return d source."""
-        loc, conf, w, _ = self._stacked_heads(name)
-        xp = get_array_module(dl)
-        dy = xp.concatenate([dl, dc], axis=1)                   # (B, k*4 + k*(C+1), H, W)
-        dw, db = conv2d_weight_grad(source, dy, loc.kernel_size, loc.stride, loc.padding,
-                                    loc.dilation, with_bias=True)
-        n = loc.out_channels
-        loc.grads["weight"], conf.grads["weight"] = dw[:n], dw[n:]
-        loc.grads["bias"], conf.grads["bias"] = db[:n], db[n:]
-        return conv2d_input_grad(dy, w, source.shape[2:], loc.stride, loc.padding, loc.dilation)
+        loc, conf = self.loc[name], self.conf[name]
+        if self._heads_stacked:     # fast path: one stacked conv gives the sum below directly
+            return fast.sibling_conv2d_backward(source, (loc, conf), (dl, dc))
+        # the source feeds two consumers, its loc head and its conf head: its gradient is the SUM
+        return loc.backward(dl) + conf.backward(dc)             # (B, C_s, H, W)
 
     # --- backward -----------------------------------------------------------------
     def backward(self, dloc, dconf, need_dimages=True):
