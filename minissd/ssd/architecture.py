@@ -168,7 +168,7 @@ def _plan_layers(plan, in_channels, stage, index, rng, init, first_stride=1, bat
 
 
 def build_vgg(arch: SSDArch, rng):
-    """The base network as one named Sequential, and the layer name where source 1 is tapped.
+    """The base network as one named Sequential, and the name of the layer whose output is source 1.
 
     Layer order is ssd.pytorch's ``vgg`` list: conv, relu, ..., pool5, fc6, relu6, fc7, relu7.
     """
@@ -176,7 +176,7 @@ def build_vgg(arch: SSDArch, rng):
     bn = arch.batch_norm
     layers, c, stage, index = _plan_layers(arch.base, arch.in_channels, 1, 0, rng, init,
                                            first_stride=arch.stem_stride, batch_norm=bn)
-    tap = layers[-1][0]                                   # relu4_3 in SSD300
+    source = layers[-1][0]                                # relu4_3 in SSD300
     more, c, stage, _ = _plan_layers(arch.base_tail, c, stage, index, rng, init, batch_norm=bn)
     d = arch.fc6_dilation
     layers += more + [
@@ -186,7 +186,7 @@ def build_vgg(arch: SSDArch, rng):
                                              rng=rng, init=init), bn)
     layers += _conv_block("fc7", "7", Conv2d(arch.fc6, arch.fc7, 1, bias=not bn, rng=rng,
                                              init=init), bn)
-    return _named_sequential(layers), tap
+    return _named_sequential(layers), source
 
 
 EXTRAS_FIRST = 8    # the paper numbers the extra layers conv8_x, conv9_x, ...
@@ -194,7 +194,7 @@ EXTRAS_FIRST = 8    # the paper numbers the extra layers conv8_x, conv9_x, ...
 
 def build_extras(arch: SSDArch, rng):
     """The extra layers (Xavier init) as one named Sequential, and the layer names of their sources."""
-    layers, taps, c = [], [], arch.fc7
+    layers, sources, c = [], [], arch.fc7
     for n, (mid, out, k, s, p) in enumerate(arch.extras, start=EXTRAS_FIRST):
         bn = arch.batch_norm
         layers += _conv_block(f"conv{n}_1", f"{n}_1",
@@ -202,6 +202,6 @@ def build_extras(arch: SSDArch, rng):
         layers += _conv_block(f"conv{n}_2", f"{n}_2",
                               Conv2d(mid, out, k, stride=s, padding=p, bias=not bn, rng=rng,
                                      init="xavier"), bn)
-        taps.append(f"relu{n}_2")
+        sources.append(f"relu{n}_2")
         c = out
-    return _named_sequential(layers), taps
+    return _named_sequential(layers), sources

@@ -29,6 +29,8 @@ weights stacked.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from minissd.nn import fast
@@ -67,18 +69,18 @@ class SSD(Module):
         self.arch = arch if arch is not None else get_arch(cfg.name)
         rng = rng if rng is not None else np.random.default_rng(seed)
 
-        self.vgg, tap = build_vgg(self.arch, rng)                 # He init (no ImageNet weights)
+        self.vgg, first_source = build_vgg(self.arch, rng)        # He init (no ImageNet weights)
         self.l2norm = L2Norm(self.arch.source_channels[0], self.arch.l2norm_scale)
-        self.extras, extra_taps = build_extras(self.arch, rng)    # Xavier init
-        self.taps = (tap, "relu7", *extra_taps)                    # layers whose output is a source
+        self.extras, extra_sources = build_extras(self.arch, rng)  # Xavier init
+        self.source_layers = (first_source, "relu7", *extra_sources)  # layers whose output is a source
         trunk = self.trunk()
         names = [n for n, _ in trunk]
         # a source is named after the conv it comes from: relu4_3 -> conv4_3, relu7 -> fc7
         # (skipping a BatchNorm between the conv and its ReLU, as ssd-tiny has)
         self.source_names = tuple(next(n for n in reversed(names[:names.index(t)])
-                                       if n.startswith(("conv", "fc"))) for t in self.taps)
-        if len(self.taps) != len(cfg.feature_maps):
-            raise ValueError(f"SSD: architecture {self.arch.name!r} has {len(self.taps)} source maps, "
+                                       if n.startswith(("conv", "fc"))) for t in self.source_layers)
+        if len(self.source_layers) != len(cfg.feature_maps):
+            raise ValueError(f"SSD: architecture {self.arch.name!r} has {len(self.source_layers)} source maps, "
                              f"config {cfg.name!r} lists {len(cfg.feature_maps)} feature_maps")
 
         self.loc, self.conf = Heads(), Heads()                     # Xavier init, bias 0
@@ -111,7 +113,7 @@ class SSD(Module):
                     raise ValueError(f"SSD {self.arch.name!r}: layer {prefix}.{name} gets no output "
                                      f"from a {self.cfg.image_size}-px input (shape {shape})")
                 rows.append((f"{prefix}.{name}", layer, shape))
-                if name in self.taps:
+                if name in self.source_layers:
                     sources.append(shape)
                     if len(sources) == 1:
                         rows.append(("l2norm", self.l2norm, shape))
@@ -134,6 +136,12 @@ class SSD(Module):
                 f"{self.cfg.name!r} has feature_maps {self.cfg.feature_maps}")
 
     @property
+    def taps(self):
+        """Old name of :attr:`source_layers` (kept for one release; "tap" now means a kernel tap)."""
+        warnings.warn("SSD.taps is now SSD.source_layers", DeprecationWarning, stacklevel=2)
+        return self.source_layers
+
+    @property
     def num_priors(self) -> int:
         return self.cfg.num_priors
 
@@ -152,7 +160,7 @@ class SSD(Module):
         x, sources = images, []
         for name, layer in self.trunk():
             x = layer.forward(x)
-            if name in self.taps:
+            if name in self.source_layers:
                 sources.append(x)                               # also goes on to the next layer
         # conv4_3: the heads see L2Norm(relu4_3); pool4 (already run) took the raw relu4_3
         sources[0] = self.l2norm.forward(sources[0])            # (B, 512, 38, 38)
@@ -214,10 +222,10 @@ class SSD(Module):
 
         # the trunk in reverse; dx is the gradient from the deeper layers
         trunk = self.trunk()
-        dx, m = None, len(self.taps) - 1
+        dx, m = None, len(self.source_layers) - 1
         for i in reversed(range(len(trunk))):
             name, layer = trunk[i]
-            if m >= 0 and name == self.taps[m]:
+            if m >= 0 and name == self.source_layers[m]:
                 # this output feeds its heads AND the deeper layers: add both gradients
                 # (the last source, relu11_2, has no deeper layers)
                 dx = dsources[m] if dx is None else dx + dsources[m]
