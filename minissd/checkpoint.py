@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from minissd.nn.module import load_npz, save_npz
+from minissd.ssd.architecture import SSDArch
 from minissd.ssd.config import SSDConfig
 from minissd.ssd.model import SSD
 
@@ -23,6 +24,7 @@ CHECKPOINT_FORMAT = "minissd-checkpoint-1"
 
 def save_checkpoint(path, model, optimizer, meta: dict):
     """Write model + optimiser + JSON meta to one ``.npz`` atomically, and ``.json`` beside it."""
+    meta = dict(meta, arch=model.arch.to_dict())                     # the channel plan, with the config
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_arrays, optim_meta = optimizer.state_dict() if optimizer is not None else ({}, None)
     arrays.update({f"optim.{k}": v for k, v in optim_arrays.items()})
@@ -74,6 +76,7 @@ def load_model(path, device="cpu", class_names=None):
         raise ValueError(f"{path}: checkpoint was trained for classes {meta['class_names']}, "
                          f"not {list(class_names)}")
     cfg = SSDConfig.from_dict(meta["config"])
-    model = SSD(cfg, len(meta["class_names"]))
+    arch = SSDArch.from_dict(meta["arch"]) if "arch" in meta else None   # older ones: the registry's
+    model = SSD(cfg, len(meta["class_names"]), arch=arch)
     model.load_state_dict(section(arrays, "model."), source=str(path))
     return model.to(device).eval(), meta

@@ -20,15 +20,18 @@ with a ReLU after every convolution. :class:`SSDArch` holds these numbers;
 order, so the i-th layer here is ssd.pytorch's ``vgg[i]`` (used by
 :mod:`minissd.interop.weights`).
 
-``ARCHS`` maps a config name (``SSDConfig.name``) to its architecture, so
+``PRESETS`` maps a model name to its :class:`Preset`: the SSDConfig (default
+boxes, :mod:`minissd.ssd.config`) and the SSDArch, so
 ``SSD(get_config('ssd-tiny'), 3)`` needs no further argument.
 """
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 from minissd.nn.layers import BatchNorm2d, Conv2d, MaxPool2d, ReLU, Sequential
+from minissd.ssd.config import SSD300, SSD512, SSD_TINY, SSDConfig
 
 POOL, CEIL_POOL = "M", "C"      # 2x2 max pool, stride 2 (floor / ceil output size)
 
@@ -121,15 +124,40 @@ SSD_TINY_ARCH = SSDArch(
             (64, 128, 3, 2, 1)),                   # 2 -> 1
     batch_norm=True)                               # trained from scratch: BN after each conv
 
-ARCHS = {a.name: a for a in (SSD300_ARCH, SSD512_ARCH, SSD_TINY_ARCH)}
+# --------------------------------------------------------------------------- #
+# The model presets: one registry, name -> (default boxes, channel plan).
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class Preset:
+    """A named SSD: its default boxes and sizes (SSDConfig) and its channel plan (SSDArch)."""
+    config: SSDConfig
+    arch: SSDArch
+
+    def __post_init__(self):
+        if self.config.name != self.arch.name:
+            raise ValueError(f"Preset: config {self.config.name!r} paired with architecture "
+                             f"{self.arch.name!r}")
+
+
+PRESETS = {p.config.name: p for p in (Preset(SSD300, SSD300_ARCH), Preset(SSD512, SSD512_ARCH),
+                                      Preset(SSD_TINY, SSD_TINY_ARCH))}
 
 
 def get_arch(name: str) -> SSDArch:
     """The architecture registered for a config name ('ssd300', 'ssd512', 'ssd-tiny')."""
-    if name not in ARCHS:
+    if name not in PRESETS:
         raise ValueError(f"no SSD architecture registered for config {name!r}: known are "
-                         f"{sorted(ARCHS)} (or pass arch=SSDArch(...) to SSD)")
-    return ARCHS[name]
+                         f"{sorted(PRESETS)} (or pass arch=SSDArch(...) to SSD)")
+    return PRESETS[name].arch
+
+
+def __getattr__(name):
+    """``ARCHS`` (name -> SSDArch) is now part of :data:`PRESETS`."""
+    if name == "ARCHS":
+        warnings.warn("minissd.ssd.architecture.ARCHS is now PRESETS[name].arch",
+                      DeprecationWarning, stacklevel=2)
+        return {key: preset.arch for key, preset in PRESETS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _named_sequential(layers) -> Sequential:

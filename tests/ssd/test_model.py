@@ -10,7 +10,7 @@ from minissd.ssd.config import get_config
 from minissd.nn.gradcheck import check_backward
 from minissd.ssd.model import SSD
 from minissd.ssd.priors import box_shapes, default_boxes
-from minissd.ssd.architecture import ARCHS, SSD_TINY_ARCH, SSDArch
+from minissd.ssd.architecture import PRESETS, SSD_TINY_ARCH, SSDArch
 
 # ssd-tiny's architecture on a 64-px input: maps 8, 4, 2, 1, 1 (fc6's dilated taps still land)
 TINY64 = dataclasses.replace(get_config("ssd-tiny"), name="ssd-tiny-64", image_size=64,
@@ -294,7 +294,7 @@ def test_state_dict_round_trip(tmp_path):
 
 
 def test_registry_covers_presets():
-    assert set(ARCHS) >= {"ssd300", "ssd512", "ssd-tiny"}
+    assert set(PRESETS) >= {"ssd300", "ssd512", "ssd-tiny"}
     arch = SSDArch.from_dict(SSD_TINY_ARCH.to_dict())
     assert arch == SSD_TINY_ARCH
 
@@ -368,3 +368,10 @@ def _check_heads(stacked):
         conv = loc_conv if key.startswith("loc") else conf_conv
         np.testing.assert_allclose(conv.grads[key.split(".")[1]], value, rtol=1e-12, atol=1e-12,
                                    err_msg=key)
+
+
+def test_taps_is_the_old_name_of_source_layers():
+    model = tiny64()
+    assert model.source_layers == ("relu4_1", "relu7", "relu8_2", "relu9_2", "relu10_2")
+    with pytest.warns(DeprecationWarning, match="source_layers"):
+        assert model.taps == model.source_layers
