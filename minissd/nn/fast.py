@@ -392,12 +392,13 @@ def conv2d(x, weight, stride=(1, 1), padding=(0, 0), dilation=(1, 1), bias=None,
     return y.reshape(N, K, ho, wo), (list(zip(chunks, cols)) if keep else None)
 
 
-def conv2d_param_grads(x, dy, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1), cols=None):
+def conv2d_param_grads(x, dy, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1), cols=None,
+                       need_bias=True):
     """(dW (K, C, kh, kw), db (K,)) as functional.conv2d_weight_grad and conv2d_bias_grad give them.
 
     dW is the sum over chunks of dy (K, B*Ho*Wo) @ col.T (B*Ho*Wo, C*kh*kw);
     cols: the chunks' column matrices kept by :func:`conv2d`, or None
-    (recomputed from x, chunk by chunk).
+    (recomputed from x, chunk by chunk). db is None unless ``need_bias``.
     """
     xp = get_array_module(x, dy)
     N, C, H, W = x.shape
@@ -405,7 +406,8 @@ def conv2d_param_grads(x, dy, kernel, stride=(1, 1), padding=(0, 0), dilation=(1
     kh, kw = kernel
     blocks = _tap_blocks(x, kernel, stride, padding, dilation, (ho, wo))
     if blocks is not None:                                            # many padding taps: skip them
-        return _weight_grad_tap_blocks(x, dy, blocks, kernel, padding, dilation), dy.sum(axis=(0, 2, 3))
+        return (_weight_grad_tap_blocks(x, dy, blocks, kernel, padding, dilation),
+                dy.sum(axis=(0, 2, 3)) if need_bias else None)
     pointwise = _is_pointwise(kernel, stride, padding)
 
     def run(n0, n1, col=None):
@@ -415,7 +417,7 @@ def conv2d_param_grads(x, dy, kernel, stride=(1, 1), padding=(0, 0), dilation=(1
         elif col is None:
             col = _columns(x[n0:n1], kernel, stride, padding, dilation, (ho, wo))
         # dW.T = col @ dy.T: the same product, faster in OpenBLAS when K is small
-        return _matmul(col, dy_k.T), dy_k.sum(axis=1)                 # (C*kh*kw, K), (K,)
+        return _matmul(col, dy_k.T), (dy_k.sum(axis=1) if need_bias else None)   # (C*kh*kw, K), (K,)
 
     bands = None if pointwise or cols is not None else _bands(x, C * kh * kw * wo * x.itemsize, ho)
     if bands is not None:                                             # big images: bands of rows
@@ -424,7 +426,7 @@ def conv2d_param_grads(x, dy, kernel, stride=(1, 1), padding=(0, 0), dilation=(1
         def run_band(n, r0, r1):
             col = _band_columns(x, n, r0, r1, kernel, stride, padding, dilation, wo)
             dy_band = dy_rows[n, :, r0 * wo:r1 * wo]                   # (K, (r1-r0)*Wo)
-            return col @ dy_band.T, dy_band.sum(axis=1)
+            return col @ dy_band.T, (dy_band.sum(axis=1) if need_bias else None)
 
         parts = parallel_map(run_band, bands)
     elif cols is not None:
@@ -435,7 +437,7 @@ def conv2d_param_grads(x, dy, kernel, stride=(1, 1), padding=(0, 0), dilation=(1
     dtype = xp.result_type(x, dy)
     dw_t = _sum_in_order([p[0] for p in parts], xp.zeros((C * kh * kw, K), dtype=dtype))
     dw = xp.ascontiguousarray(dw_t.T).reshape(K, C, kh, kw)
-    return dw, _sum_in_order([p[1] for p in parts], xp.zeros(K, dtype=dtype))
+    return dw, (_sum_in_order([p[1] for p in parts], xp.zeros(K, dtype=dtype)) if need_bias else None)
 
 
 def conv2d_input_grad(dy, weight, x_hw, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):

@@ -138,7 +138,7 @@ class Conv2d(Module):
         x, cols = _require_cache(self, self._cache)
         geometry = (self.kernel_size, self.stride, self.padding, self.dilation)
         if fast.enabled():      # fast path: chunks or bands on threads, the kept columns if any
-            dw, db = fast.conv2d_param_grads(x, dy, *geometry, cols=cols)
+            dw, db = fast.conv2d_param_grads(x, dy, *geometry, cols=cols, need_bias="bias" in self.params)
         else:                   # textbook: dW = dy @ col.T, db = dy summed
             dw, db = F.conv2d_weight_grad(x, dy, *geometry), F.conv2d_bias_grad(dy)
         self.grads["weight"] = dw
@@ -149,7 +149,6 @@ class Conv2d(Module):
         extra = "" if self.dilation == (1, 1) else f", dilation={self.dilation[0]}"
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size[0]}, "
                 f"stride={self.stride[0]}, padding={self.padding[0]}{extra})")
-
 
 
 class MaxPool2d(Module):
@@ -202,7 +201,6 @@ class MaxPool2d(Module):
                 f"padding={self.padding[0]}, ceil_mode={self.ceil_mode})")
 
 
-
 class ReLU(Module):
     """y = max(x, 0); dy passes where x > 0.
 
@@ -235,7 +233,6 @@ class ReLU(Module):
 
     def __repr__(self):
         return "ReLU(inplace=True)" if self.inplace else "ReLU()"
-
 
 
 class L2Norm(Module):
@@ -277,7 +274,6 @@ class L2Norm(Module):
         return f"L2Norm({self.channels}, scale={self.scale:g})"
 
 
-
 class Sequential(Module):
     """Layers applied in order; backward runs them in reverse."""
 
@@ -308,7 +304,6 @@ class Sequential(Module):
     def __repr__(self):
         inner = "\n".join(f"  ({name}): {m!r}" for name, m in self.named_children())
         return f"Sequential(\n{inner}\n)"
-
 
 
 class BatchNorm2d(Module):

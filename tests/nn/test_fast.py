@@ -69,8 +69,8 @@ def test_a_bad_minissd_fast_is_named(monkeypatch):
 
 
 def test_the_layers_follow_the_switch(rng, monkeypatch):
-    calls = []
-    monkeypatch.setattr(fast, "conv2d", lambda *a, **k: calls.append("fast") or (F.conv2d(*a[:5], bias=k.get("bias")), None))
+    calls, fast_conv2d = [], fast.conv2d
+    monkeypatch.setattr(fast, "conv2d", lambda *a, **k: calls.append("fast") or fast_conv2d(*a, **k))
     conv = Conv2d(2, 3, 3, padding=1, rng=rng)
     x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
     with fast.fast_paths(False):
@@ -116,6 +116,9 @@ def test_fast_conv_equals_the_textbook(xp, rng, dtype, N, C, H, W, K, k, s, p, d
         assert_same(dw, F.conv2d_weight_grad(x, dy, (k, k), *geometry), dtype, N * ho * wo,
                     F.conv2d_weight_grad(a64(x), a64(dy), (k, k), *geometry), "dW")
         assert_same(db, F.conv2d_bias_grad(dy), dtype, N * ho * wo, a64(dy).sum(axis=(0, 2, 3)), "db")
+        dw_alone, no_db = fast.conv2d_param_grads(x, dy, (k, k), *geometry, cols=kept, need_bias=False)
+        assert no_db is None                                          # a conv without bias: no db work
+        np.testing.assert_array_equal(to_numpy(dw_alone), to_numpy(dw))
 
 
 # (N, C, H, W, kernel, stride, padding)
