@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # one BLAS thread: minissd pins OpenBLAS to one thread once its layers run (it has its own
-# threads, backend.set_num_threads), and the tests' other small GEMMs are slowed down badly by
+# threads, minissd.nn.threads.set_num_threads), and the tests' other small GEMMs are slowed down badly by
 # OpenBLAS's spinning threads whenever anything else shares the cores
 test: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q

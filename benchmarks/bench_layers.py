@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_layers.py --threads 1 --clock cpu   # on a busy machine
 
 Both libraries get the same number of threads: minissd through
-minissd.nn.backend.set_num_threads (its own pool, each task calling a one-thread
+minissd.nn.threads.set_num_threads (its own pool, each task calling a one-thread
 BLAS; OPENBLAS_NUM_THREADS / OMP_NUM_THREADS are set too, before numpy is
 imported), torch through torch.set_num_threads. Each timing is the median (and the
 min) of ``--repeats`` runs after ``--warmup`` untimed ones. torch's backward is autograd:
@@ -53,7 +53,7 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from minissd.nn.backend import set_num_threads  # noqa: E402
+from minissd.nn.threads import set_num_threads  # noqa: E402
 
 from minissd.nn.layers import Conv2d, MaxPool2d  # noqa: E402
 

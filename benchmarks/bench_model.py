@@ -14,7 +14,7 @@ Cases:
     and torch.optim.SGD.
   * SSD300 forward (eval mode, no caches / torch.no_grad) at batch 1 and 8.
 
-Both get the same threads: minissd through minissd.nn.backend.set_num_threads
+Both get the same threads: minissd through minissd.nn.threads.set_num_threads
 (its own pool; OPENBLAS_NUM_THREADS / OMP_NUM_THREADS are set too, before numpy
 is imported), torch through torch.set_num_threads. Each timing is the median of ``--repeats`` runs after
 ``--warmup`` untimed ones, as wall time and as CPU time of the process (the
@@ -46,7 +46,7 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from minissd.nn.backend import set_num_threads  # noqa: E402
+from minissd.nn.threads import set_num_threads  # noqa: E402
 
 try:
     import torch  # noqa: E402

@@ -21,6 +21,7 @@ import numpy as np
 
 from minissd.errors import UserError
 from minissd.nn.module import NotNpzError, load_npz, save_npz
+from minissd.ssd.architecture import SSDArch
 from minissd.ssd.config import SSDConfig
 from minissd.ssd.model import SSD
 
@@ -55,6 +56,7 @@ def save_checkpoint(path, model, optimizer, meta: dict):
     Refuses (``ValueError`` naming the array) to write NaN or inf, so a poisoned
     state never replaces a good checkpoint.
     """
+    meta = dict(meta, arch=model.arch.to_dict())                     # the channel plan, with the config
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_arrays, optim_meta = optimizer.state_dict() if optimizer is not None else ({}, None)
     arrays.update({f"optim.{k}": v for k, v in optim_arrays.items()})
@@ -157,6 +159,7 @@ def load_model(path, device="cpu", class_names=None):
         raise UserError(f"{path}: checkpoint was trained for classes {meta['class_names']}, "
                          f"not {list(class_names)}")
     cfg = SSDConfig.from_dict(meta["config"])
-    model = SSD(cfg, len(meta["class_names"]))
+    arch = SSDArch.from_dict(meta["arch"]) if "arch" in meta else None   # older ones: the registry's
+    model = SSD(cfg, len(meta["class_names"]), arch=arch)
     model.load_state_dict(section(arrays, "model."), source=str(path))
     return model.to(device).eval(), meta

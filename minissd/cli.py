@@ -368,7 +368,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "threads", None) is not None:
-            from minissd.nn.backend import set_num_threads
+            from minissd.nn.threads import set_num_threads
             set_num_threads(args.threads)
         return args.func(args) or 0             # a command returns its exit code, or None
     except KeyboardInterrupt:

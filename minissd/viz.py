@@ -197,9 +197,9 @@ def draw_architecture(model, highlight=None, ax=None, width: float = 14.0):
     from matplotlib.colors import to_rgb
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Polygon
 
-    from minissd.evaluation.inference import Detector
     from minissd.ssd.loss import MultiBoxLoss
     from minissd.ssd.matching import match
+    from minissd.ssd.postprocess import DetectConfig
 
     parts = (ARCHITECTURE_PARTS if highlight is None else
              (highlight,) if isinstance(highlight, str) else tuple(highlight))
@@ -299,7 +299,7 @@ def draw_architecture(model, highlight=None, ax=None, width: float = 14.0):
     y_low = -0.35
     ratio = default(MultiBoxLoss.__init__, "neg_pos_ratio")
     thr = default(match, "iou_threshold")
-    nms_thr, top_k = default(Detector.__init__, "nms_threshold"), default(Detector.__init__, "top_k")
+    nms_thr, top_k = DetectConfig().nms_threshold, DetectConfig().top_k
     left = [("priors", "priors", f"{P} default boxes\n(cx, cy, w, h)"),          # (box, part, text)
             ("matching", "matching", f"matching, IoU >= {thr}\nground truth -> targets"),
             ("loss", "loss", f"MultiBox loss: smooth L1\n+ cross-entropy, {ratio}:1 mining")]

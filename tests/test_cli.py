@@ -1,8 +1,8 @@
 """The `minissd` command, smoke-tested end to end on a tiny generated set."""
 import json
 import os
-import struct
 import re
+import struct
 import subprocess
 import sys
 import zlib
@@ -130,11 +130,11 @@ def test_errors_are_one_line_and_exit_2(argv, message, capsys):
 
 
 def test_threads_option_sets_minissd_threads(trained, monkeypatch, capsys):
-    from minissd.nn import backend
-    monkeypatch.setitem(backend._THREADS, "n", backend.num_threads())   # restored afterwards
+    from minissd.nn import threads
+    monkeypatch.setitem(threads._THREADS, "n", threads.num_threads())   # restored afterwards
     data, ckpt = trained
     assert main(["evaluate", "--checkpoint", ckpt, "--data", data, "--threads", "1"]) == 0
-    assert backend.num_threads() == 1
+    assert threads.num_threads() == 1
 
 
 def test_missing_vgg_weights_are_named(trained, capsys, tmp_path):

@@ -20,15 +20,19 @@ with a ReLU after every convolution. :class:`SSDArch` holds these numbers;
 order, so the i-th layer here is ssd.pytorch's ``vgg[i]`` (used by
 :mod:`minissd.interop.weights`).
 
-``ARCHS`` maps a config name (``SSDConfig.name``) to its architecture, so
+``PRESETS`` maps a model name to its :class:`Preset`: the SSDConfig (default
+boxes, :mod:`minissd.ssd.config`) and the SSDArch, so
 ``SSD(get_config('ssd-tiny'), 3)`` needs no further argument.
 """
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
+from minissd.errors import UserError
 from minissd.nn.layers import BatchNorm2d, Conv2d, MaxPool2d, ReLU, Sequential
+from minissd.ssd.config import SSD300, SSD512, SSD_TINY, SSDConfig
 
 POOL, CEIL_POOL = "M", "C"      # 2x2 max pool, stride 2 (floor / ceil output size)
 
@@ -71,7 +75,7 @@ class SSDArch:
         """From JSON-style lists and numbers (inverse of ``to_dict``)."""
         names = {f.name for f in dataclasses.fields(cls)}
         if set(d) - names:
-            raise ValueError(f"SSDArch.from_dict: unknown keys {sorted(set(d) - names)}")
+            raise UserError(f"SSDArch.from_dict: unknown keys {sorted(set(d) - names)}")
         d = dict(d)
         for f in ("base", "base_tail"):
             d[f] = tuple(d[f])
@@ -121,15 +125,40 @@ SSD_TINY_ARCH = SSDArch(
             (64, 128, 3, 2, 1)),                   # 2 -> 1
     batch_norm=True)                               # trained from scratch: BN after each conv
 
-ARCHS = {a.name: a for a in (SSD300_ARCH, SSD512_ARCH, SSD_TINY_ARCH)}
+# --------------------------------------------------------------------------- #
+# The model presets: one registry, name -> (default boxes, channel plan).
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class Preset:
+    """A named SSD: its default boxes and sizes (SSDConfig) and its channel plan (SSDArch)."""
+    config: SSDConfig
+    arch: SSDArch
+
+    def __post_init__(self):
+        if self.config.name != self.arch.name:
+            raise ValueError(f"Preset: config {self.config.name!r} paired with architecture "
+                             f"{self.arch.name!r}")
+
+
+PRESETS = {p.config.name: p for p in (Preset(SSD300, SSD300_ARCH), Preset(SSD512, SSD512_ARCH),
+                                      Preset(SSD_TINY, SSD_TINY_ARCH))}
 
 
 def get_arch(name: str) -> SSDArch:
     """The architecture registered for a config name ('ssd300', 'ssd512', 'ssd-tiny')."""
-    if name not in ARCHS:
-        raise ValueError(f"no SSD architecture registered for config {name!r}: known are "
-                         f"{sorted(ARCHS)} (or pass arch=SSDArch(...) to SSD)")
-    return ARCHS[name]
+    if name not in PRESETS:
+        raise UserError(f"no SSD architecture registered for config {name!r}: known are "
+                        f"{sorted(PRESETS)} (or pass arch=SSDArch(...) to SSD)")
+    return PRESETS[name].arch
+
+
+def __getattr__(name):
+    """``ARCHS`` (name -> SSDArch) is now part of :data:`PRESETS`."""
+    if name == "ARCHS":
+        warnings.warn("minissd.ssd.architecture.ARCHS is now PRESETS[name].arch",
+                      DeprecationWarning, stacklevel=2)
+        return {key: preset.arch for key, preset in PRESETS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _named_sequential(layers) -> Sequential:
@@ -162,13 +191,13 @@ def _plan_layers(plan, in_channels, stage, index, rng, init, first_stride=1, bat
             layers += _conv_block(f"conv{stage}_{index}", f"{stage}_{index}", conv, batch_norm)
             in_channels, stride = v, 1
         else:
-            raise ValueError(f"SSDArch plan entry {v!r}: expected a channel count, "
-                             f"{POOL!r} or {CEIL_POOL!r}")
+            raise UserError(f"SSDArch plan entry {v!r}: expected a channel count, "
+                            f"{POOL!r} or {CEIL_POOL!r}")
     return layers, in_channels, stage, index
 
 
 def build_vgg(arch: SSDArch, rng):
-    """The base network as one named Sequential, and the layer name where source 1 is tapped.
+    """The base network as one named Sequential, and the name of the layer whose output is source 1.
 
     Layer order is ssd.pytorch's ``vgg`` list: conv, relu, ..., pool5, fc6, relu6, fc7, relu7.
     """
@@ -176,7 +205,7 @@ def build_vgg(arch: SSDArch, rng):
     bn = arch.batch_norm
     layers, c, stage, index = _plan_layers(arch.base, arch.in_channels, 1, 0, rng, init,
                                            first_stride=arch.stem_stride, batch_norm=bn)
-    tap = layers[-1][0]                                   # relu4_3 in SSD300
+    source = layers[-1][0]                                # relu4_3 in SSD300
     more, c, stage, _ = _plan_layers(arch.base_tail, c, stage, index, rng, init, batch_norm=bn)
     d = arch.fc6_dilation
     layers += more + [
@@ -186,7 +215,7 @@ def build_vgg(arch: SSDArch, rng):
                                              rng=rng, init=init), bn)
     layers += _conv_block("fc7", "7", Conv2d(arch.fc6, arch.fc7, 1, bias=not bn, rng=rng,
                                              init=init), bn)
-    return _named_sequential(layers), tap
+    return _named_sequential(layers), source
 
 
 EXTRAS_FIRST = 8    # the paper numbers the extra layers conv8_x, conv9_x, ...
@@ -194,7 +223,7 @@ EXTRAS_FIRST = 8    # the paper numbers the extra layers conv8_x, conv9_x, ...
 
 def build_extras(arch: SSDArch, rng):
     """The extra layers (Xavier init) as one named Sequential, and the layer names of their sources."""
-    layers, taps, c = [], [], arch.fc7
+    layers, sources, c = [], [], arch.fc7
     for n, (mid, out, k, s, p) in enumerate(arch.extras, start=EXTRAS_FIRST):
         bn = arch.batch_norm
         layers += _conv_block(f"conv{n}_1", f"{n}_1",
@@ -202,6 +231,6 @@ def build_extras(arch: SSDArch, rng):
         layers += _conv_block(f"conv{n}_2", f"{n}_2",
                               Conv2d(mid, out, k, stride=s, padding=p, bias=not bn, rng=rng,
                                      init="xavier"), bn)
-        taps.append(f"relu{n}_2")
+        sources.append(f"relu{n}_2")
         c = out
-    return _named_sequential(layers), taps
+    return _named_sequential(layers), sources

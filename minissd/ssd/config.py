@@ -182,11 +182,25 @@ SSD_TINY = SSDConfig.from_scales(
     aspect_ratios=((2,), (2, 3), (2, 3), (2,), (2,)),
     s_min=0.2, s_max=0.9, first_scale=0.1, round_percent=True)
 
-PRESETS = {c.name: c for c in (SSD300, SSD512, SSD_TINY)}
-
 
 def get_config(name: str) -> SSDConfig:
-    """A fresh copy of a preset: 'ssd300', 'ssd512' or 'ssd-tiny'."""
+    """A fresh copy of a preset's config: 'ssd300', 'ssd512' or 'ssd-tiny'.
+
+    The presets are registered, each with its architecture, in
+    :data:`minissd.ssd.architecture.PRESETS`.
+    """
+    from minissd.ssd.architecture import PRESETS      # it imports this module: import here
     if name not in PRESETS:
         raise UserError(f"unknown SSD config {name!r}: known configs are {sorted(PRESETS)}")
-    return copy.deepcopy(PRESETS[name])
+    return copy.deepcopy(PRESETS[name].config)
+
+
+def __getattr__(name):
+    """``PRESETS`` (name -> SSDConfig) is now :data:`minissd.ssd.architecture.PRESETS`."""
+    if name == "PRESETS":
+        import warnings
+        from minissd.ssd.architecture import PRESETS
+        warnings.warn("minissd.ssd.config.PRESETS is now minissd.ssd.architecture.PRESETS[name].config",
+                      DeprecationWarning, stacklevel=2)
+        return {key: preset.config for key, preset in PRESETS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

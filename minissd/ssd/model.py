@@ -16,7 +16,10 @@ exactly the order of :func:`minissd.ssd.priors.default_boxes`.
 Every source map feeds two consumers: its heads and the deeper layers. Its
 gradient in ``backward`` is the SUM of both, written out where it happens.
 conv4_3 is special (as in ssd.pytorch): the heads see L2Norm(relu4_3), while
-pool4 sees the raw relu4_3 output.
+pool4 sees the raw relu4_3 output. Each map also feeds its two heads, loc and
+conf: two plain Conv2d layers, whose input gradients are summed too. With the
+fast paths on (:mod:`minissd.nn.fast`) the two heads run as one conv, their
+weights stacked.
 
     >>> from minissd.ssd.config import get_config
     >>> model = SSD(get_config('ssd-tiny'), num_classes=3, seed=0)
@@ -26,11 +29,14 @@ pool4 sees the raw relu4_3 output.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
+from minissd.nn import fast
 from minissd.nn.backend import get_array_module
 from minissd.ssd.config import SSDConfig
-from minissd.nn.layers import Conv2d, L2Norm, MaxPool2d, conv2d, conv2d_input_grad, conv2d_weight_grad
+from minissd.nn.layers import Conv2d, L2Norm, MaxPool2d
 from minissd.nn.module import Module
 from minissd.ssd.summary import summary  # noqa: F401  (re-exported: `from minissd.ssd.model import summary`)
 from minissd.ssd.architecture import SSDArch, build_extras, build_vgg, get_arch
@@ -63,18 +69,18 @@ class SSD(Module):
         self.arch = arch if arch is not None else get_arch(cfg.name)
         rng = rng if rng is not None else np.random.default_rng(seed)
 
-        self.vgg, tap = build_vgg(self.arch, rng)                 # He init (no ImageNet weights)
+        self.vgg, first_source = build_vgg(self.arch, rng)        # He init (no ImageNet weights)
         self.l2norm = L2Norm(self.arch.source_channels[0], self.arch.l2norm_scale)
-        self.extras, extra_taps = build_extras(self.arch, rng)    # Xavier init
-        self.taps = (tap, "relu7", *extra_taps)                    # layers whose output is a source
+        self.extras, extra_sources = build_extras(self.arch, rng)  # Xavier init
+        self.source_layers = (first_source, "relu7", *extra_sources)  # layers whose output is a source
         trunk = self.trunk()
         names = [n for n, _ in trunk]
         # a source is named after the conv it comes from: relu4_3 -> conv4_3, relu7 -> fc7
         # (skipping a BatchNorm between the conv and its ReLU, as ssd-tiny has)
         self.source_names = tuple(next(n for n in reversed(names[:names.index(t)])
-                                       if n.startswith(("conv", "fc"))) for t in self.taps)
-        if len(self.taps) != len(cfg.feature_maps):
-            raise ValueError(f"SSD: architecture {self.arch.name!r} has {len(self.taps)} source maps, "
+                                       if n.startswith(("conv", "fc"))) for t in self.source_layers)
+        if len(self.source_layers) != len(cfg.feature_maps):
+            raise ValueError(f"SSD: architecture {self.arch.name!r} has {len(self.source_layers)} source maps, "
                              f"config {cfg.name!r} lists {len(cfg.feature_maps)} feature_maps")
 
         self.loc, self.conf = Heads(), Heads()                     # Xavier init, bias 0
@@ -85,6 +91,7 @@ class SSD(Module):
                                             rng=rng, init="xavier"))
         self._check_feature_maps()
         self._maps = self._head_inputs = None
+        self._heads_stacked = False
 
     # --- structure --------------------------------------------------------------
     def trunk(self):
@@ -106,7 +113,7 @@ class SSD(Module):
                     raise ValueError(f"SSD {self.arch.name!r}: layer {prefix}.{name} gets no output "
                                      f"from a {self.cfg.image_size}-px input (shape {shape})")
                 rows.append((f"{prefix}.{name}", layer, shape))
-                if name in self.taps:
+                if name in self.source_layers:
                     sources.append(shape)
                     if len(sources) == 1:
                         rows.append(("l2norm", self.l2norm, shape))
@@ -129,6 +136,12 @@ class SSD(Module):
                 f"{self.cfg.name!r} has feature_maps {self.cfg.feature_maps}")
 
     @property
+    def taps(self):
+        """Old name of :attr:`source_layers` (kept for one release; "tap" now means a kernel tap)."""
+        warnings.warn("SSD.taps is now SSD.source_layers", DeprecationWarning, stacklevel=2)
+        return self.source_layers
+
+    @property
     def num_priors(self) -> int:
         return self.cfg.num_priors
 
@@ -147,7 +160,7 @@ class SSD(Module):
         x, sources = images, []
         for name, layer in self.trunk():
             x = layer.forward(x)
-            if name in self.taps:
+            if name in self.source_layers:
                 sources.append(x)                               # also goes on to the next layer
         # conv4_3: the heads see L2Norm(relu4_3); pool4 (already run) took the raw relu4_3
         sources[0] = self.l2norm.forward(sources[0])            # (B, 512, 38, 38)
@@ -164,36 +177,22 @@ class SSD(Module):
         self._maps = maps
         return xp.concatenate(locs, axis=1), xp.concatenate(confs, axis=1)  # (B, P, 4), (B, P, C+1)
 
-    # --- the two heads of a source, as one convolution --------------------------------
-    # loc[name] and conf[name] are two 3x3 convs over the same map. Stacking their
-    # weights along the output channels makes them one conv: one im2col of the
-    # map instead of two, one bigger GEMM instead of two small ones. In backward
-    # the same stacking gives the source's gradient -- the SUM of what the two
-    # heads send back -- as one transposed convolution.
-    def _stacked_heads(self, name):
-        loc, conf = self.loc[name], self.conf[name]
-        xp = get_array_module(loc.params["weight"])
-        w = xp.concatenate([loc.params["weight"], conf.params["weight"]])   # (k*4 + k*(C+1), C_s, 3, 3)
-        b = xp.concatenate([loc.params["bias"], conf.params["bias"]])       # (k*4 + k*(C+1),)
-        return loc, conf, w, b
-
+    # --- the two heads of a source ------------------------------------------------
     def _heads_forward(self, name, source):
         """source (B, C_s, H, W) -> loc (B, k*4, H, W), conf (B, k*(C+1), H, W)."""
-        loc, conf, w, b = self._stacked_heads(name)
-        y = conv2d(source, w, loc.stride, loc.padding, loc.dilation, bias=b)
-        return y[:, :loc.out_channels], y[:, loc.out_channels:]
+        loc, conf = self.loc[name], self.conf[name]
+        self._heads_stacked = fast.enabled()
+        if self._heads_stacked:     # fast path: both heads as ONE conv, their weights stacked
+            return tuple(fast.sibling_conv2d(source, (loc, conf)))
+        return loc.forward(source), conf.forward(source)          # two plain layers
 
     def _heads_backward(self, name, source, dl, dc):
         """Fill both heads' grads from dl (B, k*4, H, W), dc (B, k*(C+1), H, W); return d source."""
-        loc, conf, w, _ = self._stacked_heads(name)
-        xp = get_array_module(dl)
-        dy = xp.concatenate([dl, dc], axis=1)                   # (B, k*4 + k*(C+1), H, W)
-        dw, db = conv2d_weight_grad(source, dy, loc.kernel_size, loc.stride, loc.padding,
-                                    loc.dilation, with_bias=True)
-        n = loc.out_channels
-        loc.grads["weight"], conf.grads["weight"] = dw[:n], dw[n:]
-        loc.grads["bias"], conf.grads["bias"] = db[:n], db[n:]
-        return conv2d_input_grad(dy, w, source.shape[2:], loc.stride, loc.padding, loc.dilation)
+        loc, conf = self.loc[name], self.conf[name]
+        if self._heads_stacked:     # fast path: one stacked conv gives the sum below directly
+            return fast.sibling_conv2d_backward(source, (loc, conf), (dl, dc))
+        # the source feeds two consumers, its loc head and its conf head: its gradient is the SUM
+        return loc.backward(dl) + conf.backward(dc)             # (B, C_s, H, W)
 
     # --- backward -----------------------------------------------------------------
     def backward(self, dloc, dconf, need_dimages=True):
@@ -223,10 +222,10 @@ class SSD(Module):
 
         # the trunk in reverse; dx is the gradient from the deeper layers
         trunk = self.trunk()
-        dx, m = None, len(self.taps) - 1
+        dx, m = None, len(self.source_layers) - 1
         for i in reversed(range(len(trunk))):
             name, layer = trunk[i]
-            if m >= 0 and name == self.taps[m]:
+            if m >= 0 and name == self.source_layers[m]:
                 # this output feeds its heads AND the deeper layers: add both gradients
                 # (the last source, relu11_2, has no deeper layers)
                 dx = dsources[m] if dx is None else dx + dsources[m]

@@ -46,7 +46,7 @@ def summary(model) -> str:
              f"+ background, input (B, {model.arch.in_channels}, {S}, {S})",
              f"{'layer':<18}{'operation':<26}{'output (C, H, W)':<26}{'params':>12}{'MMACs':>10}",
              "-" * 92]
-    sources = dict(zip(model.taps, model.source_names))
+    sources = dict(zip(model.source_layers, model.source_names))
     for name, layer, shape in model.layer_shapes():
         kind = type(layer).__name__
         if kind == "ReLU":

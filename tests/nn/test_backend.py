@@ -46,71 +46,7 @@ def test_stable_argsort_keeps_ties_in_index_order(xp):
     np.testing.assert_array_equal(order, [0, 2, 4, 1, 3])
 
 
-# --------------------------------------------------------------------------- #
-# CPU threads
-# --------------------------------------------------------------------------- #
-@pytest.fixture
-def threads():
-    """Restore minissd's thread count after a test changes it."""
-    saved = dict(backend._THREADS)
-    yield
-    backend._THREADS.update(saved)
-
-
-def test_set_num_threads_returns_the_previous_count(threads):
-    backend.set_num_threads(3)
-    assert backend.set_num_threads(1) == 3
-    assert backend.num_threads() == 1
-
-
-def test_set_num_threads_rejects_zero(threads):
-    with pytest.raises(ValueError, match="at least 1"):
-        backend.set_num_threads(0)
-
-
-@pytest.mark.parametrize("n", [1, 2, 4])
-def test_parallel_map_keeps_the_order(threads, n):
-    backend.set_num_threads(n)
-    assert backend.parallel_map(lambda a, b: a * 10 + b, [(i, i + 1) for i in range(9)]) == \
-        [i * 10 + i + 1 for i in range(9)]
-    assert backend.parallel_map(lambda a: a, []) == []
-
-
-def test_parallel_map_inside_a_task_runs_in_that_thread(threads):
-    import threading
-    backend.set_num_threads(2)
-
-    def outer(i):
-        me = threading.get_ident()
-        assert backend.in_parallel_task()
-        inner = backend.parallel_map(lambda j: threading.get_ident(), [(j,) for j in range(4)])
-        return all(t == me for t in inner)                    # no nesting: no deadlock either
-
-    assert all(backend.parallel_map(outer, [(i,) for i in range(4)]))
-    assert not backend.in_parallel_task()
-
-
-def test_parallel_map_passes_errors_on(threads):
-    backend.set_num_threads(2)
-
-    def fail(i):
-        if i == 3:
-            raise ValueError("chunk 3")
-        return i
-
-    with pytest.raises(ValueError, match="chunk 3"):
-        backend.parallel_map(fail, [(i,) for i in range(6)])
-
-
-@pytest.mark.parametrize("value, expected", [("3", 3), ("1", 1)])
-def test_thread_count_from_the_environment(monkeypatch, threads, value, expected):
-    monkeypatch.setenv("MINISSD_NUM_THREADS", value)
-    monkeypatch.setitem(backend._THREADS, "n", None)
-    assert backend.num_threads() == expected
-
-
-def test_bad_thread_count_in_the_environment_is_named(monkeypatch, threads):
-    monkeypatch.setenv("MINISSD_NUM_THREADS", "many")
-    monkeypatch.setitem(backend._THREADS, "n", None)
-    with pytest.raises(ValueError, match="MINISSD_NUM_THREADS='many'"):
-        backend.num_threads()
+def test_thread_settings_keep_their_old_names_here():
+    from minissd.nn import threads
+    assert backend.set_num_threads is threads.set_num_threads
+    assert backend.num_threads is threads.num_threads

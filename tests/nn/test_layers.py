@@ -1,12 +1,23 @@
-"""Layers: finite-difference gradients, output sizes, a naive convolution, PyTorch parity."""
+"""Layers: finite-difference gradients, output sizes, a naive convolution, PyTorch parity.
+
+The tests marked with the `path` fixture run twice: on the fast paths and on the textbook
+versions (minissd.nn.fast.fast_paths); tests/nn/test_fast.py compares the two directly.
+"""
 import numpy as np
 import pytest
 
 import minissd.nn.layers as layers
 from minissd.nn.backend import to_numpy
 from minissd.nn.gradcheck import check_backward
-from minissd.nn.layers import (L2Norm, MaxPool2d, ReLU, Sequential, Conv2d, col2im,
-                            conv_output_size, im2col)
+from minissd.nn.fast import fast_paths
+from minissd.nn.layers import L2Norm, MaxPool2d, ReLU, Sequential, Conv2d, conv_output_size
+
+
+@pytest.fixture(params=["fast", "textbook"])
+def path(request):
+    """Run the test with the fast paths on, then off."""
+    with fast_paths(request.param == "fast"):
+        yield request.param
 
 
 def on(xp, layer, dtype="float64"):
@@ -70,13 +81,13 @@ def make_conv(xp, rng, C, K, k, s, p, d, bias, dtype="float64"):
 
 
 @pytest.mark.parametrize("N, C, H, W, K, k, s, p, d, bias", CONV_CASES)
-def test_conv_gradients(xp, rng, N, C, H, W, K, k, s, p, d, bias):
+def test_conv_gradients(path, xp, rng, N, C, H, W, K, k, s, p, d, bias):
     conv = make_conv(xp, rng, C, K, k, s, p, d, bias)
     check_backward(conv, randn(xp, rng, N, C, H, W), rng=rng)
 
 
 @pytest.mark.parametrize("N, C, H, W, K, k, s, p, d, bias", CONV_CASES)
-def test_conv_forward_matches_naive_loops(xp, rng, N, C, H, W, K, k, s, p, d, bias):
+def test_conv_forward_matches_naive_loops(path, xp, rng, N, C, H, W, K, k, s, p, d, bias):
     conv = make_conv(xp, rng, C, K, k, s, p, d, bias)
     x = randn(xp, rng, N, C, H, W)
     b = to_numpy(conv.params["bias"]) if bias else None
@@ -85,44 +96,13 @@ def test_conv_forward_matches_naive_loops(xp, rng, N, C, H, W, K, k, s, p, d, bi
     np.testing.assert_allclose(to_numpy(conv.forward(x)), want, rtol=1e-12, atol=1e-12)
 
 
-def test_conv_chunks_of_images_give_the_same_result(xp, rng, monkeypatch):
-    # one image per GEMM, 3 (a ragged last chunk of 2), all 5; columns kept for backward or not
-    conv = make_conv(xp, rng, 3, 4, 3, 2, 1, 1, True)
-    x, dy = randn(xp, rng, 5, 3, 8, 8), randn(xp, rng, 5, 4, 4, 4)
-    per_image = 3 * 9 * 4 * 4 * 8                        # column bytes of one image
-    outs = []
-    for chunk, keep in ((1, 0), (3 * per_image, 0), (2**40, 0), (2**40, 2**40)):
-        monkeypatch.setattr(layers, "COL_CHUNK_BYTES", chunk)
-        monkeypatch.setattr(layers, "GPU_COL_CHUNK_BYTES", chunk)
-        monkeypatch.setattr(layers, "KEEP_COLUMNS_BYTES", keep)
-        y = conv.forward(x)
-        assert (conv._cache[1] is not None) == (keep > 0)
-        outs.append([to_numpy(a) for a in (y, conv.backward(dy), conv.grads["weight"])])
-    for got in outs[1:]:
-        for a, b in zip(got, outs[0]):
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-
-
 @pytest.mark.parametrize("k, s, p", [(3, 1, 1), (3, 2, 1), (1, 1, 0)])
-def test_conv_on_an_empty_batch(xp, rng, k, s, p):
+def test_conv_on_an_empty_batch(path, xp, rng, k, s, p):
     conv = make_conv(xp, rng, 2, 3, k, s, p, 1, True, "float32")
     y = conv.forward(xp.zeros((0, 2, 6, 6), dtype=xp.float32))
     assert y.shape == (0, 3, *conv.output_shape(6, 6))
     assert conv.backward(y).shape == (0, 2, 6, 6)
     assert float(abs(conv.grads["weight"]).max()) == 0.0
-
-
-def test_im2col_col2im_are_adjoint(xp, rng):
-    # <im2col(x), c> == <x, col2im(c)> for any x, c: col2im is exactly the transpose
-    args = ((2, 2), (1, 1), (2, 2))                      # stride, padding, dilation
-    x_cn = randn(xp, rng, 3, 2, 7, 6)                    # (C, N, H, W)
-    ho, wo = conv_output_size(7, 3, 2, 1, 2), conv_output_size(6, 3, 2, 1, 2)
-    col = im2col(x_cn, 3, 3, *args, (ho, wo))
-    assert col.shape == (3, 3, 3, 2, ho, wo)             # (C, kh, kw, N, Ho, Wo)
-    c = randn(xp, rng, *col.shape)
-    lhs = float((col * c).sum())
-    rhs = float((x_cn * col2im(c, x_cn.shape, *args)).sum())
-    assert abs(lhs - rhs) < 1e-10 * max(1.0, abs(lhs))
 
 
 # (size, kernel, stride, padding, dilation, expected)
@@ -166,7 +146,7 @@ POOL_CASES = [
 
 
 @pytest.mark.parametrize("N, C, H, W, k, s, p, ceil", POOL_CASES)
-def test_maxpool_gradients(xp, rng, N, C, H, W, k, s, p, ceil):
+def test_maxpool_gradients(path, xp, rng, N, C, H, W, k, s, p, ceil):
     check_backward(MaxPool2d(k, s, p, ceil_mode=ceil), distinct(xp, rng, N, C, H, W), rng=rng)
 
 
@@ -192,7 +172,7 @@ def test_maxpool_output_size(xp, size, k, s, p, ceil, expected):
     assert pool.forward(xp.zeros((1, 1, size, size), dtype=xp.float32)).shape == (1, 1, expected, expected)
 
 
-def test_maxpool_ties_go_to_the_first_maximum(xp):
+def test_maxpool_ties_go_to_the_first_maximum(path, xp):
     pool = MaxPool2d(2, 2)
     x = xp.ones((1, 1, 2, 4), dtype=xp.float64)
     pool.forward(x)
@@ -205,11 +185,11 @@ def test_maxpool_rejects_too_much_padding():
         MaxPool2d(2, 2, padding=2)
 
 
-def test_relu_gradients(xp, rng):
+def test_relu_gradients(path, xp, rng):
     check_backward(ReLU(), distinct(xp, rng, 2, 3, 4, 5))
 
 
-def test_inplace_relu_writes_over_its_input_and_keeps_the_gradient(xp, rng):
+def test_inplace_relu_writes_over_its_input_and_keeps_the_gradient(path, xp, rng):
     x = distinct(xp, rng, 2, 3, 4, 5)
     dy = randn(xp, rng, 2, 3, 4, 5)
     plain = ReLU()
@@ -232,7 +212,7 @@ L2NORM_CASES = [
 
 
 @pytest.mark.parametrize("N, C, H, W, zero", L2NORM_CASES)
-def test_l2norm_gradients(xp, rng, N, C, H, W, zero):
+def test_l2norm_gradients(path, xp, rng, N, C, H, W, zero):
     # eps=1e-2 makes x/(|x|+eps) smooth at x=0 on the scale of the 1e-7 nudge
     layer = on(xp, L2Norm(C, scale=20.0, eps=1e-2))
     layer.params["weight"] = xp.asarray(rng.uniform(1, 3, C))
@@ -242,7 +222,7 @@ def test_l2norm_gradients(xp, rng, N, C, H, W, zero):
     check_backward(layer, x, rng=rng, eps=1e-7)
 
 
-def test_l2norm_all_zero_location_gives_no_nan(xp, rng):
+def test_l2norm_all_zero_location_gives_no_nan(path, xp, rng):
     layer = on(xp, L2Norm(8, scale=20.0), "float32")          # SSD's eps 1e-10, float32
     x = xp.asarray(rng.standard_normal((2, 8, 3, 3)), dtype=xp.float32)
     x[1, :, 2, 0] = 0
@@ -276,7 +256,7 @@ FLOAT32_LAYERS = [
 
 
 @pytest.mark.parametrize("make", FLOAT32_LAYERS)
-def test_float32_stays_float32(xp, rng, make):
+def test_float32_stays_float32(path, xp, rng, make):
     layer = on(xp, make(), "float32")
     y = layer.forward(xp.asarray(rng.standard_normal((2, 4, 7, 7)), dtype=xp.float32))
     dx = layer.backward(xp.asarray(rng.standard_normal(y.shape), dtype=xp.float32))
@@ -304,7 +284,7 @@ def test_conv_errors_name_the_shape(xp):
         conv.backward(xp.zeros((1, 2, 4, 4), dtype=xp.float32))
 
 
-def test_conv_accepts_a_non_contiguous_dy(xp, rng):
+def test_conv_accepts_a_non_contiguous_dy(path, xp, rng):
     # SSD's heads hand back dy as a transposed view of (B, H, W, k*4)
     conv = on(xp, Conv2d(2, 4, 3, padding=1, rng=rng))
     x = randn(xp, rng, 2, 2, 5, 5)
@@ -396,12 +376,12 @@ def batchnorm(xp, rng, C):
 
 
 @pytest.mark.parametrize("N, C, H, W", [(4, 3, 5, 6), (2, 2, 1, 1), (1, 3, 4, 3)])
-def test_batchnorm_gradients(xp, rng, N, C, H, W):
+def test_batchnorm_gradients(path, xp, rng, N, C, H, W):
     x = randn(xp, rng, N, C, H, W) * 3 + 1
     check_backward(batchnorm(xp, rng, C), x, atol=1e-6, rtol=1e-4)
 
 
-def test_batchnorm_train_normalises_and_eval_uses_running_stats(xp, rng):
+def test_batchnorm_train_normalises_and_eval_uses_running_stats(path, xp, rng):
     layer = batchnorm(xp, rng, 3)
     layer.params["weight"], layer.params["bias"] = xp.ones(3), xp.zeros(3)
     x = randn(xp, rng, 8, 3, 4, 4) * 5 + 2
@@ -451,7 +431,7 @@ def test_batchnorm_matches_torch(xp, rng):
                                rtol=1e-12)
 
 
-def test_batchnorm_statistics_keep_float32_precision_far_from_zero(rng):
+def test_batchnorm_statistics_keep_float32_precision_far_from_zero(path, rng):
     # activations around 1000 with spread 0.1: E[x^2] - E[x]^2 would lose most digits in float32
     x = (1000 + 0.1 * rng.standard_normal((16, 3, 16, 16))).astype(np.float32)
     layer = layers.BatchNorm2d(3)
@@ -459,113 +439,3 @@ def test_batchnorm_statistics_keep_float32_precision_far_from_zero(rng):
     x64 = x.astype(np.float64)
     want = (x64 - x64.mean(axis=(0, 2, 3), keepdims=True)) / np.sqrt(x64.var(axis=(0, 2, 3), keepdims=True) + 1e-5)
     np.testing.assert_allclose(y, want, atol=2e-3)
-
-
-# --------------------------------------------------------------------------- #
-# Chunks and threads: the same numbers whatever the cut and the thread count
-# --------------------------------------------------------------------------- #
-THREADED_LAYERS = [
-    pytest.param(lambda rng: Conv2d(6, 5, 3, padding=1, rng=rng), (9, 6, 10, 12), id="conv3x3"),
-    pytest.param(lambda rng: Conv2d(6, 5, 3, padding=4, dilation=4, rng=rng), (9, 6, 9, 9), id="dilated"),
-    pytest.param(lambda rng: Conv2d(6, 5, 3, stride=2, padding=1, rng=rng), (9, 6, 10, 12), id="stride2"),
-    pytest.param(lambda rng: Conv2d(6, 5, 1, rng=rng), (9, 6, 7, 7), id="1x1"),
-    pytest.param(lambda rng: layers.BatchNorm2d(6), (9, 6, 7, 5), id="batchnorm"),
-    pytest.param(lambda rng: MaxPool2d(2, 2, ceil_mode=True), (9, 6, 7, 5), id="pool2x2ceil"),
-    pytest.param(lambda rng: MaxPool2d(3, 1, 1), (9, 6, 7, 5), id="pool5"),
-    pytest.param(lambda rng: ReLU(), (9, 6, 7, 5), id="relu"),
-    pytest.param(lambda rng: L2Norm(6), (9, 6, 7, 5), id="l2norm"),
-]
-
-
-def _run(layer, x, dy):
-    y = layer.forward(x.copy())
-    return [y, layer.backward(dy)] + [g.copy() for g in layer.grads.values()]
-
-
-@pytest.mark.parametrize("make, shape", THREADED_LAYERS)
-def test_results_do_not_depend_on_the_thread_count(rng, make, shape):
-    from minissd.nn import backend
-    layer = make(rng)
-    x = rng.standard_normal(shape).astype(np.float32)
-    dy = rng.standard_normal(layer.forward(x).shape).astype(np.float32)
-    previous = backend.set_num_threads(1)
-    try:
-        one = _run(layer, x, dy)
-        backend.set_num_threads(3)
-        three = _run(layer, x, dy)
-    finally:
-        backend.set_num_threads(previous)
-    for a, b in zip(one, three):
-        np.testing.assert_array_equal(a, b)                   # bit for bit
-
-
-@pytest.mark.parametrize("make, shape", THREADED_LAYERS[:4])
-def test_conv_bands_of_rows_give_the_same_result(rng, monkeypatch, make, shape):
-    # a tiny column budget cuts each image into bands of output rows (SSD300's big maps)
-    layer = make(rng)
-    x = rng.standard_normal(shape)
-    dy = rng.standard_normal(layer.forward(x).shape)
-    whole = _run(layer, x, dy)
-    monkeypatch.setattr(layers, "COL_CHUNK_BYTES", 3 * 9 * shape[1] * 8 * shape[3])  # ~3 rows
-    assert layers._bands(x, 9 * shape[1] * 8 * shape[3], layer.output_shape(*shape[2:])[0]) is not None \
-        or layer.kernel_size == (1, 1)
-    for a, b in zip(_run(layer, x, dy), whole):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-
-
-# --------------------------------------------------------------------------- #
-# Tap blocks: convolutions that skip the taps landing in the padding
-# --------------------------------------------------------------------------- #
-@pytest.mark.parametrize("size_in, size_out, k, pad, dil, expected", [
-    (19, 19, 3, 6, 6, [(0, 6, 1, 3), (6, 13, 0, 3), (13, 19, 0, 2)]),     # SSD300's fc6
-    (8, 8, 3, 3, 3, [(0, 3, 1, 3), (3, 5, 0, 3), (5, 8, 0, 2)]),          # ssd-tiny's fc6
-    (1, 1, 3, 1, 1, [(0, 1, 1, 2)]),                                      # a head on a 1x1 map
-    (5, 3, 3, 0, 1, [(0, 3, 0, 3)]),                                      # no padding: one block
-    (2, 8, 3, 4, 1, [(0, 2, 0, 0), (2, 3, 2, 3), (3, 4, 1, 3), (4, 5, 0, 2),
-                     (5, 6, 0, 1), (6, 8, 0, 0)]),                        # outputs that see no input
-])
-def test_valid_tap_ranges(size_in, size_out, k, pad, dil, expected):
-    assert layers.valid_tap_ranges(size_in, size_out, k, pad, dil) == expected
-
-
-def test_tap_blocks_only_where_padding_taps_abound():
-    fc6 = np.zeros((8, 128, 19, 19), np.float32)
-    assert layers._tap_blocks(fc6, (3, 3), (1, 1), (6, 6), (6, 6), (19, 19)) is not None
-    big = np.zeros((2, 3, 64, 64), np.float32)                        # 3% padding taps: plain im2col
-    assert layers._tap_blocks(big, (3, 3), (1, 1), (1, 1), (1, 1), (64, 64)) is None
-    assert layers._tap_blocks(fc6, (3, 3), (2, 2), (6, 6), (6, 6), (10, 10)) is None   # strided
-
-
-@pytest.mark.parametrize("C, K, k, p, d, H, W", [
-    (3, 4, 3, 6, 6, 19, 17),          # fc6-like, non-square
-    (2, 5, 3, 1, 1, 4, 4),            # a small map
-    (3, 2, 3, 4, 1, 2, 3),            # outputs at the border see no input at all
-    (2, 3, 5, 2, 2, 6, 7),            # 5x5, dilation 2
-    (2, 3, 3, 0, 1, 5, 5),            # no padding
-])
-def test_tap_blocks_equal_the_im2col_path(rng, monkeypatch, C, K, k, p, d, H, W):
-    conv = Conv2d(C, K, k, padding=p, dilation=d, rng=rng).astype(np.float64)
-    conv.params["bias"] = rng.standard_normal(K)
-    x = rng.standard_normal((3, C, H, W))
-    dy = rng.standard_normal((3, K, *conv.output_shape(H, W)))
-    results = []
-    for threshold in (0.0, 2.0):                                      # always blocks, never blocks
-        monkeypatch.setattr(layers, "TAP_BLOCKS_MIN_ZEROS", threshold)
-        results.append(_run(conv, x, dy))
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("make, shape", THREADED_LAYERS)
-def test_the_gpu_code_path_gives_the_same_result(rng, monkeypatch, make, shape):
-    # On CuPy the layers take other branches: the whole batch in one chunk, no threads, no
-    # bands, no tap blocks. Run those branches here on NumPy arrays, by making `is_cupy`
-    # say yes, and compare (the CuPy tests themselves need a GPU).
-    layer = make(rng)
-    x = rng.standard_normal(shape)
-    dy = rng.standard_normal(layer.forward(x).shape)
-    cpu = _run(layer, x, dy)
-    monkeypatch.setattr(layers, "is_cupy", lambda a: True)
-    gpu = _run(layer, x, dy)
-    for a, b in zip(gpu, cpu):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

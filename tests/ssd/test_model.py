@@ -5,12 +5,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from minissd.nn import backend
+from minissd.nn import backend, fast
 from minissd.ssd.config import get_config
 from minissd.nn.gradcheck import check_backward
 from minissd.ssd.model import SSD
 from minissd.ssd.priors import box_shapes, default_boxes
-from minissd.ssd.architecture import ARCHS, SSD_TINY_ARCH, SSDArch
+from minissd.ssd.architecture import PRESETS, SSD_TINY_ARCH, SSDArch
 
 # ssd-tiny's architecture on a 64-px input: maps 8, 4, 2, 1, 1 (fc6's dilated taps still land)
 TINY64 = dataclasses.replace(get_config("ssd-tiny"), name="ssd-tiny-64", image_size=64,
@@ -141,10 +141,10 @@ def test_backward_checks_gradient_shapes():
 # --------------------------------------------------------------------------- #
 def test_prediction_order_matches_default_boxes():
     cfg = dataclasses.replace(get_config("ssd-tiny"), clip=False)     # unclipped: exact centres
-    model = SSD(cfg, 2)
+    model = SSD(cfg, 2).astype(np.float64)      # float64: the stacked and the plain heads agree to 1e-12
     head_out = {}
     record_head_outputs(model, head_out)
-    loc, conf = model.forward(images_for(cfg, 1, dtype=np.float32))
+    loc, conf = model.forward(images_for(cfg, 1, dtype=np.float64))
     priors, K = default_boxes(cfg), model.num_classes + 1
     p = 0
     for m, (name, f) in enumerate(zip(model.source_names, cfg.feature_maps)):
@@ -294,7 +294,7 @@ def test_state_dict_round_trip(tmp_path):
 
 
 def test_registry_covers_presets():
-    assert set(ARCHS) >= {"ssd300", "ssd512", "ssd-tiny"}
+    assert set(PRESETS) >= {"ssd300", "ssd512", "ssd-tiny"}
     arch = SSDArch.from_dict(SSD_TINY_ARCH.to_dict())
     assert arch == SSD_TINY_ARCH
 
@@ -339,15 +339,23 @@ def test_ssd_tiny_matches_torch_forward_and_backward(batch_norm):
             np.testing.assert_allclose(state[name], theirs[key].numpy(), rtol=1e-9, err_msg=name)
 
 
-def test_stacked_heads_give_each_head_its_own_gradients():
-    """The model runs loc[name] and conf[name] as one stacked conv; each head's grads, and
-    the source's gradient (the sum of the two), must be what the two convs give alone."""
+@pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "plain"])
+def test_stacked_heads_give_each_head_its_own_gradients(stacked):
+    """With the fast paths on the model runs loc[name] and conf[name] as one stacked conv;
+    each head's grads, and the source's gradient (the sum of the two), must be what the two
+    convs give alone. With them off, the model runs the two plain convs."""
+    with fast.fast_paths(stacked):
+        _check_heads(stacked)
+
+
+def _check_heads(stacked):
     model = tiny64()
     rng = np.random.default_rng(4)
     name = model.source_names[1]
     loc_conv, conf_conv = model.loc[name], model.conf[name]
     source = rng.standard_normal((2, loc_conv.in_channels, 4, 4))
     loc, conf = model._heads_forward(name, source)
+    assert model._heads_stacked is stacked
     np.testing.assert_allclose(loc, loc_conv.forward(source), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(conf, conf_conv.forward(source), rtol=1e-12, atol=1e-12)
     dl, dc = rng.standard_normal(loc.shape), rng.standard_normal(conf.shape)
@@ -360,3 +368,10 @@ def test_stacked_heads_give_each_head_its_own_gradients():
         conv = loc_conv if key.startswith("loc") else conf_conv
         np.testing.assert_allclose(conv.grads[key.split(".")[1]], value, rtol=1e-12, atol=1e-12,
                                    err_msg=key)
+
+
+def test_taps_is_the_old_name_of_source_layers():
+    model = tiny64()
+    assert model.source_layers == ("relu4_1", "relu7", "relu8_2", "relu9_2", "relu10_2")
+    with pytest.warns(DeprecationWarning, match="source_layers"):
+        assert model.taps == model.source_layers

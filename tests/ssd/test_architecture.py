@@ -1,0 +1,148 @@
+"""The channel plans: layer names in ssd.pytorch's order, plan parsing, source channels,
+from_dict/to_dict, the preset registry, and the architecture stored in checkpoints."""
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minissd.checkpoint import load_model, read_checkpoint, save_checkpoint
+from minissd.nn.layers import BatchNorm2d, Conv2d, MaxPool2d, ReLU
+from minissd.ssd.architecture import (PRESETS, SSD300_ARCH, SSD512_ARCH, SSD_TINY_ARCH, Preset, SSDArch,
+                                      build_extras, build_vgg, get_arch)
+from minissd.ssd.config import get_config
+from minissd.ssd.model import SSD
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def names(seq):
+    return [name for name, _ in seq.named_children()]
+
+
+def test_ssd300_base_is_ssd_pytorchs_vgg_list():
+    vgg, source = build_vgg(SSD300_ARCH, np.random.default_rng(0))
+    got = names(vgg)
+    assert len(got) == 35                                    # ssd.pytorch's vgg[0] ... vgg[34]
+    # the indices ssd.pytorch's SSD.forward and its weight files rely on
+    assert (got[0], got[4], got[16], got[21], got[22], got[23], got[30], got[31], got[33], got[34]) == \
+        ("conv1_1", "pool1", "pool3", "conv4_3", "relu4_3", "pool4", "pool5", "fc6", "fc7", "relu7")
+    assert source == "relu4_3"
+    assert vgg[16].ceil_mode and not vgg[4].ceil_mode                      # pool3: 75 -> 38
+    pool5, fc6 = vgg[30], vgg[31]
+    assert (pool5.kernel_size, pool5.stride, pool5.padding) == ((3, 3), (1, 1), (1, 1))
+    assert (fc6.dilation, fc6.padding, fc6.out_channels) == ((6, 6), (6, 6), 1024)
+
+
+def test_ssd300_extras_and_their_sources():
+    extras, sources = build_extras(SSD300_ARCH, np.random.default_rng(0))
+    assert names(extras) == [f"{kind}{n}_{i}" for n in (8, 9, 10, 11) for i in (1, 2)
+                             for kind in ("conv", "relu")]
+    assert sources == ["relu8_2", "relu9_2", "relu10_2", "relu11_2"]
+    conv8_2, conv10_2 = extras[2], extras[10]
+    assert (conv8_2.stride, conv8_2.padding, conv8_2.out_channels) == ((2, 2), (1, 1), 512)
+    assert (conv10_2.stride, conv10_2.padding) == ((1, 1), (0, 0))
+
+
+@pytest.mark.parametrize("arch, channels", [
+    (SSD300_ARCH, (512, 1024, 512, 256, 256, 256)),
+    (SSD512_ARCH, (512, 1024, 512, 256, 256, 256, 256)),
+    (SSD_TINY_ARCH, (128, 256, 128, 128, 128)),
+])
+def test_source_channels(arch, channels):
+    assert arch.source_channels == channels
+
+
+def test_batch_norm_sits_between_a_bias_free_conv_and_its_relu():
+    vgg, source = build_vgg(SSD_TINY_ARCH, np.random.default_rng(0))
+    layers = list(vgg.named_children())
+    assert [n for n, _ in layers[:4]] == ["conv1_1", "bn1_1", "relu1_1", "pool1"]
+    assert isinstance(layers[1][1], BatchNorm2d) and isinstance(layers[2][1], ReLU)
+    assert all("bias" not in m.params for _, m in layers if isinstance(m, Conv2d))
+    assert source == "relu4_1"
+
+
+def test_stem_stride_and_plan_parsing():
+    arch = SSDArch(name="toy", base=(8, "M", 16, "C", 16), base_tail=("M", 32), fc6=32, fc6_dilation=2,
+                   fc7=32, extras=((16, 32, 3, 2, 1),), stem_stride=2)
+    vgg, source = build_vgg(arch, np.random.default_rng(0))
+    assert names(vgg) == ["conv1_1", "relu1_1", "pool1", "conv2_1", "relu2_1", "pool2", "conv3_1", "relu3_1",
+                          "pool3", "conv4_1", "relu4_1", "pool4", "fc6", "relu6", "fc7", "relu7"]
+    assert vgg[0].stride == (2, 2) and vgg[3].stride == (1, 1)
+    assert isinstance(vgg[5], MaxPool2d) and vgg[5].ceil_mode and not vgg[2].ceil_mode
+    assert source == "relu3_1" and arch.source_channels == (16, 32, 32)
+
+
+@pytest.mark.parametrize("entry", ["X", 3.5, None])
+def test_a_bad_plan_entry_is_named(entry):
+    arch = dataclasses.replace(SSD_TINY_ARCH, base=(16, entry, 32))
+    with pytest.raises(ValueError, match=f"plan entry {entry!r}"):
+        build_vgg(arch, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("arch", [SSD300_ARCH, SSD512_ARCH, SSD_TINY_ARCH])
+def test_to_dict_from_dict_round_trip_through_json(arch):
+    assert SSDArch.from_dict(json.loads(json.dumps(arch.to_dict()))) == arch
+
+
+def test_from_dict_names_unknown_keys():
+    with pytest.raises(ValueError, match=r"unknown keys \['fc8'\]"):
+        SSDArch.from_dict(dict(SSD_TINY_ARCH.to_dict(), fc8=3))
+
+
+# --------------------------------------------------------------------------- #
+# The preset registry
+# --------------------------------------------------------------------------- #
+def test_one_registry_pairs_each_config_with_its_architecture():
+    assert set(PRESETS) == {"ssd300", "ssd512", "ssd-tiny"}
+    for name, preset in PRESETS.items():
+        assert get_config(name) == preset.config and get_config(name) is not preset.config   # a copy
+        assert get_arch(name) is preset.arch
+        SSD(preset.config, 2)                                # they fit together (feature map sizes)
+
+
+def test_a_preset_refuses_a_mismatched_pair():
+    with pytest.raises(ValueError, match="'ssd300' paired with architecture 'ssd-tiny'"):
+        Preset(get_config("ssd300"), SSD_TINY_ARCH)
+
+
+def test_unknown_names_are_named():
+    with pytest.raises(ValueError, match="no SSD architecture registered for config 'ssd-huge'"):
+        get_arch("ssd-huge")
+    with pytest.raises(ValueError, match="unknown SSD config 'ssd-huge'"):
+        get_config("ssd-huge")
+
+
+def test_the_old_registry_names_still_work():
+    import minissd.ssd.architecture as architecture
+    import minissd.ssd.config as config
+    with pytest.warns(DeprecationWarning):
+        assert architecture.ARCHS == {n: p.arch for n, p in PRESETS.items()}
+    with pytest.warns(DeprecationWarning):
+        assert config.PRESETS == {n: p.config for n, p in PRESETS.items()}
+
+
+# --------------------------------------------------------------------------- #
+# Checkpoints store the architecture with the config
+# --------------------------------------------------------------------------- #
+def test_a_checkpoint_keeps_a_custom_architecture(tmp_path):
+    cfg = get_config("ssd-tiny")
+    arch = dataclasses.replace(SSD_TINY_ARCH, batch_norm=False, l2norm_scale=10.0)   # not the registry's
+    model = SSD(cfg, 2, arch=arch, seed=3)
+    save_checkpoint(tmp_path / "custom.npz", model, None,
+                    {"config": cfg.to_dict(), "class_names": ["a", "b"]})
+    assert read_checkpoint(tmp_path / "custom.npz")[1]["arch"] == json.loads(json.dumps(arch.to_dict()))
+    loaded, _ = load_model(tmp_path / "custom.npz")
+    assert loaded.arch == arch
+    x = np.random.default_rng(0).standard_normal((1, 3, 128, 128)).astype(np.float32)
+    for a, b in zip(loaded.forward(x), model.eval().forward(x)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["ssd-tiny-shapes", "ssd-tiny-voc5"])
+def test_shipped_models_without_an_architecture_load_from_the_registry(name):
+    path = MODELS / f"{name}.npz"
+    assert "arch" not in read_checkpoint(path)[1]            # written before checkpoints kept it
+    model, meta = load_model(path)
+    assert model.arch == get_arch(meta["config"]["name"])
