@@ -7,6 +7,7 @@ import inspect
 
 import numpy as np
 import pytest
+from naive import naive_conv2d
 
 import minissd.nn.functional as F
 from minissd.nn.backend import to_numpy
@@ -15,24 +16,6 @@ from minissd.nn.gradcheck import numerical_grad
 
 def randn(xp, rng, *shape):
     return xp.asarray(rng.standard_normal(shape))
-
-
-def naive_conv2d(x, w, b, stride, padding, dilation):
-    """The definition, one output pixel and one kernel tap at a time (NumPy, float64)."""
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    N, C, H, W = x.shape
-    K, _, kh, kw = w.shape
-    ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    y = np.zeros((N, K, ho, wo)) + b[None, :, None, None]
-    for i in range(ho):
-        for j in range(wo):
-            for p in range(kh):
-                for q in range(kw):
-                    r, c = i * sh + p * dh - ph, j * sw + q * dw - pw
-                    if 0 <= r < H and 0 <= c < W:
-                        y[:, :, i, j] += x[:, :, r, c] @ w[:, :, p, q].T    # (N, C) @ (C, K)
-    return y
 
 
 # (N, C, H, W, K, k, stride, padding, dilation)
