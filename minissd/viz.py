@@ -455,13 +455,14 @@ def draw_encoding(ax, prior_cxcywh, box_xyxy, variances=None, names=("default bo
     return t
 
 
-def draw_loss_balance(ax, ce, positive, negative, neg_pos_ratio: int = 3):
+def draw_loss_balance(ax, ce, positive, negative, neg_pos_ratio: int = 3, names=None):
     """Per-box confidence loss of one image, hardest first, coloured by what the loss does with it.
 
     ce, positive, negative: (P,) cross-entropies and the masks of ``MultiBoxLoss`` (its
     ``positive[b]`` and ``negative[b]``). Positives (blue) and mined negatives (red) enter L_conf;
     the ignored negatives (grey) do not. The dashed line ends the neg_pos_ratio:1 quota, and the
-    legend gives each group's count and summed loss. Log rank axis when P > 50. Returns ax.
+    legend gives each group's count and summed loss. Log rank axis when P > 50. names (P,):
+    a caption beside each point (for a handful of boxes). Returns ax.
     """
     ce = np.asarray(to_numpy(ce), np.float64).reshape(-1)
     positive = np.asarray(to_numpy(positive), bool).reshape(-1)
@@ -481,10 +482,18 @@ def draw_loss_balance(ax, ce, positive, negative, neg_pos_ratio: int = 3):
     groups = [(ignored, "0.6", 4 if big else 50, "ignored negatives"),
               (negative, "tab:red", 14 if big else 60, "mined negatives"),
               (positive, "tab:blue", 18 if big else 70, "positives")]
+    def count(n, word):
+        return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("x") else "s")
+
     for mask, colour, size, name in groups:
         ax.scatter(rank[mask], ce[mask], s=size, color=colour, zorder=3 if mask is not ignored else 2,
-                   label=f"{name}: {int(mask.sum())} boxes, Σ CE = {ce[mask].sum():.3g}"
+                   label=f"{name}: {count(int(mask.sum()), 'box')}, Σ CE = {ce[mask].sum():.3g}"
                    + ("  (not in the loss)" if mask is ignored else ""))
+    if names is not None:
+        if len(names) != len(ce):
+            raise ValueError(f"draw_loss_balance: {len(names)} names for {len(ce)} boxes")
+        for r, value, name in zip(rank, ce, names):
+            ax.annotate(str(name), (r, value), xytext=(6, 4), textcoords="offset points", fontsize=9)
     if negative.any():
         edge = rank[negative].max() + 0.5
         ax.axvline(edge, color="k", ls="--", lw=1,
@@ -496,7 +505,10 @@ def draw_loss_balance(ax, ce, positive, negative, neg_pos_ratio: int = 3):
     ax.set_xlabel("box, sorted by confidence loss (rank, hardest first)" + (", log scale" if big else ""))
     ax.set_ylabel("cross-entropy −log softmax(z)_y")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left", framealpha=0.95)    # a falling curve leaves it empty
-    ax.set_title(f"Loss balance: {n_pos} positives, {int(negative.sum())} mined, "
+    if big:                                   # a falling curve over thousands of boxes: empty there
+        ax.legend(fontsize=8, loc="lower left", framealpha=0.95)
+    else:                                     # a few points can sit anywhere: below the axes
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    ax.set_title(f"Loss balance: {count(n_pos, 'positive')}, {int(negative.sum())} mined, "
                  f"{int(ignored.sum())} ignored", fontsize=10)
     return ax

@@ -200,10 +200,15 @@ def test_draw_loss_balance_colours_the_three_groups_and_marks_the_quota():
     np.testing.assert_array_equal(by_label["positives"], [[3, 1.5]])
     np.testing.assert_array_equal(by_label["ignored negatives"], [[5, 0.5], [4, 1.0], [6, 0.2]])
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "positives: 1 boxes, Σ CE = 1.5" in labels
+    assert "positives: 1 box, Σ CE = 1.5" in labels
     assert "ignored negatives: 3 boxes, Σ CE = 1.7  (not in the loss)" in labels
     assert "2:1 quota: min(2·1, negatives) = 2" in labels
     assert ax.lines[0].get_xdata()[0] == 2.5                  # the quota line after the last mined
+    assert ax.get_title() == "Loss balance: 1 positive, 2 mined, 3 ignored"
+    viz.draw_loss_balance(ax, ce, positive, negative, neg_pos_ratio=2, names=[f"d{i}" for i in range(6)])
+    assert [(t.get_text(), t.xy) for t in ax.texts][:2] == [("d0", (5, 0.5)), ("d1", (1, 2.5))]
+    with pytest.raises(ValueError, match="5 names for 6 boxes"):
+        viz.draw_loss_balance(ax, ce, positive, negative, names=["d"] * 5)
     with pytest.raises(ValueError, match="same length, got 6, 5, 6"):
         viz.draw_loss_balance(ax, ce, positive[:5], negative)
     with pytest.raises(ValueError, match="both positive and a mined negative"):
