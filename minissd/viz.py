@@ -1,11 +1,13 @@
 """Drawing helpers: boxes with class names and scores, on PIL images or matplotlib axes;
-the architecture figure of an SSD model.
+the architecture figure of an SSD model; the pictures of IoU, the offset encoding and the loss balance.
 
     draw_boxes(image, boxes_xyxy, labels, scores, class_names).save("out.png")
     show_detections(ax, denormalize(batch.images[0]), batch.boxes[0] * 300,
                     batch.labels[0], class_names=ds.class_names)
 
     draw_architecture(SSD(get_config("ssd300"), 20), highlight="heads")   # the paper's Fig. 2
+    draw_iou(ax, box_a, box_b); draw_encoding(ax, prior_cxcywh, box_xyxy)   # chapter 7
+    draw_loss_balance(ax, ce, loss.positive[0], loss.negative[0])          # chapter 8
 
 Boxes are pixel xyxy; multiply [0, 1] boxes by the image size first. Labels are 1..C
 (0 is the background), so the name of label k is ``class_names[k - 1]``.

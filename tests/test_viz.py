@@ -130,7 +130,8 @@ def test_add_boxes_outlines_and_names_each_box():
 
     fig, ax = plt.subplots()
     boxes = np.array([[0.1, 0.2, 0.4, 0.6], [0.5, 0.5, 0.9, 0.8]])
-    assert viz.add_boxes(ax, boxes, viz.class_color(2), names=["d0", "d1"], linestyle="--", label="prior") is ax
+    assert viz.add_boxes(ax, boxes, viz.class_color(2), names=["d0", "d1"], linestyle="--",
+                         label="prior") is ax
     assert [p.get_xy() for p in ax.patches] == [(0.1, 0.2), (0.5, 0.5)]
     assert np.allclose([p.get_width() for p in ax.patches], [0.3, 0.4])
     assert np.allclose(ax.patches[0].get_edgecolor()[:3], np.array(viz.class_color(2)) / 255)
