@@ -1,11 +1,13 @@
 """Drawing helpers: boxes with class names and scores, on PIL images or matplotlib axes;
-the architecture figure of an SSD model.
+the architecture figure of an SSD model; the pictures of IoU, the offset encoding and the loss balance.
 
     draw_boxes(image, boxes_xyxy, labels, scores, class_names).save("out.png")
     show_detections(ax, denormalize(batch.images[0]), batch.boxes[0] * 300,
                     batch.labels[0], class_names=ds.class_names)
 
     draw_architecture(SSD(get_config("ssd300"), 20), highlight="heads")   # the paper's Fig. 2
+    draw_iou(ax, box_a, box_b); draw_encoding(ax, prior_cxcywh, box_xyxy)   # chapter 7
+    draw_loss_balance(ax, ce, loss.positive[0], loss.negative[0])          # chapter 8
 
 Boxes are pixel xyxy; multiply [0, 1] boxes by the image size first. Labels are 1..C
 (0 is the background), so the name of label k is ``class_names[k - 1]``.
@@ -326,4 +328,189 @@ def draw_architecture(model, highlight=None, ax=None, width: float = 14.0):
             style="italic", color="#555555", va="bottom", ha="right")
     ax.set_title(f"{cfg.name}: {S}x{S}x{model.arch.in_channels} image -> {len(heads)} source maps "
                  f"-> {P} x (4 + {C1}) -> decode -> NMS", fontsize=fs * 1.25)
+    return ax
+
+
+# --- the pictures of matching and loss (chapters 7 and 8) -----------------------------------
+def add_boxes(ax, boxes_xyxy, color, names=None, linewidth: float = 2.0, linestyle: str = "-",
+              alpha: float = 1.0, fontsize: float = 9.0, label: str | None = None, zorder: float = 2):
+    """Outline boxes (n, 4) xyxy on a matplotlib Axes, each captioned with ``names[i]`` if given.
+
+    color: one matplotlib colour, or an RGB tuple 0..255 as from ``class_color``. label names the
+    whole set once in the legend. Returns ax. Works in any units (pixels or [0, 1]).
+    """
+    from matplotlib.patches import Rectangle
+
+    boxes = to_numpy(boxes_xyxy).reshape(-1, 4)
+    names = [None] * len(boxes) if names is None else list(names)
+    if len(names) != len(boxes):
+        raise ValueError(f"names has {len(names)} entries but there are {len(boxes)} boxes")
+    if isinstance(color, tuple) and len(color) == 3 and max(color) > 1:
+        color = tuple(np.array(color) / 255)
+    for k, ((x0, y0, x1, y1), name) in enumerate(zip(boxes, names)):
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=color, lw=linewidth,
+                               ls=linestyle, alpha=alpha, zorder=zorder,
+                               label=label if k == 0 else None))
+        if name is not None:
+            ax.text(x0, y0, f" {name}", color=color, fontsize=fontsize, va="top", ha="left",
+                    fontweight="bold", zorder=zorder)
+    return ax
+
+
+def _image_axes(ax, boxes, margin=0.08):
+    """Equal aspect, y downwards (image coordinates), limits around (n, 4) xyxy boxes."""
+    lo, hi = boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)
+    pad = margin * (hi - lo).max()
+    ax.set_xlim(lo[0] - pad, hi[0] + pad)
+    ax.set_ylim(hi[1] + pad, lo[1] - pad)
+    ax.set_aspect("equal")
+
+
+def draw_iou(ax, box_a_xyxy, box_b_xyxy, names=("A", "B")):
+    """Two boxes with their union shaded light and their intersection dark; returns the IoU.
+
+    The title gives |A ∩ B| / |A ∪ B| = IoU, computed by ``minissd.ssd.boxes.iou``. Boxes are
+    (4,) xyxy in any units; the picture is in image coordinates (y down).
+    """
+    from matplotlib.patches import Patch, Rectangle
+
+    from minissd.ssd.boxes import area, iou
+
+    a = np.asarray(to_numpy(box_a_xyxy), np.float64).reshape(4)
+    b = np.asarray(to_numpy(box_b_xyxy), np.float64).reshape(4)
+    value = float(iou(a[None], b[None])[0, 0])
+    lo, hi = np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])
+    inter = float(area(np.concatenate([lo, hi])))
+    union = float(area(a) + area(b) - inter)
+    for box in (a, b):                                            # the union, light
+        ax.add_patch(Rectangle(box[:2], *(box[2:] - box[:2]), fc="#cfe2f3", ec="none", zorder=1))
+    if inter > 0:                                                 # the intersection, dark
+        ax.add_patch(Rectangle(lo, *(hi - lo), fc="#3d85c6", ec="none", zorder=2))
+    for box, name, colour, corner in zip((a, b), names, ("tab:red", "tab:green"), ("top", "bottom")):
+        add_boxes(ax, box[None], colour, linewidth=2.5, zorder=3)
+        ax.text(box[0], box[1] if corner == "top" else box[3], f" {name}", color=colour,  # a's name
+                fontsize=10, fontweight="bold", va=corner, ha="left", zorder=4)            # top, b's bottom
+    _image_axes(ax, np.stack([a, b]), margin=0.12)
+    ax.legend(handles=[Patch(fc="#3d85c6", label=f"{names[0]} ∩ {names[1]}: {inter:.4g}"),
+                       Patch(fc="#cfe2f3", label=f"{names[0]} ∪ {names[1]}: {union:.4g}")],
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    ax.set_title(f"IoU({names[0]}, {names[1]}) = {inter:.4g} / {union:.4g} = {value:.3f}", fontsize=10)
+    return value
+
+
+def draw_encoding(ax, prior_cxcywh, box_xyxy, variances=None, names=("default box d", "object g")):
+    """The encoding geometry: a default box, an object box and SSD's offsets; returns t (4,).
+
+    Draws d (dashed) and g (solid), the centre shift (Δcx, Δcy) as arrows, the widths and heights
+    as brackets, and beside the axes the four offsets of ``minissd.ssd.boxes.encode`` worked out,
+    with and without the variances (v0, v1). Units: [0, 1] or pixels, the same for both boxes.
+    """
+    from minissd.ssd.boxes import VARIANCES, cxcywh_to_xyxy, encode, xyxy_to_cxcywh
+
+    v0, v1 = VARIANCES if variances is None else variances
+    d = np.asarray(to_numpy(prior_cxcywh), np.float64).reshape(4)
+    g_xyxy = np.asarray(to_numpy(box_xyxy), np.float64).reshape(4)
+    g = xyxy_to_cxcywh(g_xyxy)
+    t = encode(g_xyxy[None], d[None], (v0, v1))[0]
+    d_xyxy = cxcywh_to_xyxy(d)
+    add_boxes(ax, d_xyxy[None], "tab:blue", names=[names[0]], linewidth=2, linestyle="--")
+    add_boxes(ax, g_xyxy[None], "tab:red", names=[names[1]], linewidth=2.5)
+    ax.plot(*d[:2], "o", color="tab:blue", ms=6, zorder=4)
+    ax.plot(*g[:2], "o", color="tab:red", ms=6, zorder=4)
+    arrow = dict(arrowstyle="-|>", lw=1.5, color="black", shrinkA=0, shrinkB=0)
+    ax.annotate("", xy=(g[0], d[1]), xytext=(d[0], d[1]), arrowprops=arrow)          # Δcx
+    ax.annotate("", xy=(g[0], g[1]), xytext=(g[0], d[1]), arrowprops=arrow)          # Δcy
+    ax.text((d[0] + g[0]) / 2, d[1], "Δcx", ha="center", va="top" if g[1] < d[1] else "bottom",
+            fontsize=9)
+    ax.text(g[0], (d[1] + g[1]) / 2, "Δcy ", ha="right" if g[0] < d[0] else "left", va="center",
+            fontsize=9)
+    both = np.stack([d_xyxy, g_xyxy])
+    span = (both[:, 2:].max(axis=0) - both[:, :2].min(axis=0)).max()
+    gap = 0.06 * span
+    bracket = dict(arrowstyle="<|-|>", lw=1, shrinkA=0, shrinkB=0)
+    for box, colour, name, side in ((d_xyxy, "tab:blue", "d", -1), (g_xyxy, "tab:red", "g", 1)):
+        y = (box[3] + gap) if side > 0 else (box[1] - gap)               # widths: g below, d above
+        ax.annotate("", xy=(box[2], y), xytext=(box[0], y), arrowprops=dict(bracket, color=colour))
+        ax.text((box[0] + box[2]) / 2, y, f"{name}_w", color=colour, fontsize=9, ha="center",
+                va="top" if side > 0 else "bottom")
+        x = (box[2] + gap) if side > 0 else (box[0] - gap)               # heights: g right, d left
+        ax.annotate("", xy=(x, box[3]), xytext=(x, box[1]), arrowprops=dict(bracket, color=colour))
+        ax.text(x, (box[1] + box[3]) / 2, f"{name}_h", color=colour, fontsize=9, rotation=90,
+                ha="left" if side > 0 else "right", va="center")
+    lo, hi = both[:, :2].min(axis=0) - 2.2 * gap, both[:, 2:].max(axis=0) + 2.2 * gap
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(hi[1], lo[1])
+    ax.set_aspect("equal")
+    raw = np.array([(g[0] - d[0]) / d[2], (g[1] - d[1]) / d[3], np.log(g[2] / d[2]), np.log(g[3] / d[3])])
+    lines = [f"d = (cx {d[0]:.3g}, cy {d[1]:.3g}, w {d[2]:.3g}, h {d[3]:.3g})",
+             f"g = (cx {g[0]:.3g}, cy {g[1]:.3g}, w {g[2]:.3g}, h {g[3]:.3g})", "",
+             f"t_cx = (g_cx − d_cx) / (v0·d_w) = {g[0] - d[0]:.3g} / ({v0:g}·{d[2]:.3g}) = {t[0]:+.3f}",
+             f"t_cy = (g_cy − d_cy) / (v0·d_h) = {g[1] - d[1]:.3g} / ({v0:g}·{d[3]:.3g}) = {t[1]:+.3f}",
+             f"t_w = log(g_w / d_w) / v1 = log({g[2]:.3g} / {d[2]:.3g}) / {v1:g} = {t[2]:+.3f}",
+             f"t_h = log(g_h / d_h) / v1 = log({g[3]:.3g} / {d[3]:.3g}) / {v1:g} = {t[3]:+.3f}", "",
+             "without the variances (v0 = v1 = 1): (" + ", ".join(f"{r:+.3f}" for r in raw) + ")",
+             f"the variances make them {1 / v0:g}x (centre) and {1 / v1:g}x (size) larger:",
+             "about unit scale, where smooth L1 turns from quadratic to linear"]
+    ax.text(1.03, 0.5, "\n".join(lines), transform=ax.transAxes, ha="left", va="center",
+            fontsize=9, family="monospace")
+    ax.set_title("SSD's offsets t from a default box d to an object g", fontsize=10)
+    return t
+
+
+def draw_loss_balance(ax, ce, positive, negative, neg_pos_ratio: int = 3, names=None):
+    """Per-box confidence loss of one image, hardest first, coloured by what the loss does with it.
+
+    ce, positive, negative: (P,) cross-entropies and the masks of ``MultiBoxLoss`` (its
+    ``positive[b]`` and ``negative[b]``). Positives (blue) and mined negatives (red) enter L_conf;
+    the ignored negatives (grey) do not. The dashed line ends the neg_pos_ratio:1 quota, and the
+    legend gives each group's count and summed loss. Log rank axis when P > 50. names (P,):
+    a caption beside each point (for a handful of boxes). Returns ax.
+    """
+    ce = np.asarray(to_numpy(ce), np.float64).reshape(-1)
+    positive = np.asarray(to_numpy(positive), bool).reshape(-1)
+    negative = np.asarray(to_numpy(negative), bool).reshape(-1)
+    if not (len(ce) == len(positive) == len(negative)):
+        raise ValueError(f"draw_loss_balance: ce, positive and negative must have the same length, "
+                         f"got {len(ce)}, {len(positive)}, {len(negative)}")
+    if (positive & negative).any():
+        raise ValueError("draw_loss_balance: a box is both positive and a mined negative")
+    order = np.argsort(-ce, kind="stable")                       # hardest first
+    rank = np.empty(len(ce), int)
+    rank[order] = np.arange(1, len(ce) + 1)                      # 1-based rank of each box
+    ignored = ~(positive | negative)
+    n_pos = int(positive.sum())
+    quota = min(neg_pos_ratio * n_pos, int((~positive).sum()))
+    big = len(ce) > 50
+    groups = [(ignored, "0.6", 4 if big else 50, "ignored negatives"),
+              (negative, "tab:red", 14 if big else 60, "mined negatives"),
+              (positive, "tab:blue", 18 if big else 70, "positives")]
+    def count(n, word):
+        return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("x") else "s")
+
+    for mask, colour, size, name in groups:
+        ax.scatter(rank[mask], ce[mask], s=size, color=colour, zorder=3 if mask is not ignored else 2,
+                   label=f"{name}: {count(int(mask.sum()), 'box')}, Σ CE = {ce[mask].sum():.3g}"
+                   + ("  (not in the loss)" if mask is ignored else ""))
+    if names is not None:
+        if len(names) != len(ce):
+            raise ValueError(f"draw_loss_balance: {len(names)} names for {len(ce)} boxes")
+        for r, value, name in zip(rank, ce, names):
+            ax.annotate(str(name), (r, value), xytext=(6, 4), textcoords="offset points", fontsize=9)
+    if negative.any():
+        edge = rank[negative].max() + 0.5
+        ax.axvline(edge, color="k", ls="--", lw=1,
+                   label=f"{neg_pos_ratio}:1 quota: min({neg_pos_ratio}·{n_pos}, negatives) = {quota}")
+    if big:
+        ax.set_xscale("log")
+    else:
+        ax.set_xticks(np.arange(1, len(ce) + 1))
+    ax.set_xlabel("box, sorted by confidence loss (rank, hardest first)" + (", log scale" if big else ""))
+    ax.set_ylabel("cross-entropy −log softmax(z)_y")
+    ax.grid(alpha=0.3)
+    if big:                                   # a falling curve over thousands of boxes: empty there
+        ax.legend(fontsize=8, loc="lower left", framealpha=0.95)
+    else:                                     # a few points can sit anywhere: below the axes
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    ax.set_title(f"Loss balance: {count(n_pos, 'positive')}, {int(negative.sum())} mined, "
+                 f"{int(ignored.sum())} ignored", fontsize=10)
     return ax

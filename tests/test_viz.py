@@ -123,3 +123,95 @@ def test_draw_architecture_highlights_only_the_named_part():
     with pytest.raises(ValueError, match=r"unknown part\(s\) \['backbone'\]"):
         viz.draw_architecture(model, highlight=("base", "backbone"))
     plt.close("all")
+
+
+def test_add_boxes_outlines_and_names_each_box():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    boxes = np.array([[0.1, 0.2, 0.4, 0.6], [0.5, 0.5, 0.9, 0.8]])
+    assert viz.add_boxes(ax, boxes, viz.class_color(2), names=["d0", "d1"], linestyle="--",
+                         label="prior") is ax
+    assert [p.get_xy() for p in ax.patches] == [(0.1, 0.2), (0.5, 0.5)]
+    assert np.allclose([p.get_width() for p in ax.patches], [0.3, 0.4])
+    assert np.allclose(ax.patches[0].get_edgecolor()[:3], np.array(viz.class_color(2)) / 255)
+    assert [t.get_text() for t in ax.texts] == [" d0", " d1"]
+    assert [p.get_label() for p in ax.patches][0] == "prior"               # one legend entry per set
+    with pytest.raises(ValueError, match="names has 1 entries but there are 2 boxes"):
+        viz.add_boxes(ax, boxes, "red", names=["d0"])
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("a, b, inter, union", [
+    ([10, 20, 50, 60], [15, 20, 55, 60], 1400, 1800),       # 35 x 40 shared, 40 x 40 each
+    ([60, 40, 100, 100], [60, 50, 90, 80], 900, 2400),      # one inside the other
+    ([0, 0, 10, 10], [20, 20, 30, 30], 0, 200),             # apart: no intersection drawn
+])
+def test_draw_iou_shades_intersection_and_union_and_titles_the_value(a, b, inter, union):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    value = viz.draw_iou(ax, np.array(a, float), np.array(b, float), names=("d", "g"))
+    assert value == pytest.approx(inter / union, abs=1e-12)
+    assert ax.get_title() == f"IoU(d, g) = {inter:.4g} / {union:.4g} = {inter / union:.3f}"
+    filled = [p for p in ax.patches if p.get_fill()]
+    assert len(filled) == 2 + (inter > 0)                   # union: both boxes; intersection if any
+    if inter:
+        dark = filled[-1]
+        assert dark.get_width() * dark.get_height() == pytest.approx(inter)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [f"d ∩ g: {inter:.4g}", f"d ∪ g: {union:.4g}"]
+    fig.canvas.draw()
+    plt.close(fig)
+
+
+def test_draw_encoding_returns_and_writes_the_offsets_of_encode():
+    import matplotlib.pyplot as plt
+    from minissd.ssd.boxes import encode
+
+    prior = np.array([0.8, 0.7, 0.4, 0.6])                  # cx, cy, w, h
+    box = np.array([0.6, 0.5, 0.9, 0.8])                    # cx 0.75, cy 0.65, w = h = 0.3
+    fig, ax = plt.subplots()
+    t = viz.draw_encoding(ax, prior, box)
+    expected = [(0.75 - 0.8) / (0.1 * 0.4), (0.65 - 0.7) / (0.1 * 0.6),
+                np.log(0.3 / 0.4) / 0.2, np.log(0.3 / 0.6) / 0.2]
+    np.testing.assert_allclose(t, expected, rtol=1e-12)
+    np.testing.assert_allclose(t, encode(box[None], prior[None])[0], rtol=1e-12)
+    text = "\n".join(t_.get_text() for t_ in ax.texts)
+    for value in expected:
+        assert f"{value:+.3f}" in text
+    assert "(-0.125, -0.083, -0.288, -0.693)" in text          # the same offsets, variances (1, 1)
+    t1 = viz.draw_encoding(ax, prior, box, variances=(1.0, 1.0))
+    np.testing.assert_allclose(t1, [-0.125, -0.05 / 0.6, np.log(0.75), np.log(0.5)], rtol=1e-12)
+    fig.canvas.draw()
+    plt.close(fig)
+
+
+def test_draw_loss_balance_colours_the_three_groups_and_marks_the_quota():
+    import matplotlib.pyplot as plt
+
+    ce = np.array([0.5, 2.5, 1.0, 1.5, 0.2, 1.9])
+    positive = np.array([False, False, False, True, False, False])
+    negative = np.array([False, True, False, False, False, True])   # the 2 hardest of 5 negatives
+    fig, ax = plt.subplots()
+    viz.draw_loss_balance(ax, ce, positive, negative, neg_pos_ratio=2)
+    by_label = {c.get_label().split(":")[0]: c.get_offsets() for c in ax.collections}
+    assert set(by_label) == {"ignored negatives", "mined negatives", "positives"}
+    np.testing.assert_array_equal(by_label["mined negatives"], [[1, 2.5], [2, 1.9]])   # (rank, CE)
+    np.testing.assert_array_equal(by_label["positives"], [[3, 1.5]])
+    np.testing.assert_array_equal(by_label["ignored negatives"], [[5, 0.5], [4, 1.0], [6, 0.2]])
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "positives: 1 box, Σ CE = 1.5" in labels
+    assert "ignored negatives: 3 boxes, Σ CE = 1.7  (not in the loss)" in labels
+    assert "2:1 quota: min(2·1, negatives) = 2" in labels
+    assert ax.lines[0].get_xdata()[0] == 2.5                  # the quota line after the last mined
+    assert ax.get_title() == "Loss balance: 1 positive, 2 mined, 3 ignored"
+    viz.draw_loss_balance(ax, ce, positive, negative, neg_pos_ratio=2, names=[f"d{i}" for i in range(6)])
+    assert [(t.get_text(), t.xy) for t in ax.texts][:2] == [("d0", (5, 0.5)), ("d1", (1, 2.5))]
+    with pytest.raises(ValueError, match="5 names for 6 boxes"):
+        viz.draw_loss_balance(ax, ce, positive, negative, names=["d"] * 5)
+    with pytest.raises(ValueError, match="same length, got 6, 5, 6"):
+        viz.draw_loss_balance(ax, ce, positive[:5], negative)
+    with pytest.raises(ValueError, match="both positive and a mined negative"):
+        viz.draw_loss_balance(ax, ce, positive, positive)
+    plt.close(fig)
