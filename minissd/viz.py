@@ -7,6 +7,10 @@ the architecture figure of an SSD model.
 
     draw_architecture(SSD(get_config("ssd300"), 20), highlight="heads")   # the paper's Fig. 2
 
+    show_augmentation_steps(trace(transforms, image, boxes, labels))     # each transform's output
+    show_augmented(image, boxes, labels, train_transform(300), seeds=range(4))   # what training sees
+    show_judged(ax, image, boxes, labels, scores, gt_boxes, gt_labels)   # TP / FP / missed, with truth
+
 Boxes are pixel xyxy; multiply [0, 1] boxes by the image size first. Labels are 1..C
 (0 is the background), so the name of label k is ``class_names[k - 1]``.
 """
@@ -144,6 +148,148 @@ def save_grid(pictures, path, columns: int = 4, pad: int = 4) -> Image.Image:
     grid = make_grid(pictures, columns, pad)
     grid.save(path)
     return grid
+
+
+# --- augmentation: one photo through the transforms ------------------------------------------
+def _display(image) -> np.ndarray:
+    """An augmentation intermediate (float 0..255 or uint8, (H, W, 3)) as uint8 for imshow."""
+    return np.clip(np.round(to_numpy(image)), 0, 255).astype(np.uint8)
+
+
+def show_augmentation_steps(steps, class_names=None, columns: int = 3, panel: float = 3.6,
+                            titles=None):
+    """One panel per step of ``augment.trace``: its image (drawn to scale) and boxes; -> the figure.
+
+    steps: [(transform or None, (H, W, 3) image in 0..255, (n, 4) pixel boxes, (n,) labels)].
+    Each panel is titled with the transform's class name (or ``titles[k]``), the image size and
+    the number of boxes; its axes are in pixels, so zooming out shows as larger numbers.
+    """
+    import matplotlib.pyplot as plt
+
+    if not steps:
+        raise ValueError("show_augmentation_steps: no steps given")
+    if titles is not None and len(titles) != len(steps):
+        raise ValueError(f"show_augmentation_steps: {len(titles)} titles for {len(steps)} steps")
+    rows = -(-len(steps) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(panel * columns, panel * rows * 0.92),
+                             dpi=max(100, plt.rcParams["figure.dpi"]), squeeze=False)
+    for k, (ax, (t, image, boxes, labels)) in enumerate(zip(axes.flat, steps)):
+        name = titles[k] if titles is not None else "original" if t is None else type(t).__name__
+        h, w = image.shape[:2]
+        show_detections(ax, _display(image), boxes, labels, class_names=class_names, fontsize=8,
+                        linewidth=2.5)
+        ax.set_axis_on()                                       # pixel axes: the sizes to compare
+        ax.tick_params(labelsize=8)
+        ax.set_title(f"{k}. {name}\n{w}x{h}, {len(boxes)} box{'es' * (len(boxes) != 1)}", fontsize=10)
+    for ax in axes.flat[len(steps):]:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def show_augmented(image, boxes, labels, transform, seeds, class_names=None, axes=None,
+                   panel: float = 3.2):
+    """The photo, then ``transform`` (a training pipeline ending in Normalize and ToCHW, boxes in
+    [0, 1]) applied once per seed, boxes drawn: what the network is given; -> the axes.
+
+    image: uint8 (H, W, 3); boxes (n, 4) pixel xyxy; labels (n,). axes: len(seeds) + 1 Axes,
+    or None for a new figure in one row.
+    """
+    import matplotlib.pyplot as plt
+
+    seeds = list(seeds)
+    if axes is None:
+        _, axes = plt.subplots(1, len(seeds) + 1, figsize=(panel * (len(seeds) + 1), panel),
+                               dpi=max(100, plt.rcParams["figure.dpi"]))
+    axes = list(np.ravel(axes))
+    if len(axes) != len(seeds) + 1:
+        raise ValueError(f"show_augmented: {len(axes)} axes for the photo and {len(seeds)} seeds; "
+                         f"expected {len(seeds) + 1}")
+    h, w = image.shape[:2]
+    show_detections(axes[0], image, boxes, labels, class_names=class_names, title=f"photo {w}x{h}")
+    for ax, seed in zip(axes[1:], seeds):
+        out, out_boxes, out_labels = transform(image, boxes, labels, np.random.default_rng(seed))
+        picture = denormalize(out)
+        size = np.array(picture.shape[1::-1] * 2, np.float32)            # (W, H, W, H)
+        show_detections(ax, picture, out_boxes * size, out_labels, class_names=class_names,
+                        title=f"seed {seed}")
+    return axes
+
+
+# --- detections judged against the ground truth ------------------------------------------------
+JUDGED_COLOURS = {"true positive": "#1a9641", "false positive": "#d7191c",
+                  "missed": "#fdae61", "ground truth": "white", "ignored (difficult)": "#999999"}
+
+
+def judged_legend(fig, **kwargs):
+    """The legend of show_judged's colours, below the figure's panels."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, lw=3, ls="--" if k in ("missed", "ground truth") else "-",
+                      label=k) for k, c in JUDGED_COLOURS.items()]
+    for h in handles:
+        h.set_path_effects(_outline(4.5))
+    options = dict(loc="lower center", ncol=len(handles), frameon=False, fontsize=10,
+                   facecolor="#dddddd", bbox_to_anchor=(0.5, 0.0))
+    options.update(kwargs)
+    return fig.legend(handles=handles, **options)
+
+
+def _outline(width):
+    from matplotlib import patheffects
+
+    return [patheffects.Stroke(linewidth=width, foreground="black"), patheffects.Normal()]
+
+
+def show_judged(ax, image, boxes, labels, scores, gt_boxes, gt_labels, difficult=None,
+                class_names=None, iou_threshold: float = 0.5, linewidth: float = 3.0,
+                fontsize: float = 9.0, title: str | None = None):
+    """Detections coloured by VOC's verdict (``metrics.judge_image``), with the ground truth drawn.
+
+    True positives green, false positives red (wrong place, wrong class or a duplicate), ground
+    truth dashed white, missed ground truth dashed orange, detections of difficult objects grey.
+    Captions sit inside the boxes' top-left corners, so none is cut off at the image's edge.
+    All boxes are pixel xyxy. -> (outcome (D,), found (G,)) as judge_image returns them.
+    """
+    from matplotlib.patches import Rectangle
+
+    from minissd.evaluation.metrics import IGNORED, TRUE_POSITIVE, judge_image
+
+    outcome, found = judge_image(to_numpy(boxes), to_numpy(labels), to_numpy(scores),
+                                 to_numpy(gt_boxes), to_numpy(gt_labels), difficult, iou_threshold)
+    image = to_numpy(image)
+    ax.imshow(image)
+    h, w = image.shape[:2]
+
+    def rectangle(box, colour, dashed, caption=None):
+        x0, y0, x1, y1 = (float(v) for v in box)
+        patch = ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour,
+                                       linewidth=linewidth, ls=(0, (4, 2)) if dashed else "-"))
+        patch.set_path_effects(_outline(linewidth + 1.5))
+        if caption:
+            right = x0 > 0.6 * w                       # near the right edge: the top-right corner
+            x = min(x1, w - 1) - 2 if right else max(x0, 0) + 2
+            y = min(max(y0, 0), h - 1) + 2                                 # inside the image
+            ax.text(x, y, caption, color="black" if colour == "white" else "white",
+                    fontsize=fontsize, va="top", ha="right" if right else "left", clip_on=True,
+                    bbox=dict(facecolor=colour, edgecolor="none", pad=1, alpha=0.85))
+
+    gt_boxes, gt_labels = to_numpy(gt_boxes).reshape(-1, 4), to_numpy(gt_labels).reshape(-1)
+    for box, label, hit in zip(gt_boxes, gt_labels, found):
+        rectangle(box, JUDGED_COLOURS["ground truth" if hit else "missed"], True,
+                  None if hit else "missed " + box_caption(label, None, class_names))
+    kinds = {TRUE_POSITIVE: "true positive", IGNORED: "ignored (difficult)"}
+    order = np.argsort(-to_numpy(scores).reshape(-1), kind="stable")[::-1]   # best drawn last
+    boxes, labels, scores = (to_numpy(v) for v in (boxes, labels, scores))
+    for d in order:
+        rectangle(boxes[d], JUDGED_COLOURS[kinds.get(int(outcome[d]), "false positive")], False,
+                  box_caption(labels[d], scores[d], class_names))
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=fontsize + 1)
+    return outcome, found
 
 
 # --- the architecture figure (the paper's Fig. 2, drawn from the model) ---------------------
