@@ -123,3 +123,70 @@ def test_draw_architecture_highlights_only_the_named_part():
     with pytest.raises(ValueError, match=r"unknown part\(s\) \['backbone'\]"):
         viz.draw_architecture(model, highlight=("base", "backbone"))
     plt.close("all")
+
+
+def test_show_augmentation_steps_draws_each_step_with_its_size_and_boxes():
+    import matplotlib.pyplot as plt
+
+    from minissd.datasets import augment
+
+    image = np.full((40, 60, 3), 90, np.float32)
+    boxes, labels = np.array([[5, 5, 20, 30], [30, 10, 55, 35]], np.float32), np.array([1, 2])
+    steps = augment.trace([augment.Expand(p=1.0), augment.Resize(50)], image, boxes, labels, seed=0)
+    fig = viz.show_augmentation_steps(steps, class_names=("cat", "dog"), columns=2)
+    axes = fig.axes
+    assert len(axes) == 4 and not axes[3].axison                # 3 steps, the 4th panel blank
+    h, w = steps[1][1].shape[:2]
+    assert [ax.get_title() for ax in axes[:3]] == [
+        "0. original\n60x40, 2 boxes", f"1. Expand\n{w}x{h}, 2 boxes", "2. Resize\n50x50, 2 boxes"]
+    assert all(len(ax.patches) == 2 for ax in axes[:3])         # a rectangle per box
+    x0, y0 = axes[1].patches[0].get_xy()
+    np.testing.assert_allclose((x0, y0), steps[1][2][0, :2])    # drawn where the step put it
+    assert fig.dpi >= 100
+    plt.close(fig)
+    with pytest.raises(ValueError, match="1 titles for 3 steps"):
+        viz.show_augmentation_steps(steps, titles=["a"])
+
+
+def test_show_augmented_draws_the_photo_and_one_panel_per_seed():
+    import matplotlib.pyplot as plt
+
+    from minissd.datasets.augment import flip_transform
+
+    image = np.zeros((30, 40, 3), np.uint8)
+    image[:, :20] = 200                                         # left half bright
+    boxes, labels = np.array([[2, 2, 12, 20]], np.float32), np.array([1])
+    axes = viz.show_augmented(image, boxes, labels, flip_transform(32), seeds=range(4))
+    assert len(axes) == 5 and axes[0].get_title() == "photo 40x30"
+    for ax, seed in zip(axes[1:], range(4)):                    # the flip's own draw decides
+        shown = ax.images[0].get_array()
+        flipped = shown[:, -1].mean() > shown[:, 0].mean()
+        x0 = ax.patches[0].get_xy()[0]
+        assert shown.shape == (32, 32, 3) and (x0 > 16) == flipped and ax.get_title() == f"seed {seed}"
+    assert len({ax.patches[0].get_xy()[0] > 16 for ax in axes[1:]}) == 2    # both outcomes seen
+    plt.close(axes[0].figure)
+    with pytest.raises(ValueError, match="2 axes for the photo and 4 seeds"):
+        viz.show_augmented(image, boxes, labels, flip_transform(32), range(4), axes=axes[:2])
+
+
+def test_show_judged_colours_each_verdict_and_draws_the_truth():
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    fig, ax = plt.subplots()
+    gt_boxes, gt_labels = np.array([[0, 0, 19, 19], [40, 40, 59, 59]], float), np.array([1, 2])
+    boxes = np.array([[1, 0, 19, 19], [60, 0, 79, 19]], float)        # on gt 0; on nothing
+    outcome, found = viz.show_judged(ax, np.zeros((80, 80, 3), np.uint8), boxes, [1, 1], [0.9, 0.8],
+                                     gt_boxes, gt_labels, class_names=("cat", "dog"), title="t")
+    assert outcome.tolist() == [1, 0] and found.tolist() == [True, False]
+    colours = [p.get_edgecolor() for p in ax.patches]                 # truth first, then detections
+    want = ["ground truth", "missed", "false positive", "true positive"]   # best detection drawn last
+    assert colours == [to_rgba(viz.JUDGED_COLOURS[k]) for k in want]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["missed dog", "cat 0.80", "cat 0.90"]
+    right = [t for t in ax.texts if t.get_text() == "cat 0.80"][0]     # near the right edge:
+    assert right.get_ha() == "right" and right.get_position()[0] <= 79     # anchored inside
+    assert ax.get_xlim() == (-0.5, 79.5) and ax.get_title() == "t"
+    legend = viz.judged_legend(fig)
+    assert [t.get_text() for t in legend.get_texts()] == list(viz.JUDGED_COLOURS)
+    plt.close(fig)
