@@ -221,18 +221,23 @@ JUDGED_COLOURS = {"true positive": "#1a9641", "false positive": "#d7191c",
                   "missed": "#fdae61", "ground truth": "white", "ignored (difficult)": "#999999"}
 
 
-def judged_legend(fig, **kwargs):
-    """The legend of show_judged's colours, below the figure's panels."""
+def judged_legend(where, **kwargs):
+    """The legend of show_judged's colours: below a Figure's panels, or filling an (empty) Axes."""
+    from matplotlib.axes import Axes
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=c, lw=3, ls="--" if k in ("missed", "ground truth") else "-",
                       label=k) for k, c in JUDGED_COLOURS.items()]
     for h in handles:
         h.set_path_effects(_outline(4.5))
-    options = dict(loc="lower center", ncol=len(handles), frameon=False, fontsize=10,
-                   facecolor="#dddddd", bbox_to_anchor=(0.5, 0.0))
+    if isinstance(where, Axes):
+        where.set_axis_off()
+        options = dict(loc="center", ncol=1, frameon=False, fontsize=11, handlelength=3)
+    else:
+        options = dict(loc="lower center", ncol=len(handles), frameon=False, fontsize=10,
+                       bbox_to_anchor=(0.5, 0.0))
     options.update(kwargs)
-    return fig.legend(handles=handles, **options)
+    return where.legend(handles=handles, **options)
 
 
 def _outline(width):

@@ -190,3 +190,12 @@ def test_show_judged_colours_each_verdict_and_draws_the_truth():
     legend = viz.judged_legend(fig)
     assert [t.get_text() for t in legend.get_texts()] == list(viz.JUDGED_COLOURS)
     plt.close(fig)
+
+
+def test_judged_legend_fills_an_empty_axes():
+    import matplotlib.pyplot as plt
+
+    fig, (ax, spare) = plt.subplots(1, 2)
+    legend = viz.judged_legend(spare)
+    assert legend.axes is spare and not spare.axison and len(legend.get_texts()) == len(viz.JUDGED_COLOURS)
+    plt.close(fig)
