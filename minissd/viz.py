@@ -150,6 +150,180 @@ def save_grid(pictures, path, columns: int = 4, pad: int = 4) -> Image.Image:
     return grid
 
 
+# --- convolution as one GEMM (chapter 2) and its backward (chapter 4) ----------------------------
+def _grid(ax, x0, y0, rows, cols, face="#eef3fa", edge="#9db3d1", lw=0.6):
+    """A rows x cols grid of unit cells with its top-left corner at (x0, y0) (y grows downwards)."""
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((x0, y0), cols, rows, fc=face, ec="none"))
+    for r in range(rows + 1):
+        ax.plot([x0, x0 + cols], [y0 + r, y0 + r], color=edge, lw=lw)
+    for c in range(cols + 1):
+        ax.plot([x0 + c, x0 + c], [y0, y0 + rows], color=edge, lw=lw)
+
+
+def _cell(ax, x, y, colour, alpha=0.85, w=1, h=1):
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((x, y), w, h, fc=colour, ec="none", alpha=alpha))
+
+
+def draw_conv_gemm(batch=2, channels=2, size=5, out_channels=3, kernel=3, output=(0, 1, 1),
+                   out_channel=1, width: float = 15.0):
+    """A kernel sliding over a batch of images, and the convolution as one GEMM; -> the figure.
+
+    Left: ``batch`` images (rows) of ``channels`` (columns) of size x size (stride 1, no padding),
+    the window of output ``output`` = (n, i, j) (red) and of the next position (orange). Right:
+    W (K, C*kh*kw) @ col (C*kh*kw, N*Ho*Wo) = Y (K, N*Ho*Wo), every cell drawn: the window's
+    column of col (rows ordered (c, p, q), columns (n, i, j)), row ``out_channel`` of W, and the
+    one output entry they make.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    N, C, S, K, k = batch, channels, size, out_channels, kernel
+    out = S - k + 1                                              # Ho = Wo (stride 1, no padding)
+    n, i, j = output
+    if not (0 <= n < N and 0 <= i < out and 0 <= j < out and 0 <= out_channel < K):
+        raise ValueError(f"draw_conv_gemm: output {output} / out_channel {out_channel} outside "
+                         f"the (N, Ho, Wo) = ({N}, {out}, {out}) outputs and K = {K} channels")
+    rows, cols = C * k * k, N * out * out
+    red, orange = "#d62728", "#ff7f0e"
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(width, width * 0.36),
+                                   gridspec_kw={"width_ratios": [1, 2.6]},
+                                   dpi=max(100, plt.rcParams["figure.dpi"]))
+    # --- the images (rows) and their channels (columns), with the window sliding ---------------
+    for m in range(N):
+        for c in range(C):
+            x0, y0 = c * (S + 1), m * (S + 1.6)
+            _grid(ax0, x0, y0, S, S)
+            if m == n:
+                for (ii, jj), colour, ls in (((i, j), red, "-"), ((i, j + 1), orange, "--")):
+                    if jj < out:
+                        ax0.add_patch(Rectangle((x0 + jj, y0 + ii), k, k, fill=False, ec=colour,
+                                                lw=2.5, ls=ls, zorder=3))
+            ax0.text(x0 + S / 2, y0 - 0.15, f"image {m}, channel {c}", ha="center", va="bottom",
+                     fontsize=10)
+    ax0.text(-0.2, N * (S + 1.6) - 0.9, f"kernel {k}x{k} x {C} channels; red: the window of output\n"
+             f"(n, i, j) = {output}; orange: the next one, a stride to the right", fontsize=10,
+             va="top")
+    ax0.set_xlim(-0.5, C * (S + 1))
+    ax0.set_ylim(N * (S + 1.6) + 1.6, -1.4)
+    ax0.set_aspect("equal")
+    ax0.set_axis_off()
+    # --- W @ col = Y, cell by cell ------------------------------------------------------------
+    gap = 3.0
+    wx, colx = 0.0, rows + gap                                     # W is K x rows, col is rows x cols
+    yx = colx + cols + gap
+    top_w = (rows - K) / 2                                         # W and Y centred on col
+    _grid(ax1, wx, top_w, K, rows)
+    _grid(ax1, colx, 0, rows, cols)
+    _grid(ax1, yx, top_w, K, cols)
+    column = n * out * out + i * out + j                          # output (n, i, j)'s column
+    for colour, col_j in ((red, column), (orange, column + 1 if j + 1 < out else None)):
+        if col_j is None:
+            continue
+        alpha = 0.85 if colour == red else 0.45
+        _cell(ax1, colx + col_j, 0, colour, alpha, h=rows)
+        _cell(ax1, yx + col_j, top_w + out_channel, colour, alpha)
+    _cell(ax1, wx, top_w + out_channel, red, 0.85, w=rows)
+    for c in range(1, C):                                          # channel blocks of the rows
+        ax1.plot([colx - 0.4, colx + cols + 0.4], [c * k * k] * 2, color="#555555", lw=1.2)
+        ax1.plot([wx + c * k * k] * 2, [top_w - 0.4, top_w + K + 0.4], color="#555555", lw=1.2)
+    for m in range(1, N):                                          # image blocks of the columns
+        for x in (colx, yx):
+            ax1.plot([x + m * out * out] * 2, [-0.4, rows + 0.4] if x == colx else
+                     [top_w - 0.4, top_w + K + 0.4], color="#555555", lw=1.2)
+    mid = rows / 2
+    ax1.text(colx - gap / 2, mid, "@", ha="center", va="center", fontsize=18)
+    ax1.text(yx - gap / 2, mid, "=", ha="center", va="center", fontsize=18)
+    fs = 10.5
+    ax1.text(wx + rows / 2, top_w - 1.0, f"W  (K, C·kh·kw) = ({K}, {rows})\nrow {out_channel}: "
+             f"output channel {out_channel}'s kernel", ha="center", va="bottom", fontsize=fs)
+    ax1.text(colx + cols / 2, rows + 0.8, f"col  (C·kh·kw, N·Ho·Wo) = ({rows}, {cols})\n"
+             f"rows (c, p, q), columns (n, i, j); red: the window of {output}",
+             ha="center", va="top", fontsize=fs)
+    ax1.text(yx + cols / 2, top_w + K + 1.0, f"Y  (K, N·Ho·Wo) = ({K}, {cols})\n"
+             f"-> reshape (K, N, Ho, Wo) -> NCHW", ha="center", va="top", fontsize=fs)
+    ax1.set_xlim(-0.5, yx + cols + 0.5)
+    ax1.set_ylim(rows + 3.2, -1.2)
+    ax1.set_aspect("equal")
+    ax1.set_axis_off()
+    fig.suptitle(f"convolution = im2col + one GEMM: {N} images x {C} channels {S}x{S}, "
+                 f"{K} kernels {k}x{k}, output {N} x {K} x {out}x{out}", fontsize=12)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.02, wspace=0.05)
+    return fig
+
+
+def _matrix(ax, values, title, marks=(), fmt="{:g}", fontsize=11):
+    """A small matrix drawn cell by cell with its numbers; marks: [(r0, c0, rows, cols, colour)]."""
+    from matplotlib.patches import Rectangle
+
+    values = np.asarray(values)
+    rows, cols = values.shape
+    _grid(ax, 0, 0, rows, cols)
+    for r0, c0, h, w, colour in marks:
+        ax.add_patch(Rectangle((c0, r0), w, h, fc=colour, ec=colour, alpha=0.35, lw=2))
+        ax.add_patch(Rectangle((c0, r0), w, h, fill=False, ec=colour, lw=2.5, zorder=3))
+    for (r, c), v in np.ndenumerate(values):
+        ax.text(c + 0.5, r + 0.5, fmt.format(v + 0.0), ha="center", va="center", fontsize=fontsize,
+                color="#999999" if v == 0 else "black", zorder=4)
+    ax.set_xlim(-0.2, cols + 0.2)
+    ax.set_ylim(rows + 0.2, -0.2)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=11)
+
+
+def draw_conv_backward(dy=None, weight=None, output=(0, 2), pixel=(1, 2), width: float = 15.0):
+    """Convolution's input gradient two ways, with numbers; -> (figure, dx).
+
+    One channel, stride 1, no padding: dy (Ho, Wo), weight (k, k), dx (Ho + k - 1, Wo + k - 1)
+    computed by ``functional.conv2d_input_grad``. Panels: dy (entry ``output`` in red); the
+    kernel; that entry's scatter dy[i, j] * W onto the window it read (col2im, one column);
+    dx, the sum of all scatters (pixel ``pixel`` in blue); and dx as a transposed convolution:
+    dy zero-padded by k - 1, the kernel flipped, its window at ``pixel`` giving dx[pixel].
+    """
+    import matplotlib.pyplot as plt
+
+    from minissd.nn.functional import conv2d_input_grad
+
+    dy = np.array([[1, 0, 2], [0, 1, 0], [3, 0, 1]], float) if dy is None else np.asarray(dy, float)
+    weight = (np.array([[1, 2, 0], [0, 1, 0], [-1, 0, 1]], float) if weight is None
+              else np.asarray(weight, float))
+    (ho, wo), k = dy.shape, weight.shape[0]
+    if weight.shape != (k, k) or dy.ndim != 2:
+        raise ValueError(f"draw_conv_backward: expected dy (Ho, Wo) and a square weight (k, k), "
+                         f"got {dy.shape} and {weight.shape}")
+    H, W = ho + k - 1, wo + k - 1
+    i, j = output
+    h, w = pixel
+    if not (0 <= i < ho and 0 <= j < wo and 0 <= h < H and 0 <= w < W):
+        raise ValueError(f"draw_conv_backward: output {output} must lie in dy {dy.shape} and "
+                         f"pixel {pixel} in dx {(H, W)}")
+    dx = conv2d_input_grad(dy[None, None], weight[None, None], (H, W))[0, 0]      # (H, W)
+    scatter = np.zeros((H, W))
+    scatter[i:i + k, j:j + k] = dy[i, j] * weight
+    padded = np.pad(dy, k - 1)                                                      # (H + k - 1, ..)
+    red, blue = "#d62728", "#1f77b4"
+    fig, axes = plt.subplots(1, 5, figsize=(width, width * 0.27),
+                             gridspec_kw={"width_ratios": [wo, k, W, W, W + k - 1]},
+                             dpi=max(100, plt.rcParams["figure.dpi"]))
+    _matrix(axes[0], dy, f"dy  ({ho}, {wo})\nentry {output} in red", [(i, j, 1, 1, red)])
+    _matrix(axes[1], weight, f"kernel W  ({k}, {k})")
+    _matrix(axes[2], scatter, f"its scatter: dy{list(output)} * W\nonto the window it read",
+            [(i, j, k, k, red)])
+    _matrix(axes[3], dx, f"dx ({H}, {W}): all {ho * wo} scatters\nsummed (col2im)",
+            [(h, w, 1, 1, blue)])
+    _matrix(axes[4], padded, f"= dy padded by {k - 1}, convolved with\nW flipped: "
+            f"dx{list(pixel)} = {dx[h, w]:g}", [(h, w, k, k, blue)])
+    for (r, c), v in np.ndenumerate(weight[::-1, ::-1]):                 # the flipped kernel's taps
+        axes[4].text(w + c + 0.93, h + r + 0.1, f"x{v:g}", ha="right", va="top", fontsize=8.5,
+                     color=blue, zorder=5)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.8, bottom=0.03, wspace=0.12)
+    return fig, dx
+
+
 # --- augmentation: one photo through the transforms ------------------------------------------
 def _display(image) -> np.ndarray:
     """An augmentation intermediate (float 0..255 or uint8, (H, W, 3)) as uint8 for imshow."""

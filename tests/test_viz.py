@@ -199,3 +199,47 @@ def test_judged_legend_fills_an_empty_axes():
     legend = viz.judged_legend(spare)
     assert legend.axes is spare and not spare.axison and len(legend.get_texts()) == len(viz.JUDGED_COLOURS)
     plt.close(fig)
+
+
+def test_draw_conv_gemm_labels_the_block_shapes_and_marks_the_window_s_column():
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    fig = viz.draw_conv_gemm(batch=2, channels=3, size=6, out_channels=4, kernel=3, output=(1, 2, 0),
+                             out_channel=2)
+    ax_images, ax_gemm = fig.axes
+    texts = " ".join(t.get_text() for t in ax_gemm.texts)
+    assert "W  (K, C·kh·kw) = (4, 27)" in texts and "col  (C·kh·kw, N·Ho·Wo) = (27, 32)" in texts
+    assert "Y  (K, N·Ho·Wo) = (4, 32)" in texts
+    red = [p for p in ax_gemm.patches if p.get_facecolor()[:3] == to_rgba("#d62728")[:3]]
+    # the column of output (n, i, j) = (1, 2, 0) is n*Ho*Wo + i*Wo + j = 16 + 8 = 24; W's row 2
+    col_x0 = 27 + 3.0                                                   # col starts after W and a gap
+    assert sorted((p.get_x(), p.get_width(), p.get_height()) for p in red) == sorted(
+        [(col_x0 + 24, 1, 27), (col_x0 + 32 + 3.0 + 24, 1, 1), (0.0, 27, 1)])
+    windows = [p for p in ax_images.patches if not p.get_fill()]
+    assert [(p.get_x(), p.get_y()) for p in windows][:1] == [(0 + 0, (6 + 1.6) + 2)]   # image 1, row 2
+    assert len(windows) == 2 * 3                                        # red and orange, each channel
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"output \(2, 0, 0\)"):
+        viz.draw_conv_gemm(output=(2, 0, 0))
+
+
+def test_draw_conv_backward_dx_is_the_sum_of_the_scatters_and_the_flipped_convolution():
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    dy, weight = rng.integers(-3, 4, (3, 4)).astype(float), rng.integers(-2, 3, (2, 2)).astype(float)
+    fig, dx = viz.draw_conv_backward(dy, weight, output=(1, 3), pixel=(3, 4))
+    scatters = np.zeros((4, 5))
+    for (i, j), g in np.ndenumerate(dy):                                # the loops of chapter 4
+        scatters[i:i + 2, j:j + 2] += g * weight
+    np.testing.assert_array_equal(dx, scatters)
+    flipped = np.array([[np.sum(np.pad(dy, 1)[h:h + 2, w:w + 2] * weight[::-1, ::-1]) for w in range(5)]
+                        for h in range(4)])
+    np.testing.assert_array_equal(dx, flipped)
+    assert fig.axes[4].get_title().endswith(f"dx[3, 4] = {dx[3, 4]:g}")
+    shown = [t.get_text() for t in fig.axes[2].texts]                   # the scatter of dy[1, 3]
+    assert shown[1 * 5 + 3] == f"{dy[1, 3] * weight[0, 0] + 0.0:g}"
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"pixel \(4, 0\) in dx \(4, 5\)"):
+        viz.draw_conv_backward(dy, weight, pixel=(4, 0))
