@@ -324,6 +324,42 @@ def draw_conv_backward(dy=None, weight=None, output=(0, 2), pixel=(1, 2), width:
     return fig, dx
 
 
+def show_source_maps(axes, image, maps, steps, titles, vmin=None, vmax=None, cmap="magma",
+                     label=None):
+    """The input, then one (m, m) map per source drawn over it, one square per cell; -> axes.
+
+    axes: len(maps) + 1 Axes in a row (the input first), or len(maps) (no input panel; label then
+    goes on the first map). image: uint8 (S, S, 3). maps: (m, m) arrays, e.g. a source
+    map's mean over channels or its heads' best object score per cell. steps: each map's cell size
+    in pixels (``cfg.steps``). vmin/vmax: one colour scale for all maps (None: each its own).
+    label: a y-axis label for the input's panel (the row's name).
+    """
+    axes = list(np.ravel(axes))
+    if not (len(maps) == len(steps) == len(titles) and len(axes) in (len(maps), len(maps) + 1)):
+        raise ValueError(f"show_source_maps: {len(axes)} axes, {len(maps)} maps, {len(steps)} steps "
+                         f"and {len(titles)} titles: expected as many maps, steps and titles, and "
+                         f"as many axes or one more")
+    image = to_numpy(image)
+    S = image.shape[0]
+    grey = image.mean(axis=2)
+    if len(axes) > len(maps):
+        axes[0].imshow(image, extent=(0, S, S, 0))
+        axes[0].set_xticks([]); axes[0].set_yticks([])
+    if label:
+        axes[0].set_ylabel(label, fontsize=10)
+    for ax, amap, step, title in zip(axes[len(axes) - len(maps):], maps, steps, titles):
+        amap = to_numpy(amap)
+        ax.imshow(grey, cmap="gray", extent=(0, S, S, 0))
+        im = ax.imshow(amap, cmap=cmap, alpha=0.75, interpolation="nearest", extent=(0, S, S, 0),
+                       vmin=vmin, vmax=vmax)
+        ax.set_xticks(np.arange(0, S + 1, step)); ax.set_yticks(np.arange(0, S + 1, step))
+        ax.tick_params(labelbottom=False, labelleft=False, length=0)
+        ax.grid(color="white", lw=0.4, alpha=0.6)
+        ax.set_title(title, fontsize=10)
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    return axes
+
+
 # --- augmentation: one photo through the transforms ------------------------------------------
 def _display(image) -> np.ndarray:
     """An augmentation intermediate (float 0..255 or uint8, (H, W, 3)) as uint8 for imshow."""

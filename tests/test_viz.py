@@ -243,3 +243,24 @@ def test_draw_conv_backward_dx_is_the_sum_of_the_scatters_and_the_flipped_convol
     plt.close(fig)
     with pytest.raises(ValueError, match=r"pixel \(4, 0\) in dx \(4, 5\)"):
         viz.draw_conv_backward(dy, weight, pixel=(4, 0))
+
+
+def test_show_source_maps_draws_each_map_over_the_input_one_square_per_cell():
+    import matplotlib.pyplot as plt
+
+    image = np.zeros((32, 32, 3), np.uint8)
+    maps = [np.arange(16.0).reshape(4, 4), np.ones((2, 2))]
+    fig, axes = plt.subplots(1, 3)
+    viz.show_source_maps(axes, image, maps, [8, 16], ["a", "b"], label="row")
+    assert [len(ax.images) for ax in axes] == [1, 2, 2]                 # the input; grey + map each
+    overlay = axes[1].images[1]
+    assert overlay.get_extent() == [0, 32, 32, 0] and overlay.get_array().shape == (4, 4)
+    assert list(axes[1].get_xticks()) == [0, 8, 16, 24, 32] and axes[2].get_title() == "b"
+    assert axes[0].get_ylabel() == "row"
+    fig2, axes2 = plt.subplots(1, 2)                                    # no input panel
+    viz.show_source_maps(axes2, image, maps, [8, 16], ["a", "b"], vmin=0, vmax=20, label="r")
+    assert axes2[0].images[1].get_clim() == (0, 20) and axes2[0].get_ylabel() == "r"
+    with pytest.raises(ValueError, match="4 axes, 2 maps"):
+        viz.show_source_maps(list(axes) + [axes2[0]], image, maps, [8, 16], ["a", "b"])
+    plt.close(fig)
+    plt.close(fig2)
