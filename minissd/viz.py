@@ -360,6 +360,42 @@ def show_source_maps(axes, image, maps, steps, titles, vmin=None, vmax=None, cma
     return axes
 
 
+def draw_receptive_fields(model, ax=None, width: float = 11.0):
+    """Per source map, bars of its cell step, its two square default boxes and its receptive field
+    (``summary.receptive_fields``), in input pixels on a log scale, the image side dashed; -> ax."""
+    import matplotlib.pyplot as plt
+
+    from minissd.ssd.summary import receptive_fields
+
+    rows = receptive_fields(model)
+    S = model.cfg.image_size
+    if ax is None:
+        _, ax = plt.subplots(figsize=(width, width * 0.5), dpi=max(100, plt.rcParams["figure.dpi"]))
+    bars = (("step", "cell step (px between cells)", "#bab0ac"),
+            ("min_size", "default box: small square", "#f28e2b"),
+            ("extra_size", "default box: sqrt(min x max) square", "#e15759"),
+            ("field", "receptive field", "#4e79a7"))
+    x = np.arange(len(rows))
+    w = 0.8 / len(bars)
+    for b, (key, label, colour) in enumerate(bars):
+        values = [r[key] for r in rows]
+        ax.bar(x + (b - (len(bars) - 1) / 2) * w, values, w, color=colour, label=label)
+        for xi, v in zip(x, values):
+            ax.text(xi + (b - (len(bars) - 1) / 2) * w, v * 1.05, f"{v:.0f}", ha="center",
+                    va="bottom", fontsize=8)
+    ax.axhline(S, color="black", ls="--", lw=1)
+    ax.text(-0.45, S * 1.04, f"image side {S} px", ha="left", va="bottom", fontsize=9)
+    ax.set_yscale("log")
+    ax.set_ylim(min(r["step"] for r in rows) / 1.6, max(r["field"] for r in rows) * 2.2)
+    ax.set_xticks(x, [f"{r['name']}\n{r['size']}x{r['size']}" for r in rows])
+    ax.set_ylabel("input pixels (log scale)")
+    ax.set_title(f"{model.cfg.name}: what each source map's cell sees (receptive field) and the boxes "
+                 f"it predicts", fontsize=11)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=9, ncol=2, frameon=False)
+    ax.grid(axis="y", alpha=0.3, which="both")
+    return ax
+
+
 # --- augmentation: one photo through the transforms ------------------------------------------
 def _display(image) -> np.ndarray:
     """An augmentation intermediate (float 0..255 or uint8, (H, W, 3)) as uint8 for imshow."""

@@ -264,3 +264,20 @@ def test_show_source_maps_draws_each_map_over_the_input_one_square_per_cell():
         viz.show_source_maps(list(axes) + [axes2[0]], image, maps, [8, 16], ["a", "b"])
     plt.close(fig)
     plt.close(fig2)
+
+
+def test_draw_receptive_fields_has_four_bars_per_source_map():
+    import matplotlib.pyplot as plt
+
+    from minissd.ssd.config import get_config
+    from minissd.ssd.model import SSD
+    from minissd.ssd.summary import receptive_fields
+
+    model = SSD(get_config("ssd-tiny"), 3)
+    ax = viz.draw_receptive_fields(model)
+    rows = receptive_fields(model)
+    heights = sorted(round(p.get_height(), 3) for p in ax.patches)
+    want = sorted(round(float(r[k]), 3) for r in rows for k in ("step", "min_size", "extra_size", "field"))
+    assert heights == want and ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"{r['name']}\n{r['size']}x{r['size']}" for r in rows]
+    plt.close(ax.figure)
