@@ -13,11 +13,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 from minissd.datasets.augment import train_transform  # noqa: E402
 from minissd.datasets.voc import VOCDataset  # noqa: E402
-from minissd.viz import denormalize, show_detections  # noqa: E402
+from minissd.viz import show_augmented  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VOC5_CLASSES = ("bus", "car", "cat", "person", "train")
@@ -38,12 +37,11 @@ def main():
                                                                       2.7 * len(IMAGE_IDS)))
     for r, (row, image_id) in enumerate(zip(axes, IMAGE_IDS)):
         image, boxes, labels = ds.load(ds.ids.index(image_id))
-        show_detections(row[0], image, boxes, labels, class_names=ds.class_names,
-                        title=f"{image_id} original")
+        show_augmented(image, boxes, labels, transform, seeds=[[r, k] for k in range(args.draws)],
+                       class_names=ds.class_names, axes=row)
+        row[0].set_title(f"{image_id} original", fontsize=10)
         for k, ax in enumerate(row[1:]):
-            out, out_boxes, out_labels = transform(image, boxes, labels, np.random.default_rng([r, k]))
-            show_detections(ax, denormalize(out), out_boxes * SIZE, out_labels,
-                            class_names=ds.class_names, title=f"draw {k}")
+            ax.set_title(f"draw {k}", fontsize=10)
     fig.suptitle("SSD training augmentation: photometric, zoom out, IoU crop, flip, resize to 300")
     fig.tight_layout()
     fig.savefig(args.out, dpi=90)

@@ -9,6 +9,10 @@ the architecture figure of an SSD model; the pictures of IoU, the offset encodin
     draw_iou(ax, box_a, box_b); draw_encoding(ax, prior_cxcywh, box_xyxy)   # chapter 7
     draw_loss_balance(ax, ce, loss.positive[0], loss.negative[0])          # chapter 8
 
+    show_augmentation_steps(trace(transforms, image, boxes, labels))     # each transform's output
+    show_augmented(image, boxes, labels, train_transform(300), seeds=range(4))   # what training sees
+    show_judged(ax, image, boxes, labels, scores, gt_boxes, gt_labels)   # TP / FP / missed, with truth
+
 Boxes are pixel xyxy; multiply [0, 1] boxes by the image size first. Labels are 1..C
 (0 is the background), so the name of label k is ``class_names[k - 1]``.
 """
@@ -146,6 +150,399 @@ def save_grid(pictures, path, columns: int = 4, pad: int = 4) -> Image.Image:
     grid = make_grid(pictures, columns, pad)
     grid.save(path)
     return grid
+
+
+# --- convolution as one GEMM (chapter 2) and its backward (chapter 4) ----------------------------
+def _grid(ax, x0, y0, rows, cols, face="#eef3fa", edge="#9db3d1", lw=0.6):
+    """A rows x cols grid of unit cells with its top-left corner at (x0, y0) (y grows downwards)."""
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((x0, y0), cols, rows, fc=face, ec="none"))
+    for r in range(rows + 1):
+        ax.plot([x0, x0 + cols], [y0 + r, y0 + r], color=edge, lw=lw)
+    for c in range(cols + 1):
+        ax.plot([x0 + c, x0 + c], [y0, y0 + rows], color=edge, lw=lw)
+
+
+def _cell(ax, x, y, colour, alpha=0.85, w=1, h=1):
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((x, y), w, h, fc=colour, ec="none", alpha=alpha))
+
+
+def draw_conv_gemm(batch=2, channels=2, size=5, out_channels=3, kernel=3, output=(0, 1, 1),
+                   out_channel=1, width: float = 15.0):
+    """A kernel sliding over a batch of images, and the convolution as one GEMM; -> the figure.
+
+    Left: ``batch`` images (rows) of ``channels`` (columns) of size x size (stride 1, no padding),
+    the window of output ``output`` = (n, i, j) (red) and of the next position (orange). Right:
+    W (K, C*kh*kw) @ col (C*kh*kw, N*Ho*Wo) = Y (K, N*Ho*Wo), every cell drawn: the window's
+    column of col (rows ordered (c, p, q), columns (n, i, j)), row ``out_channel`` of W, and the
+    one output entry they make.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    N, C, S, K, k = batch, channels, size, out_channels, kernel
+    out = S - k + 1                                              # Ho = Wo (stride 1, no padding)
+    n, i, j = output
+    if not (0 <= n < N and 0 <= i < out and 0 <= j < out and 0 <= out_channel < K):
+        raise ValueError(f"draw_conv_gemm: output {output} / out_channel {out_channel} outside "
+                         f"the (N, Ho, Wo) = ({N}, {out}, {out}) outputs and K = {K} channels")
+    rows, cols = C * k * k, N * out * out
+    red, orange = "#d62728", "#ff7f0e"
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(width, width * 0.36),
+                                   gridspec_kw={"width_ratios": [1, 2.6]},
+                                   dpi=max(100, plt.rcParams["figure.dpi"]))
+    # --- the images (rows) and their channels (columns), with the window sliding ---------------
+    for m in range(N):
+        for c in range(C):
+            x0, y0 = c * (S + 1), m * (S + 1.6)
+            _grid(ax0, x0, y0, S, S)
+            if m == n:
+                for (ii, jj), colour, ls in (((i, j), red, "-"), ((i, j + 1), orange, "--")):
+                    if jj < out:
+                        ax0.add_patch(Rectangle((x0 + jj, y0 + ii), k, k, fill=False, ec=colour,
+                                                lw=2.5, ls=ls, zorder=3))
+            ax0.text(x0 + S / 2, y0 - 0.15, f"image {m}, channel {c}", ha="center", va="bottom",
+                     fontsize=10)
+    ax0.text(-0.2, N * (S + 1.6) - 0.9, f"kernel {k}x{k} x {C} channels; red: the window of output\n"
+             f"(n, i, j) = {output}; orange: the next one, a stride to the right", fontsize=10,
+             va="top")
+    ax0.set_xlim(-0.5, C * (S + 1))
+    ax0.set_ylim(N * (S + 1.6) + 1.6, -1.4)
+    ax0.set_aspect("equal")
+    ax0.set_axis_off()
+    # --- W @ col = Y, cell by cell ------------------------------------------------------------
+    gap = 3.0
+    wx, colx = 0.0, rows + gap                                     # W is K x rows, col is rows x cols
+    yx = colx + cols + gap
+    top_w = (rows - K) / 2                                         # W and Y centred on col
+    _grid(ax1, wx, top_w, K, rows)
+    _grid(ax1, colx, 0, rows, cols)
+    _grid(ax1, yx, top_w, K, cols)
+    column = n * out * out + i * out + j                          # output (n, i, j)'s column
+    for colour, col_j in ((red, column), (orange, column + 1 if j + 1 < out else None)):
+        if col_j is None:
+            continue
+        alpha = 0.85 if colour == red else 0.45
+        _cell(ax1, colx + col_j, 0, colour, alpha, h=rows)
+        _cell(ax1, yx + col_j, top_w + out_channel, colour, alpha)
+    _cell(ax1, wx, top_w + out_channel, red, 0.85, w=rows)
+    for c in range(1, C):                                          # channel blocks of the rows
+        ax1.plot([colx - 0.4, colx + cols + 0.4], [c * k * k] * 2, color="#555555", lw=1.2)
+        ax1.plot([wx + c * k * k] * 2, [top_w - 0.4, top_w + K + 0.4], color="#555555", lw=1.2)
+    for m in range(1, N):                                          # image blocks of the columns
+        for x in (colx, yx):
+            ax1.plot([x + m * out * out] * 2, [-0.4, rows + 0.4] if x == colx else
+                     [top_w - 0.4, top_w + K + 0.4], color="#555555", lw=1.2)
+    mid = rows / 2
+    ax1.text(colx - gap / 2, mid, "@", ha="center", va="center", fontsize=18)
+    ax1.text(yx - gap / 2, mid, "=", ha="center", va="center", fontsize=18)
+    fs = 10.5
+    ax1.text(wx + rows / 2, top_w - 1.0, f"W  (K, C·kh·kw) = ({K}, {rows})\nrow {out_channel}: "
+             f"output channel {out_channel}'s kernel", ha="center", va="bottom", fontsize=fs)
+    ax1.text(colx + cols / 2, rows + 0.8, f"col  (C·kh·kw, N·Ho·Wo) = ({rows}, {cols})\n"
+             f"rows (c, p, q), columns (n, i, j); red: the window of {output}",
+             ha="center", va="top", fontsize=fs)
+    ax1.text(yx + cols / 2, top_w + K + 1.0, f"Y  (K, N·Ho·Wo) = ({K}, {cols})\n"
+             f"-> reshape (K, N, Ho, Wo) -> NCHW", ha="center", va="top", fontsize=fs)
+    ax1.set_xlim(-0.5, yx + cols + 0.5)
+    ax1.set_ylim(rows + 3.2, -1.2)
+    ax1.set_aspect("equal")
+    ax1.set_axis_off()
+    fig.suptitle(f"convolution = im2col + one GEMM: {N} images x {C} channels {S}x{S}, "
+                 f"{K} kernels {k}x{k}, output {N} x {K} x {out}x{out}", fontsize=12)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.02, wspace=0.05)
+    return fig
+
+
+def _matrix(ax, values, title, marks=(), fmt="{:g}", fontsize=11):
+    """A small matrix drawn cell by cell with its numbers; marks: [(r0, c0, rows, cols, colour)]."""
+    from matplotlib.patches import Rectangle
+
+    values = np.asarray(values)
+    rows, cols = values.shape
+    _grid(ax, 0, 0, rows, cols)
+    for r0, c0, h, w, colour in marks:
+        ax.add_patch(Rectangle((c0, r0), w, h, fc=colour, ec=colour, alpha=0.35, lw=2))
+        ax.add_patch(Rectangle((c0, r0), w, h, fill=False, ec=colour, lw=2.5, zorder=3))
+    for (r, c), v in np.ndenumerate(values):
+        ax.text(c + 0.5, r + 0.5, fmt.format(v + 0.0), ha="center", va="center", fontsize=fontsize,
+                color="#999999" if v == 0 else "black", zorder=4)
+    ax.set_xlim(-0.2, cols + 0.2)
+    ax.set_ylim(rows + 0.2, -0.2)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=11)
+
+
+def draw_conv_backward(dy=None, weight=None, output=(0, 2), pixel=(1, 2), width: float = 15.0):
+    """Convolution's input gradient two ways, with numbers; -> (figure, dx).
+
+    One channel, stride 1, no padding: dy (Ho, Wo), weight (k, k), dx (Ho + k - 1, Wo + k - 1)
+    computed by ``functional.conv2d_input_grad``. Panels: dy (entry ``output`` in red); the
+    kernel; that entry's scatter dy[i, j] * W onto the window it read (col2im, one column);
+    dx, the sum of all scatters (pixel ``pixel`` in blue); and dx as a transposed convolution:
+    dy zero-padded by k - 1, the kernel flipped, its window at ``pixel`` giving dx[pixel].
+    """
+    import matplotlib.pyplot as plt
+
+    from minissd.nn.functional import conv2d_input_grad
+
+    dy = np.array([[1, 0, 2], [0, 1, 0], [3, 0, 1]], float) if dy is None else np.asarray(dy, float)
+    weight = (np.array([[1, 2, 0], [0, 1, 0], [-1, 0, 1]], float) if weight is None
+              else np.asarray(weight, float))
+    (ho, wo), k = dy.shape, weight.shape[0]
+    if weight.shape != (k, k) or dy.ndim != 2:
+        raise ValueError(f"draw_conv_backward: expected dy (Ho, Wo) and a square weight (k, k), "
+                         f"got {dy.shape} and {weight.shape}")
+    H, W = ho + k - 1, wo + k - 1
+    i, j = output
+    h, w = pixel
+    if not (0 <= i < ho and 0 <= j < wo and 0 <= h < H and 0 <= w < W):
+        raise ValueError(f"draw_conv_backward: output {output} must lie in dy {dy.shape} and "
+                         f"pixel {pixel} in dx {(H, W)}")
+    dx = conv2d_input_grad(dy[None, None], weight[None, None], (H, W))[0, 0]      # (H, W)
+    scatter = np.zeros((H, W))
+    scatter[i:i + k, j:j + k] = dy[i, j] * weight
+    padded = np.pad(dy, k - 1)                                                      # (H + k - 1, ..)
+    red, blue = "#d62728", "#1f77b4"
+    fig, axes = plt.subplots(1, 5, figsize=(width, width * 0.27),
+                             gridspec_kw={"width_ratios": [wo, k, W, W, W + k - 1]},
+                             dpi=max(100, plt.rcParams["figure.dpi"]))
+    _matrix(axes[0], dy, f"dy  ({ho}, {wo})\nentry {output} in red", [(i, j, 1, 1, red)])
+    _matrix(axes[1], weight, f"kernel W  ({k}, {k})")
+    _matrix(axes[2], scatter, f"its scatter: dy{list(output)} * W\nonto the window it read",
+            [(i, j, k, k, red)])
+    _matrix(axes[3], dx, f"dx ({H}, {W}): all {ho * wo} scatters\nsummed (col2im)",
+            [(h, w, 1, 1, blue)])
+    _matrix(axes[4], padded, f"= dy padded by {k - 1}, convolved with\nW flipped: "
+            f"dx{list(pixel)} = {dx[h, w]:g}", [(h, w, k, k, blue)])
+    for (r, c), v in np.ndenumerate(weight[::-1, ::-1]):                 # the flipped kernel's taps
+        axes[4].text(w + c + 0.93, h + r + 0.1, f"x{v:g}", ha="right", va="top", fontsize=8.5,
+                     color=blue, zorder=5)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.8, bottom=0.03, wspace=0.12)
+    return fig, dx
+
+
+def show_source_maps(axes, image, maps, steps, titles, vmin=None, vmax=None, cmap="magma",
+                     label=None):
+    """The input, then one (m, m) map per source drawn over it, one square per cell; -> axes.
+
+    axes: len(maps) + 1 Axes in a row (the input first), or len(maps) (no input panel; label then
+    goes on the first map). image: uint8 (S, S, 3). maps: (m, m) arrays, e.g. a source
+    map's mean over channels or its heads' best object score per cell. steps: each map's cell size
+    in pixels (``cfg.steps``). vmin/vmax: one colour scale for all maps (None: each its own).
+    label: a y-axis label for the input's panel (the row's name).
+    """
+    axes = list(np.ravel(axes))
+    if not (len(maps) == len(steps) == len(titles) and len(axes) in (len(maps), len(maps) + 1)):
+        raise ValueError(f"show_source_maps: {len(axes)} axes, {len(maps)} maps, {len(steps)} steps "
+                         f"and {len(titles)} titles: expected as many maps, steps and titles, and "
+                         f"as many axes or one more")
+    image = to_numpy(image)
+    S = image.shape[0]
+    grey = image.mean(axis=2)
+    if len(axes) > len(maps):
+        axes[0].imshow(image, extent=(0, S, S, 0))
+        axes[0].set_xticks([]); axes[0].set_yticks([])
+    if label:
+        axes[0].set_ylabel(label, fontsize=10)
+    for ax, amap, step, title in zip(axes[len(axes) - len(maps):], maps, steps, titles):
+        amap = to_numpy(amap)
+        ax.imshow(grey, cmap="gray", extent=(0, S, S, 0))
+        im = ax.imshow(amap, cmap=cmap, alpha=0.75, interpolation="nearest", extent=(0, S, S, 0),
+                       vmin=vmin, vmax=vmax)
+        ax.set_xticks(np.arange(0, S + 1, step)); ax.set_yticks(np.arange(0, S + 1, step))
+        ax.tick_params(labelbottom=False, labelleft=False, length=0)
+        ax.grid(color="white", lw=0.4, alpha=0.6)
+        ax.set_title(title, fontsize=10)
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    return axes
+
+
+def draw_receptive_fields(model, ax=None, width: float = 11.0):
+    """Per source map, bars of its cell step, its two square default boxes and its receptive field
+    (``summary.receptive_fields``), in input pixels on a log scale, the image side dashed; -> ax."""
+    import matplotlib.pyplot as plt
+
+    from minissd.ssd.summary import receptive_fields
+
+    rows = receptive_fields(model)
+    S = model.cfg.image_size
+    if ax is None:
+        _, ax = plt.subplots(figsize=(width, width * 0.5), dpi=max(100, plt.rcParams["figure.dpi"]))
+    bars = (("step", "cell step (px between cells)", "#bab0ac"),
+            ("min_size", "default box: small square", "#f28e2b"),
+            ("extra_size", "default box: sqrt(min x max) square", "#e15759"),
+            ("field", "receptive field", "#4e79a7"))
+    x = np.arange(len(rows))
+    w = 0.8 / len(bars)
+    for b, (key, label, colour) in enumerate(bars):
+        values = [r[key] for r in rows]
+        ax.bar(x + (b - (len(bars) - 1) / 2) * w, values, w, color=colour, label=label)
+        for xi, v in zip(x, values):
+            ax.text(xi + (b - (len(bars) - 1) / 2) * w, v * 1.05, f"{v:.0f}", ha="center",
+                    va="bottom", fontsize=8)
+    ax.axhline(S, color="black", ls="--", lw=1)
+    ax.text(-0.45, S * 1.04, f"image side {S} px", ha="left", va="bottom", fontsize=9)
+    ax.set_yscale("log")
+    ax.set_ylim(min(r["step"] for r in rows) / 1.6, max(r["field"] for r in rows) * 2.2)
+    ax.set_xticks(x, [f"{r['name']}\n{r['size']}x{r['size']}" for r in rows])
+    ax.set_ylabel("input pixels (log scale)")
+    ax.set_title(f"{model.cfg.name}: what each source map's cell sees (receptive field) and the boxes "
+                 f"it predicts", fontsize=11)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=9, ncol=2, frameon=False)
+    ax.grid(axis="y", alpha=0.3, which="both")
+    return ax
+
+
+# --- augmentation: one photo through the transforms ------------------------------------------
+def _display(image) -> np.ndarray:
+    """An augmentation intermediate (float 0..255 or uint8, (H, W, 3)) as uint8 for imshow."""
+    return np.clip(np.round(to_numpy(image)), 0, 255).astype(np.uint8)
+
+
+def show_augmentation_steps(steps, class_names=None, columns: int = 3, panel: float = 3.6,
+                            titles=None):
+    """One panel per step of ``augment.trace``: its image (drawn to scale) and boxes; -> the figure.
+
+    steps: [(transform or None, (H, W, 3) image in 0..255, (n, 4) pixel boxes, (n,) labels)].
+    Each panel is titled with the transform's class name (or ``titles[k]``), the image size and
+    the number of boxes; its axes are in pixels, so zooming out shows as larger numbers.
+    """
+    import matplotlib.pyplot as plt
+
+    if not steps:
+        raise ValueError("show_augmentation_steps: no steps given")
+    if titles is not None and len(titles) != len(steps):
+        raise ValueError(f"show_augmentation_steps: {len(titles)} titles for {len(steps)} steps")
+    rows = -(-len(steps) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(panel * columns, panel * rows * 0.92),
+                             dpi=max(100, plt.rcParams["figure.dpi"]), squeeze=False)
+    for k, (ax, (t, image, boxes, labels)) in enumerate(zip(axes.flat, steps)):
+        name = titles[k] if titles is not None else "original" if t is None else type(t).__name__
+        h, w = image.shape[:2]
+        show_detections(ax, _display(image), boxes, labels, class_names=class_names, fontsize=8,
+                        linewidth=2.5)
+        ax.set_axis_on()                                       # pixel axes: the sizes to compare
+        ax.tick_params(labelsize=8)
+        ax.set_title(f"{k}. {name}\n{w}x{h}, {len(boxes)} box{'es' * (len(boxes) != 1)}", fontsize=10)
+    for ax in axes.flat[len(steps):]:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def show_augmented(image, boxes, labels, transform, seeds, class_names=None, axes=None,
+                   panel: float = 3.2):
+    """The photo, then ``transform`` (a training pipeline ending in Normalize and ToCHW, boxes in
+    [0, 1]) applied once per seed, boxes drawn: what the network is given; -> the axes.
+
+    image: uint8 (H, W, 3); boxes (n, 4) pixel xyxy; labels (n,). axes: len(seeds) + 1 Axes,
+    or None for a new figure in one row.
+    """
+    import matplotlib.pyplot as plt
+
+    seeds = list(seeds)
+    if axes is None:
+        _, axes = plt.subplots(1, len(seeds) + 1, figsize=(panel * (len(seeds) + 1), panel),
+                               dpi=max(100, plt.rcParams["figure.dpi"]))
+    axes = list(np.ravel(axes))
+    if len(axes) != len(seeds) + 1:
+        raise ValueError(f"show_augmented: {len(axes)} axes for the photo and {len(seeds)} seeds; "
+                         f"expected {len(seeds) + 1}")
+    h, w = image.shape[:2]
+    show_detections(axes[0], image, boxes, labels, class_names=class_names, title=f"photo {w}x{h}")
+    for ax, seed in zip(axes[1:], seeds):
+        out, out_boxes, out_labels = transform(image, boxes, labels, np.random.default_rng(seed))
+        picture = denormalize(out)
+        size = np.array(picture.shape[1::-1] * 2, np.float32)            # (W, H, W, H)
+        show_detections(ax, picture, out_boxes * size, out_labels, class_names=class_names,
+                        title=f"seed {seed}")
+    return axes
+
+
+# --- detections judged against the ground truth ------------------------------------------------
+JUDGED_COLOURS = {"true positive": "#1a9641", "false positive": "#d7191c",
+                  "missed": "#fdae61", "ground truth": "white", "ignored (difficult)": "#999999"}
+
+
+def judged_legend(where, **kwargs):
+    """The legend of show_judged's colours: below a Figure's panels, or filling an (empty) Axes."""
+    from matplotlib.axes import Axes
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, lw=3, ls="--" if k in ("missed", "ground truth") else "-",
+                      label=k) for k, c in JUDGED_COLOURS.items()]
+    for h in handles:
+        h.set_path_effects(_outline(4.5))
+    if isinstance(where, Axes):
+        where.set_axis_off()
+        options = dict(loc="center", ncol=1, frameon=False, fontsize=11, handlelength=3)
+    else:
+        options = dict(loc="lower center", ncol=len(handles), frameon=False, fontsize=10,
+                       bbox_to_anchor=(0.5, 0.0))
+    options.update(kwargs)
+    return where.legend(handles=handles, **options)
+
+
+def _outline(width):
+    from matplotlib import patheffects
+
+    return [patheffects.Stroke(linewidth=width, foreground="black"), patheffects.Normal()]
+
+
+def show_judged(ax, image, boxes, labels, scores, gt_boxes, gt_labels, difficult=None,
+                class_names=None, iou_threshold: float = 0.5, linewidth: float = 3.0,
+                fontsize: float = 9.0, title: str | None = None):
+    """Detections coloured by VOC's verdict (``metrics.judge_image``), with the ground truth drawn.
+
+    True positives green, false positives red (wrong place, wrong class or a duplicate), ground
+    truth dashed white, missed ground truth dashed orange, detections of difficult objects grey.
+    Captions sit inside the boxes' top-left corners, so none is cut off at the image's edge.
+    All boxes are pixel xyxy. -> (outcome (D,), found (G,)) as judge_image returns them.
+    """
+    from matplotlib.patches import Rectangle
+
+    from minissd.evaluation.metrics import IGNORED, TRUE_POSITIVE, judge_image
+
+    outcome, found = judge_image(to_numpy(boxes), to_numpy(labels), to_numpy(scores),
+                                 to_numpy(gt_boxes), to_numpy(gt_labels), difficult, iou_threshold)
+    image = to_numpy(image)
+    ax.imshow(image)
+    h, w = image.shape[:2]
+
+    def rectangle(box, colour, dashed, caption=None):
+        x0, y0, x1, y1 = (float(v) for v in box)
+        patch = ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour,
+                                       linewidth=linewidth, ls=(0, (4, 2)) if dashed else "-"))
+        patch.set_path_effects(_outline(linewidth + 1.5))
+        if caption:
+            right = x0 > 0.6 * w                       # near the right edge: the top-right corner
+            x = min(x1, w - 1) - 2 if right else max(x0, 0) + 2
+            y = min(max(y0, 0), h - 1) + 2                                 # inside the image
+            ax.text(x, y, caption, color="black" if colour == "white" else "white",
+                    fontsize=fontsize, va="top", ha="right" if right else "left", clip_on=True,
+                    bbox=dict(facecolor=colour, edgecolor="none", pad=1, alpha=0.85))
+
+    gt_boxes, gt_labels = to_numpy(gt_boxes).reshape(-1, 4), to_numpy(gt_labels).reshape(-1)
+    for box, label, hit in zip(gt_boxes, gt_labels, found):
+        rectangle(box, JUDGED_COLOURS["ground truth" if hit else "missed"], True,
+                  None if hit else "missed " + box_caption(label, None, class_names))
+    kinds = {TRUE_POSITIVE: "true positive", IGNORED: "ignored (difficult)"}
+    order = np.argsort(-to_numpy(scores).reshape(-1), kind="stable")[::-1]   # best drawn last
+    boxes, labels, scores = (to_numpy(v) for v in (boxes, labels, scores))
+    for d in order:
+        rectangle(boxes[d], JUDGED_COLOURS[kinds.get(int(outcome[d]), "false positive")], False,
+                  box_caption(labels[d], scores[d], class_names))
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=fontsize + 1)
+    return outcome, found
 
 
 # --- the architecture figure (the paper's Fig. 2, drawn from the model) ---------------------

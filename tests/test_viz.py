@@ -215,3 +215,161 @@ def test_draw_loss_balance_colours_the_three_groups_and_marks_the_quota():
     with pytest.raises(ValueError, match="both positive and a mined negative"):
         viz.draw_loss_balance(ax, ce, positive, positive)
     plt.close(fig)
+
+
+def test_show_augmentation_steps_draws_each_step_with_its_size_and_boxes():
+    import matplotlib.pyplot as plt
+
+    from minissd.datasets import augment
+
+    image = np.full((40, 60, 3), 90, np.float32)
+    boxes, labels = np.array([[5, 5, 20, 30], [30, 10, 55, 35]], np.float32), np.array([1, 2])
+    steps = augment.trace([augment.Expand(p=1.0), augment.Resize(50)], image, boxes, labels, seed=0)
+    fig = viz.show_augmentation_steps(steps, class_names=("cat", "dog"), columns=2)
+    axes = fig.axes
+    assert len(axes) == 4 and not axes[3].axison                # 3 steps, the 4th panel blank
+    h, w = steps[1][1].shape[:2]
+    assert [ax.get_title() for ax in axes[:3]] == [
+        "0. original\n60x40, 2 boxes", f"1. Expand\n{w}x{h}, 2 boxes", "2. Resize\n50x50, 2 boxes"]
+    assert all(len(ax.patches) == 2 for ax in axes[:3])         # a rectangle per box
+    x0, y0 = axes[1].patches[0].get_xy()
+    np.testing.assert_allclose((x0, y0), steps[1][2][0, :2])    # drawn where the step put it
+    assert fig.dpi >= 100
+    plt.close(fig)
+    with pytest.raises(ValueError, match="1 titles for 3 steps"):
+        viz.show_augmentation_steps(steps, titles=["a"])
+
+
+def test_show_augmented_draws_the_photo_and_one_panel_per_seed():
+    import matplotlib.pyplot as plt
+
+    from minissd.datasets.augment import flip_transform
+
+    image = np.zeros((30, 40, 3), np.uint8)
+    image[:, :20] = 200                                         # left half bright
+    boxes, labels = np.array([[2, 2, 12, 20]], np.float32), np.array([1])
+    axes = viz.show_augmented(image, boxes, labels, flip_transform(32), seeds=range(4))
+    assert len(axes) == 5 and axes[0].get_title() == "photo 40x30"
+    for ax, seed in zip(axes[1:], range(4)):                    # the flip's own draw decides
+        shown = ax.images[0].get_array()
+        flipped = shown[:, -1].mean() > shown[:, 0].mean()
+        x0 = ax.patches[0].get_xy()[0]
+        assert shown.shape == (32, 32, 3) and (x0 > 16) == flipped and ax.get_title() == f"seed {seed}"
+    assert len({ax.patches[0].get_xy()[0] > 16 for ax in axes[1:]}) == 2    # both outcomes seen
+    plt.close(axes[0].figure)
+    with pytest.raises(ValueError, match="2 axes for the photo and 4 seeds"):
+        viz.show_augmented(image, boxes, labels, flip_transform(32), range(4), axes=axes[:2])
+
+
+def test_show_judged_colours_each_verdict_and_draws_the_truth():
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    fig, ax = plt.subplots()
+    gt_boxes, gt_labels = np.array([[0, 0, 19, 19], [40, 40, 59, 59]], float), np.array([1, 2])
+    boxes = np.array([[1, 0, 19, 19], [60, 0, 79, 19]], float)        # on gt 0; on nothing
+    outcome, found = viz.show_judged(ax, np.zeros((80, 80, 3), np.uint8), boxes, [1, 1], [0.9, 0.8],
+                                     gt_boxes, gt_labels, class_names=("cat", "dog"), title="t")
+    assert outcome.tolist() == [1, 0] and found.tolist() == [True, False]
+    colours = [p.get_edgecolor() for p in ax.patches]                 # truth first, then detections
+    want = ["ground truth", "missed", "false positive", "true positive"]   # best detection drawn last
+    assert colours == [to_rgba(viz.JUDGED_COLOURS[k]) for k in want]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["missed dog", "cat 0.80", "cat 0.90"]
+    right = [t for t in ax.texts if t.get_text() == "cat 0.80"][0]     # near the right edge:
+    assert right.get_ha() == "right" and right.get_position()[0] <= 79     # anchored inside
+    assert ax.get_xlim() == (-0.5, 79.5) and ax.get_title() == "t"
+    legend = viz.judged_legend(fig)
+    assert [t.get_text() for t in legend.get_texts()] == list(viz.JUDGED_COLOURS)
+    plt.close(fig)
+
+
+def test_judged_legend_fills_an_empty_axes():
+    import matplotlib.pyplot as plt
+
+    fig, (ax, spare) = plt.subplots(1, 2)
+    legend = viz.judged_legend(spare)
+    assert legend.axes is spare and not spare.axison and len(legend.get_texts()) == len(viz.JUDGED_COLOURS)
+    plt.close(fig)
+
+
+def test_draw_conv_gemm_labels_the_block_shapes_and_marks_the_window_s_column():
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    fig = viz.draw_conv_gemm(batch=2, channels=3, size=6, out_channels=4, kernel=3, output=(1, 2, 0),
+                             out_channel=2)
+    ax_images, ax_gemm = fig.axes
+    texts = " ".join(t.get_text() for t in ax_gemm.texts)
+    assert "W  (K, C·kh·kw) = (4, 27)" in texts and "col  (C·kh·kw, N·Ho·Wo) = (27, 32)" in texts
+    assert "Y  (K, N·Ho·Wo) = (4, 32)" in texts
+    red = [p for p in ax_gemm.patches if p.get_facecolor()[:3] == to_rgba("#d62728")[:3]]
+    # the column of output (n, i, j) = (1, 2, 0) is n*Ho*Wo + i*Wo + j = 16 + 8 = 24; W's row 2
+    col_x0 = 27 + 3.0                                                   # col starts after W and a gap
+    assert sorted((p.get_x(), p.get_width(), p.get_height()) for p in red) == sorted(
+        [(col_x0 + 24, 1, 27), (col_x0 + 32 + 3.0 + 24, 1, 1), (0.0, 27, 1)])
+    windows = [p for p in ax_images.patches if not p.get_fill()]
+    assert [(p.get_x(), p.get_y()) for p in windows][:1] == [(0 + 0, (6 + 1.6) + 2)]   # image 1, row 2
+    assert len(windows) == 2 * 3                                        # red and orange, each channel
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"output \(2, 0, 0\)"):
+        viz.draw_conv_gemm(output=(2, 0, 0))
+
+
+def test_draw_conv_backward_dx_is_the_sum_of_the_scatters_and_the_flipped_convolution():
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    dy, weight = rng.integers(-3, 4, (3, 4)).astype(float), rng.integers(-2, 3, (2, 2)).astype(float)
+    fig, dx = viz.draw_conv_backward(dy, weight, output=(1, 3), pixel=(3, 4))
+    scatters = np.zeros((4, 5))
+    for (i, j), g in np.ndenumerate(dy):                                # the loops of chapter 4
+        scatters[i:i + 2, j:j + 2] += g * weight
+    np.testing.assert_array_equal(dx, scatters)
+    flipped = np.array([[np.sum(np.pad(dy, 1)[h:h + 2, w:w + 2] * weight[::-1, ::-1]) for w in range(5)]
+                        for h in range(4)])
+    np.testing.assert_array_equal(dx, flipped)
+    assert fig.axes[4].get_title().endswith(f"dx[3, 4] = {dx[3, 4]:g}")
+    shown = [t.get_text() for t in fig.axes[2].texts]                   # the scatter of dy[1, 3]
+    assert shown[1 * 5 + 3] == f"{dy[1, 3] * weight[0, 0] + 0.0:g}"
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"pixel \(4, 0\) in dx \(4, 5\)"):
+        viz.draw_conv_backward(dy, weight, pixel=(4, 0))
+
+
+def test_show_source_maps_draws_each_map_over_the_input_one_square_per_cell():
+    import matplotlib.pyplot as plt
+
+    image = np.zeros((32, 32, 3), np.uint8)
+    maps = [np.arange(16.0).reshape(4, 4), np.ones((2, 2))]
+    fig, axes = plt.subplots(1, 3)
+    viz.show_source_maps(axes, image, maps, [8, 16], ["a", "b"], label="row")
+    assert [len(ax.images) for ax in axes] == [1, 2, 2]                 # the input; grey + map each
+    overlay = axes[1].images[1]
+    assert overlay.get_extent() == [0, 32, 32, 0] and overlay.get_array().shape == (4, 4)
+    assert list(axes[1].get_xticks()) == [0, 8, 16, 24, 32] and axes[2].get_title() == "b"
+    assert axes[0].get_ylabel() == "row"
+    fig2, axes2 = plt.subplots(1, 2)                                    # no input panel
+    viz.show_source_maps(axes2, image, maps, [8, 16], ["a", "b"], vmin=0, vmax=20, label="r")
+    assert axes2[0].images[1].get_clim() == (0, 20) and axes2[0].get_ylabel() == "r"
+    with pytest.raises(ValueError, match="4 axes, 2 maps"):
+        viz.show_source_maps(list(axes) + [axes2[0]], image, maps, [8, 16], ["a", "b"])
+    plt.close(fig)
+    plt.close(fig2)
+
+
+def test_draw_receptive_fields_has_four_bars_per_source_map():
+    import matplotlib.pyplot as plt
+
+    from minissd.ssd.config import get_config
+    from minissd.ssd.model import SSD
+    from minissd.ssd.summary import receptive_fields
+
+    model = SSD(get_config("ssd-tiny"), 3)
+    ax = viz.draw_receptive_fields(model)
+    rows = receptive_fields(model)
+    heights = sorted(round(p.get_height(), 3) for p in ax.patches)
+    want = sorted(round(float(r[k]), 3) for r in rows for k in ("step", "min_size", "extra_size", "field"))
+    assert heights == want and ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"{r['name']}\n{r['size']}x{r['size']}" for r in rows]
+    plt.close(ax.figure)

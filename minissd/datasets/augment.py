@@ -46,6 +46,21 @@ class Compose:
         return "Compose([\n" + "".join(f"    {t!r},\n" for t in self.transforms) + "])"
 
 
+def trace(transforms, image, boxes, labels, seed=0):
+    """Apply transforms one at a time, keeping every intermediate result (to show or check them).
+
+    -> [(transform or None, image, boxes, labels)], the input first (None). Step k draws from
+    its own Generator, ``np.random.default_rng([seed, k])``, so any one step can be replayed
+    alone, on another image of the same shape, and make the same random choices.
+    """
+    transforms = transforms.transforms if isinstance(transforms, Compose) else list(transforms)
+    steps = [(None, image, boxes, labels)]
+    for k, t in enumerate(transforms):
+        image, boxes, labels = t(image, boxes, labels, np.random.default_rng([seed, k]))
+        steps.append((t, image, boxes, labels))
+    return steps
+
+
 class ToFloat:
     """uint8 image -> float32 in 0..255; boxes float32, labels int64."""
 

@@ -113,6 +113,40 @@ def match_image(ious, difficult, iou_threshold=0.5):
     return outcome
 
 
+def judge_image(boxes, labels, scores, gt_boxes, gt_labels, difficult=None, iou_threshold=0.5):
+    """VOC's verdict on one image's detections, class by class, as ``evaluate_voc`` gives it.
+
+    boxes (D, 4), labels (D,), scores (D,): the detections; gt_boxes (G, 4), gt_labels (G,),
+    difficult (G,) bool or None: the ground truth; pixel xyxy boxes (VOC's inclusive IoU).
+    -> (outcome (D,): TRUE_POSITIVE, FALSE_POSITIVE or IGNORED per detection,
+        found (G,) bool: each ground truth has a true positive).
+    """
+    boxes, gt_boxes = np.asarray(boxes, float).reshape(-1, 4), np.asarray(gt_boxes, float).reshape(-1, 4)
+    labels, scores = np.asarray(labels).reshape(-1), np.asarray(scores, float).reshape(-1)
+    gt_labels = np.asarray(gt_labels).reshape(-1)
+    difficult = (np.zeros(len(gt_boxes), bool) if difficult is None
+                 else np.asarray(difficult, bool).reshape(-1))
+    if not len(labels) == len(scores) == len(boxes):
+        raise ValueError(f"judge_image: {len(boxes)} boxes, {len(labels)} labels and "
+                         f"{len(scores)} scores: one of each per detection")
+    if not len(gt_labels) == len(difficult) == len(gt_boxes):
+        raise ValueError(f"judge_image: {len(gt_boxes)} gt_boxes, {len(gt_labels)} gt_labels and "
+                         f"{len(difficult)} difficult flags: one of each per ground truth")
+    outcome = np.full(len(boxes), FALSE_POSITIVE, dtype=np.int8)
+    found = np.zeros(len(gt_boxes), dtype=bool)
+    for c in np.unique(labels):
+        dets = np.flatnonzero(labels == c)
+        dets = dets[np.argsort(-scores[dets], kind="stable")]          # best first
+        gts = np.flatnonzero(gt_labels == c)
+        outcome[dets] = match_image(box_iou_voc(boxes[dets], gt_boxes[gts]), difficult[gts],
+                                    iou_threshold)
+        hits = outcome[dets] == TRUE_POSITIVE
+        if hits.any():
+            ious = box_iou_voc(boxes[dets[hits]], gt_boxes[gts])       # (TP, Gc)
+            found[gts[ious.argmax(axis=1)]] = True                    # what each TP matched
+    return outcome, found
+
+
 def _check_inputs(detections, ground_truths):
     """NumPy copies of the inputs, with shapes checked; errors name the image."""
     if len(detections) != len(ground_truths):

@@ -72,3 +72,29 @@ def summary(model) -> str:
               f"compute:       {stats['macs'] / 1e9:.3f} GMACs = {stats['flops'] / 1e9:.3f} GFLOPs "
               f"per image (FLOPs = 2 x multiply-adds; convolutions only)"]
     return "\n".join(lines)
+
+
+def receptive_fields(model) -> list[dict]:
+    """Per source map: its name, side m, step, theoretical receptive field and square default boxes.
+
+    Down the trunk, each conv or pool of kernel k, stride s, dilation d widens the field by
+    (d (k - 1)) x jump and multiplies the jump (input pixels between neighbouring outputs) by s:
+    r <- r + d (k - 1) j, j <- j s, from r = j = 1 at the input. The field is the window of input
+    pixels one cell of the map can see (its centre weighs most); the default boxes are the
+    sides min_size and sqrt(min_size * max_size) that cell's heads predict from it.
+    """
+    field, jump, out = 1, 1, []
+    names = dict(zip(model.source_layers, model.source_names))
+    cfg = model.cfg
+    for name, layer in model.trunk():
+        if type(layer).__name__ in ("Conv2d", "MaxPool2d"):
+            k, s = layer.kernel_size[0], layer.stride[0]
+            d = layer.dilation[0] if type(layer).__name__ == "Conv2d" else 1
+            field += d * (k - 1) * jump
+            jump *= s
+        if name in names:
+            m = len(out)
+            out.append({"name": names[name], "size": cfg.feature_maps[m], "step": cfg.steps[m],
+                        "jump": jump, "field": field, "min_size": cfg.min_sizes[m],
+                        "extra_size": (cfg.min_sizes[m] * cfg.max_sizes[m]) ** 0.5})
+    return out

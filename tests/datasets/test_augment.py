@@ -268,3 +268,21 @@ def test_compose_repr_lists_the_steps():
     for step in ("PhotometricDistort", "Expand", "RandomIoUCrop", "RandomFlip", "Resize(300)",
                  "BoxesToUnit", "Normalize", "ToCHW"):
         assert step in text
+
+
+def test_trace_keeps_every_step_and_each_replays_alone():
+    rng = np.random.default_rng(3)
+    image, boxes, labels, _ = painted_image(rng)
+    steps_in = [A.PhotometricDistort(p=1.0), A.Expand(p=1.0), A.RandomFlip(p=1.0), A.Resize(64)]
+    steps = A.trace(steps_in, image, boxes, labels, seed=7)
+    assert steps[0][0] is None and steps[0][1] is image and len(steps) == len(steps_in) + 1
+    assert [s[0] for s in steps[1:]] == steps_in
+    for k, (t, out, out_boxes, out_labels) in enumerate(steps[1:]):
+        _, before, before_boxes, before_labels = steps[k]
+        again = t(before, before_boxes, before_labels, np.random.default_rng([7, k]))
+        np.testing.assert_array_equal(again[0], out)
+        np.testing.assert_array_equal(again[1], out_boxes)
+    assert steps[-1][1].shape == (64, 64, 3)
+    assert steps[2][1].shape[0] > image.shape[0]                       # the forced zoom out acted
+    composed = A.trace(A.Compose(steps_in), image, boxes, labels, seed=7)
+    np.testing.assert_array_equal(composed[-1][1], steps[-1][1])       # a Compose is traced alike

@@ -293,3 +293,33 @@ def test_plot_pr_curves():
     drawn = [n for n, ap, r in zip("abc", result["ap"], result["recall"]) if np.isfinite(ap) and len(r)]
     assert [t.split()[0] for t in labels] == drawn and len(drawn) > 0
     plt.close(ax.figure)
+
+
+def test_judge_image_gives_evaluate_voc_s_verdicts():
+    from minissd.evaluation.metrics import FALSE_POSITIVE, IGNORED, TRUE_POSITIVE, judge_image
+
+    gt_boxes = np.array([[0, 0, 9, 9], [20, 20, 39, 39], [50, 50, 59, 59], [0, 20, 9, 29]], float)
+    gt_labels = np.array([1, 1, 2, 2])
+    difficult = np.array([False, False, True, False])
+    boxes = np.array([[0, 0, 9, 9],        # on gt 0: TP
+                      [1, 0, 9, 9],        # on gt 0 again, lower score: a duplicate, FP
+                      [20, 20, 39, 39],    # on gt 1 but the wrong class: FP
+                      [50, 50, 59, 59],    # on the difficult gt 2: ignored
+                      [70, 70, 79, 79]],   # on nothing: FP
+                     float)
+    labels = np.array([1, 1, 2, 2, 1])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    outcome, found = judge_image(boxes, labels, scores, gt_boxes, gt_labels, difficult)
+    assert outcome.tolist() == [TRUE_POSITIVE, FALSE_POSITIVE, FALSE_POSITIVE, IGNORED, FALSE_POSITIVE]
+    assert found.tolist() == [True, False, False, False]
+    # the duplicate scoring higher takes the object instead
+    outcome, _ = judge_image(boxes[:2], labels[:2], [0.8, 0.9], gt_boxes, gt_labels, difficult)
+    assert outcome.tolist() == [FALSE_POSITIVE, TRUE_POSITIVE]
+    # the same verdicts as evaluate_voc: its true positives are judge_image's
+    result = evaluate_voc([(boxes, labels, scores)], [(gt_boxes, gt_labels, difficult)], num_classes=2,
+                          use_07_metric=False)
+    assert result["ap"][0] == pytest.approx(0.5)     # class 1: one TP first, 1 of 2 objects found
+    with pytest.raises(ValueError, match="2 boxes, 2 labels and 1 scores"):
+        judge_image(boxes[:2], labels[:2], [0.5], gt_boxes, gt_labels)
+    with pytest.raises(ValueError, match="4 gt_boxes, 3 gt_labels"):
+        judge_image(boxes, labels, scores, gt_boxes, gt_labels[:3])

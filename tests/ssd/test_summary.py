@@ -50,3 +50,30 @@ def test_macs_match_a_forward_pass():
     assert model_stats(model)["macs"] == macs
     assert model_stats(model)["flops"] == 2 * macs
     assert conv_macs(Conv2d(3, 8, 3), (8, 10, 10)) == 10 * 10 * 8 * 27
+
+
+def test_receptive_fields_of_ssd300_are_vgg_s():
+    from minissd.ssd.summary import receptive_fields
+
+    rows = receptive_fields(SSD(get_config("ssd300"), 20))
+    assert [r["name"] for r in rows] == ["conv4_3", "fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2"]
+    # VGG16's conv4_3 sees 92 px (jump 8); conv5_3 196 (jump 16), pool5 3x3/1 adds 2*16 and fc6
+    # (3x3, dilation 6) 12*16: fc7 sees 420; each extra 3x3 adds 2 x its input jump
+    assert [r["field"] for r in rows] == [92, 420, 420 + 32, 452 + 64, 516 + 128, 644 + 128]
+    assert [r["jump"] for r in rows] == [8, 16, 32, 64, 64, 64]        # conv10_2, conv11_2: stride 1
+    assert [r["step"] for r in rows] == [8, 16, 32, 64, 100, 300]      # the config's (Caffe's) steps
+    assert rows[0]["min_size"] == 30 and rows[0]["extra_size"] == pytest.approx((30 * 60) ** 0.5)
+
+
+def test_receptive_fields_of_ssd_tiny_by_hand():
+    from minissd.ssd.summary import receptive_fields
+
+    # field r and jump j: conv1_1 3x3 (3, 1), pool1 2x2/2 (4, 2), conv2_1 (8, 2), pool2 (10, 4),
+    # conv3_1 (18, 4), pool3 (22, 8), conv4_1 (38, 8) | pool4 (46, 16), conv5_1 (78, 16),
+    # pool5 3x3/1 (110, 16), fc6 3x3 dilation 3 (206, 16), fc7 1x1 (206, 16) | conv8_2 3x3/2
+    # (238, 32) | conv9_2 (302, 64) | conv10_2 (430, 128)
+    rows = receptive_fields(SSD(get_config("ssd-tiny"), 3))
+    assert [(r["name"], r["field"], r["jump"]) for r in rows] == [
+        ("conv4_1", 38, 8), ("fc7", 206, 16), ("conv8_2", 238, 32), ("conv9_2", 302, 64),
+        ("conv10_2", 430, 128)]
+    assert [r["size"] for r in rows] == [16, 8, 4, 2, 1]
