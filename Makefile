@@ -46,11 +46,13 @@ notebooks: $(STAMP)
 	$(VENV)/bin/jupyter notebook chapters/
 
 # the test suite on the oldest versions pyproject.toml admits (uv's lowest-direct resolution:
-# numpy, Pillow, matplotlib, pytest ... at their floors), on the oldest Python minissd supports
+# numpy, Pillow, matplotlib, pytest ... at their floors), on the oldest Python minissd supports,
+# in a new venv each time (an old one would keep whatever newer versions it holds)
 OLDEST_PYTHON ?= python3.10
 OLDEST_VENV   ?= .venv-oldest
 test-oldest:
-	test -x $(OLDEST_VENV)/bin/python || $(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
+	rm -rf $(OLDEST_VENV)
+	$(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
 	$(OLDEST_VENV)/bin/python $(INSTALL) uv
 	$(OLDEST_VENV)/bin/uv pip install -q --python $(OLDEST_VENV)/bin/python --resolution lowest-direct -e ".[dev]"
 	OPENBLAS_NUM_THREADS=1 $(OLDEST_VENV)/bin/python -m pytest -q
