@@ -1,8 +1,12 @@
 # minissd: `make demo` trains a detector on the built-in data, `make test` runs the tests.
-PYTHON ?= python3
-VENV   ?= .venv
-PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+# exact versions of every package the targets below install, transitive ones included, for
+# Python 3.10-3.13 on Linux, macOS and Windows; pyproject.toml keeps the ranges; `make lock` refreshes
+LOCK    := requirements-lock.txt
+INSTALL := -m pip install -q -c $(LOCK)
 
 # the demo: synthetic shapes -> ssd-tiny on the CPU -> detections picture -> VOC07 mAP (last line)
 DEMO_DATA   ?= data/shapes
@@ -10,14 +14,15 @@ DEMO_RUN    ?= runs/demo
 DEMO_EPOCHS ?= 12
 DEMO_ARGS   ?= --lr 1e-2 --augment flip --batch-size 32
 
-.PHONY: venv test demo notebooks bench clean
+.PHONY: venv test test-oldest demo notebooks lock clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# pip and setuptools first, at the lock's versions; then minissd, built by that setuptools
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) $(INSTALL) pip setuptools
+	$(PY) $(INSTALL) --no-build-isolation -e ".[dev]"
 	touch $(STAMP)
 
 # one BLAS thread: minissd pins OpenBLAS to one thread once its layers run (it has its own
@@ -38,8 +43,37 @@ demo: $(STAMP)
 		--plot $(DEMO_RUN)/pr_curves.png
 
 notebooks: $(STAMP)
-	$(PY) -m pip install -q -e ".[notebooks]"
+	$(PY) $(INSTALL) --no-build-isolation -e ".[notebooks]"
 	$(VENV)/bin/jupyter notebook chapters/
 
+# the test suite on the oldest versions pyproject.toml admits (uv's lowest-direct resolution:
+# numpy, Pillow, matplotlib, pytest ... at their floors), on the oldest Python minissd supports,
+# in a new venv each time (an old one would keep whatever newer versions it holds)
+OLDEST_PYTHON ?= python3.10
+OLDEST_VENV   ?= .venv-oldest
+test-oldest:
+	rm -rf $(OLDEST_VENV)
+	$(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python $(INSTALL) uv
+	$(OLDEST_VENV)/bin/uv pip install -q --python $(OLDEST_VENV)/bin/python --resolution lowest-direct -e ".[dev]"
+	OPENBLAS_NUM_THREADS=1 $(OLDEST_VENV)/bin/python -m pytest -q
+
+# refresh the lock (needs the network): the newest versions, per Python version where they
+# differ, of pip, setuptools, uv and minissd's dependencies with the dev and notebooks extras;
+# then check that each has a wheel for Python 3.10-3.13 on Linux, macOS (Intel, Arm) and Windows
+# (argon2-cffi-bindings, which jupyter needs, has none for Intel Macs from version 26 on)
+LOCK_TOOLS := printf 'pip\nsetuptools\nuv\nargon2-cffi-bindings<26\n'
+lock: $(STAMP)
+	$(PY) $(INSTALL) uv
+	$(LOCK_TOOLS) | $(VENV)/bin/uv pip compile -q pyproject.toml - --extra dev --extra notebooks \
+		--universal --python-version 3.10 --upgrade --custom-compile-command "make lock" -o $(LOCK)
+	for platform in x86_64-manylinux_2_28 x86_64-apple-darwin aarch64-apple-darwin x86_64-pc-windows-msvc; do \
+		for version in 3.10 3.11 3.12 3.13; do \
+			$(LOCK_TOOLS) | $(VENV)/bin/uv pip compile -q pyproject.toml - --extra dev --extra notebooks \
+				-c $(LOCK) --python-platform $$platform --python-version $$version \
+				--only-binary :all: --no-header -o /dev/null || exit 1; \
+		done; \
+	done
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) $(OLDEST_VENV) runs build *.egg-info

@@ -1,4 +1,5 @@
-"""Finite-difference gradient checks, shared by the tests and the chapters.
+"""Finite-difference gradient checks, and the rounding tolerance of float sums, shared by the
+tests and the chapters.
 
 A check compares the analytic gradient from ``backward`` with central
 differences of the scalar  L = sum(f(x) * dy)  for a *random* upstream
@@ -7,6 +8,8 @@ against it). Use float64: in float32 the differences drown in rounding.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from minissd.nn.backend import get_array_module, to_numpy
@@ -14,6 +17,35 @@ from minissd.nn.backend import get_array_module, to_numpy
 
 class GradientCheckError(AssertionError):
     """The analytic and numerical gradients disagree."""
+
+
+def sum_tolerance(k, abs_sum, dtype=np.float32):
+    """How far two computations of one sum of ``k`` terms may lie apart: the ``atol`` to compare with.
+
+    Two ways to compute the same convolution, product or loss (two heads or one stacked
+    conv, chunks or bands, tap blocks or im2col, NumPy or CuPy, a BLAS kernel for AVX2 or
+    one for AVX-512) add the same terms t_i in another order. Each addition rounds to
+    within u = eps/2 of its partial sum, and no partial sum is larger than S = sum_i |t_i|,
+    so one order lies at most k*u*S from the exact sum and, its roundings being
+    independent and centred, seldom more than sqrt(k)*u*S (Higham & Mary, SIAM J. Sci.
+    Comput. 41(5), 2019). Two orders differ by the sum of their two errors; this returns
+
+        2 * sqrt(k) * eps * S            (eps = 1.19e-7 in float32, 2.2e-16 in float64)
+
+    which covers the worst case k*eps*S up to k = 4 and, above, is about eight standard
+    deviations of the difference when all the terms have one sign (mixed signs: more).
+    It scales with S, not with the result: where the terms cancel, the result is small
+    but its rounding error is not, so a constant rtol tuned on one CPU fails on another.
+
+    k: the number of terms: C*kh*kw products (+1 with a bias) for a convolution, the
+        inner dimension of a matrix product, the addends of a plain sum.
+    abs_sum: S, one per output or a scalar: the same computation on absolute values,
+        |A| @ |B|, or the convolution of |x| with |W| plus |b|; its largest value gives
+        one tolerance for a whole array.
+    dtype: the precision the sums were computed in.
+    """
+    tol = 2 * math.sqrt(k) * float(np.finfo(dtype).eps) * np.asarray(to_numpy(abs_sum), np.float64)
+    return float(tol) if tol.ndim == 0 else tol
 
 
 def numerical_grad(fn, x, eps=1e-6, indices=None):

@@ -42,10 +42,10 @@ def pth_state(name):
 # --------------------------------------------------------------------------- #
 def test_ssd_pytorch_checkpoint_reproduces_torch_outputs():
     model = load_ssd_pytorch(mini_model(), fixture("mini_ssd_pytorch.pth")).eval()
-    expected = np.load(fixture("mini_ssd_pytorch_expected.npz"))
-    loc, conf = model.forward(expected["images"])
-    np.testing.assert_allclose(loc, expected["loc"], rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(conf, expected["conf"], rtol=1e-4, atol=1e-4)
+    expected = np.load(fixture("mini_ssd_pytorch_expected.npz"))     # torch's, in float64
+    loc, conf = model.astype(np.float64).forward(expected["images"].astype(np.float64))
+    np.testing.assert_allclose(loc, expected["loc"], rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(conf, expected["conf"], rtol=1e-9, atol=1e-10)
 
 
 def test_ssd_pytorch_key_map_follows_layer_order():
@@ -189,11 +189,11 @@ def test_ssd300_from_ssd_pytorch_file_matches_torch(tmp_path):
     ref = TorchSSD(plan_of(model.arch), cfg.num_boxes_per_location, 21).eval()
     path = tmp_path / "ssd300_random.pth"
     torch.save(ref.state_dict(), path)
-    load_ssd_pytorch(model, path).eval()
-    x = np.random.default_rng(0).standard_normal((1, 3, 300, 300)).astype(np.float32)
+    load_ssd_pytorch(model, path).eval().astype(np.float64)   # float64 both: rounding stays ~1e-15
+    x = np.random.default_rng(0).standard_normal((1, 3, 300, 300))
     loc, conf = model.forward(x)
     with torch.no_grad():
-        tloc, tconf = ref(torch.from_numpy(x))
+        tloc, tconf = ref.double()(torch.from_numpy(x))
     assert loc.shape == (1, 8732, 4) and conf.shape == (1, 8732, 21)
-    np.testing.assert_allclose(loc, tloc.numpy(), rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(conf, tconf.numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(loc, tloc.numpy(), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(conf, tconf.numpy(), rtol=1e-9, atol=1e-10)

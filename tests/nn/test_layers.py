@@ -9,7 +9,7 @@ from naive import naive_conv2d
 
 import minissd.nn.layers as layers
 from minissd.nn.backend import to_numpy
-from minissd.nn.gradcheck import check_backward
+from minissd.nn.gradcheck import check_backward, sum_tolerance
 from minissd.nn.fast import fast_paths
 from minissd.nn.layers import L2Norm, MaxPool2d, ReLU, Sequential, Conv2d, conv_output_size
 
@@ -421,4 +421,6 @@ def test_batchnorm_statistics_keep_float32_precision_far_from_zero(path, rng):
     y = layer.forward(x)
     x64 = x.astype(np.float64)
     want = (x64 - x64.mean(axis=(0, 2, 3), keepdims=True)) / np.sqrt(x64.var(axis=(0, 2, 3), keepdims=True) + 1e-5)
-    np.testing.assert_allclose(y, want, atol=2e-3)
+    # y = x * scale + shift rounds two float32 terms of about 1000 / 0.1 = 1e4 that cancel: it may be
+    # sum_tolerance(2, 2e4) ~ 7e-3 off, where E[x^2] - E[x]^2 would be off by more than the spread
+    np.testing.assert_allclose(y, want, rtol=0, atol=sum_tolerance(2, 2 * np.abs(x64 / x64.std()).max()))

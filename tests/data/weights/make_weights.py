@@ -9,7 +9,9 @@ channels: ceil-mode pool3, atrous fc6, L2Norm, 4 source maps, 44-px input):
   mini_ssd_pytorch.pth          an ssd.pytorch-layout state dict (tests/torch_reference.py's
                                 TorchSSD, random init), saved in torch's legacy (non-zip)
                                 format like ssd300_mAP_77.43_v2.pth
-  mini_ssd_pytorch_expected.npz images (2, 3, 44, 44) and TorchSSD's loc, conf on them
+  mini_ssd_pytorch_expected.npz images (2, 3, 44, 44) and TorchSSD's loc, conf on them, in float64
+                                (the float32 weights and images cast up), so a test can compare
+                                minissd's float64 forward with a tight tolerance
   mini_vgg16_torchvision.pth    a torchvision-VGG16-layout state dict (features.N,
                                 classifier.0/3/6) whose classifier has 4x the channels of
                                 the mini fc6/fc7, as VGG16's 4096 are 4x SSD's 1024
@@ -94,7 +96,7 @@ def main():
                _use_new_zipfile_serialization=False)
     images = torch.randn(2, 3, MINI_CONFIG["image_size"], MINI_CONFIG["image_size"])
     with torch.no_grad():
-        loc, conf = ssd(images)
+        loc, conf = ssd.double()(images.double())
     np.savez(os.path.join(HERE, "mini_ssd_pytorch_expected.npz"), images=images.numpy(),
              loc=loc.numpy(), conf=conf.numpy())
 
