@@ -13,6 +13,10 @@ the architecture figure of an SSD model; the pictures of IoU, the offset encodin
     show_augmented(image, boxes, labels, train_transform(300), seeds=range(4))   # what training sees
     show_judged(ax, image, boxes, labels, scores, gt_boxes, gt_labels)   # TP / FP / missed, with truth
 
+    draw_model_budget(maps, params, macs)       # boxes, parameters, compute per block (chapter 5)
+    draw_default_boxes_at(photo, cfg, cells)    # one cell's default boxes per map (chapter 6)
+    draw_box_shapes([get_config("ssd300"), get_config("ssd-tiny")])   # every shape, boxes per map
+
 Boxes are pixel xyxy; multiply [0, 1] boxes by the image size first. Labels are 1..C
 (0 is the background), so the name of label k is ``class_names[k - 1]``.
 """
@@ -396,6 +400,205 @@ def draw_receptive_fields(model, ax=None, width: float = 11.0):
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=9, ncol=2, frameon=False)
     ax.grid(axis="y", alpha=0.3, which="both")
     return ax
+
+
+# --- the budget of a network, a gradient check, the default boxes (chapters 5 and 6) -----
+def draw_model_budget(maps, params, macs, title=None, width: float = 15.0):
+    """Where a model's default boxes, parameters and compute are: three bar charts; -> the figure.
+
+    maps: per source map (name, side m, boxes per cell k); its bar is k·m·m boxes, labelled
+    "m²×k = ...". params, macs: {block name: count}, in the order to draw (e.g. parameters and
+    multiply-adds summed per block from ``layer_shapes()``); blocks with neither are left out.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(width, width * 0.34),
+                             dpi=max(100, plt.rcParams["figure.dpi"]))
+    boxes = [k * m * m for _, m, k in maps]
+    ax = axes[0]
+    bars = ax.bar([f"{n}\n{m}x{m}" for n, m, _ in maps], boxes, color="tab:blue")
+    for bar, (_, m, k), b in zip(bars, maps, boxes):
+        ax.annotate(f"{m}²×{k}\n= {b:,}", (bar.get_x() + bar.get_width() / 2, b), ha="center",
+                    va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ax.set_ylim(0, 1.2 * max(boxes))
+    ax.set_ylabel("default boxes (k·m·n)")
+    ax.set_title(f"Default boxes per source map (total {sum(boxes):,})", fontsize=10)
+    ax.tick_params(axis="x", labelsize=8)
+    groups = [g for g in params if params[g] or macs.get(g, 0)]
+    for ax, values, scale, unit, colour, what in (
+            (axes[1], params, 1e6, "M", "tab:orange", "Parameters"),
+            (axes[2], macs, 1e9, "GMACs", "tab:green", "Compute")):
+        ax.bar(groups, [values.get(g, 0) / scale for g in groups], color=colour)
+        total = sum(values.values()) / scale
+        ax.set_title(f"{what} per block (total {total:.1f} {unit})", fontsize=10)
+        ax.tick_params(axis="x", labelsize=8, rotation=45)
+    axes[1].set_ylabel("parameters (millions)")
+    axes[2].set_ylabel("multiply-adds per image (billions)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def draw_gradient_check(ax, numeric, analytic):
+    """Analytic against numerical gradients, one scatter per {label: (n,) values}; -> ax.
+
+    The first series is drawn as filled dots (the one that should sit on the diagonal), the others
+    as open markers; the grey diagonal is analytic = numerical.
+    """
+    numeric = np.asarray(to_numpy(numeric), np.float64).reshape(-1)
+    markers, colours = ("o", "^", "s", "D", "v"), ("tab:blue", "tab:orange", "tab:green", "tab:red",
+                                                   "tab:purple")
+    for n, (label, values) in enumerate(analytic.items()):
+        values = np.asarray(to_numpy(values), np.float64).reshape(-1)
+        if values.shape != numeric.shape:
+            raise ValueError(f"draw_gradient_check: '{label}' has {values.size} values, the numerical "
+                             f"gradient {numeric.size}")
+        colour = colours[n % len(colours)]
+        ax.scatter(numeric, values, marker=markers[n % len(markers)], s=36, label=label,
+                   color=colour, facecolors=colour if n == 0 else "none")
+    lim = 1.1 * np.abs(numeric).max()
+    ax.plot([-lim, lim], [-lim, lim], color="0.6", lw=1, zorder=0, label="analytic = numerical")
+    ax.set_xlabel("numerical gradient (central differences)")
+    ax.set_ylabel("analytic gradient (backward)")
+    ax.legend(fontsize=9, loc="upper left")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def _shape_styles(cfg):
+    """(label, colour, line style, width) per box shape of any map of cfg, keyed like box_shapes'
+    order: 's' and "s'" (the squares), then (a, 'wide') and (a, 'tall') per aspect ratio."""
+    styles = {"s": ("square $s_k$", "tab:blue", "-", 2.2),
+              "s'": ("square $s'_k$", "tab:cyan", "--", 2.2)}
+    ratios = sorted({a for r in cfg.aspect_ratios for a in r})
+    pairs = [("tab:orange", "tab:green", "-", 2.2), ("#6a3d9a", "#8c564b", "-.", 2.6),
+             ("tab:red", "tab:olive", ":", 2.8)]
+    for n, a in enumerate(ratios):
+        wide, tall, ls, lw = pairs[n % len(pairs)]
+        styles[(a, "wide")] = (f"$a={a:g}$ (wide)", wide, ls, lw)
+        styles[(a, "tall")] = (f"$a=1/{a:g}$ (tall)", tall, ls, lw)
+    return styles
+
+
+def _shape_keys(cfg, k):
+    """The keys of _shape_styles for map k's boxes, in box_shapes order."""
+    return ["s", "s'"] + [(a, side) for a in cfg.aspect_ratios[k] for side in ("wide", "tall")]
+
+
+def draw_default_boxes_at(image, cfg, cells, point=None, map_names=None, columns: int = 3,
+                          panel: float = 4.3, title=None):
+    """One panel per source map of cfg: the centres of all its cells, and one cell's default boxes.
+
+    image: (S, S, 3) uint8, the network's input. cells: per map (i, j, boxes), the row and column
+    of the cell drawn and its rows of ``default_boxes`` ((A, 4) cx, cy, w, h in [0, 1], in
+    box_shapes order: squares s_k and s'_k, then a wide and a tall box per aspect ratio), each
+    shape with its own colour and line style, outlined in white so they read on the photo.
+    point: (x, y) pixels, marked with a red cross. Panels are ``panel`` inches square (430 px at
+    dpi 100); the legend sits below them. -> the figure.
+    """
+    import matplotlib.pyplot as plt
+    import matplotlib.patheffects as pe
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    m = len(cfg.feature_maps)
+    if len(cells) != m:
+        raise ValueError(f"draw_default_boxes_at: {len(cells)} cells for the {m} maps of {cfg.name}")
+    names = map_names or [f"map {k + 1}" for k in range(m)]
+    S = cfg.image_size
+    rows = -(-m // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * panel, rows * panel + 0.9),
+                             dpi=max(100, plt.rcParams["figure.dpi"]), squeeze=False)
+    styles = _shape_styles(cfg)
+    halo = [pe.withStroke(linewidth=4.5, foreground="white")]
+    for k, ax in enumerate(axes.flat):
+        if k >= m:
+            ax.set_axis_off()
+            continue
+        f, step = cfg.feature_maps[k], cfg.steps[k]
+        i, j, boxes = cells[k]
+        boxes = np.asarray(to_numpy(boxes), np.float64).reshape(-1, 4) * S        # (A, 4) pixels
+        keys = _shape_keys(cfg, k)
+        if len(boxes) != len(keys):
+            raise ValueError(f"draw_default_boxes_at: map {k} ({names[k]}) has {len(keys)} boxes "
+                             f"per cell, got {len(boxes)}")
+        ax.imshow(image, extent=(0, S, S, 0))
+        centres = (np.arange(f) + 0.5) * step                                      # pixels
+        cx, cy = np.meshgrid(centres, centres)
+        ax.plot(cx.ravel(), cy.ravel(), ".", color="k", ms=1.5 if f > 20 else 4)
+        for (bx, by, bw, bh), key in zip(boxes, keys):
+            _, colour, style, lw = styles[key]
+            ax.add_patch(Rectangle((bx - bw / 2, by - bh / 2), bw, bh, fill=False, ec=colour,
+                                   ls=style, lw=lw, path_effects=halo))
+        if point is not None:
+            ax.plot(*point, "x", color="red", ms=11, mew=3)
+        ax.set_xlim(-15, S + 15); ax.set_ylim(S + 15, -15)
+        ax.set_title(f"{names[k]}: {f}×{f} cells, step {step} px\n{len(boxes)} boxes at cell "
+                     f"(i={i}, j={j}), $s_k$ = {cfg.min_sizes[k]:.0f} px", fontsize=10)
+        if k >= m - columns:
+            ax.set_xlabel(f"x (pixels of the {S}×{S} input)")
+        else:
+            ax.tick_params(labelbottom=False)                  # the same 0..S as the panel below
+        if k % columns == 0:
+            ax.set_ylabel("y (pixels)")
+    handles = [Line2D([], [], color=c, ls=s, lw=w, label=n) for n, c, s, w in styles.values()]
+    handles.append(Line2D([], [], color="k", marker=".", ls="", label="cell centres"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False,
+               fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    height = rows * panel + 0.9
+    fig.tight_layout(rect=(0, 0.9 / height, 1, 1 - (0.45 / height if title else 0)))
+    fig.subplots_adjust(hspace=0.3)                            # titles clear of the panel above
+    return fig
+
+
+def draw_box_shapes(cfgs, width: float = 15.0):
+    """Per config, every default-box shape centred on the image (a colour per map), then the
+    number of default boxes per map (f_k²·k, log scale) of all of them side by side; -> the figure.
+
+    Each legend sits below its panel, off the boxes.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from minissd.ssd.priors import box_shapes
+
+    n = len(cfgs)
+    fig, axes = plt.subplots(1, n + 1, figsize=(width, width / (n + 1) * 1.3),
+                             dpi=max(100, plt.rcParams["figure.dpi"]),
+                             gridspec_kw={"width_ratios": [1] * n + [1.3]})
+    for ax, c in zip(axes[:n], cfgs):
+        colours = plt.cm.viridis(np.linspace(0, 0.9, len(c.feature_maps)))
+        ax.add_patch(Rectangle((0, 0), 1, 1, fill=False, ec="k", lw=1.5, ls="--", zorder=3))
+        for k, f in enumerate(c.feature_maps):                  # every box shape, centred on the image
+            for s, (w, h) in enumerate(box_shapes(c, k)):
+                ax.add_patch(Rectangle((0.5 - w / 2, 0.5 - h / 2), w, h, fill=False, ec=colours[k],
+                                       lw=1.6, label=f"map {k + 1}: {f}×{f}" if s == 0 else None))
+        ax.set_xlim(-0.35, 1.35); ax.set_ylim(1.35, -0.35); ax.set_aspect("equal")
+        ax.set_xlabel("x (fraction of the image side)"); ax.set_ylabel("y")
+        ax.set_title(f"{c.name}: all box shapes, unclipped\n(dashed: the image)", fontsize=10)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3,
+                  frameon=False)
+    bar = axes[n]
+    width_bar = 0.8 / n
+    colours = ("tab:red", "tab:blue", "tab:green", "tab:purple")
+    for m, c in enumerate(cfgs):
+        counts = [f * f * a for f, a in zip(c.feature_maps, c.num_boxes_per_location)]
+        x = np.arange(len(counts)) + (m - (n - 1) / 2) * width_bar
+        bars = bar.bar(x, counts, width_bar, color=colours[m % len(colours)],
+                       label=f"{c.name}: P = {sum(counts)}")
+        bar.bar_label(bars, fontsize=8)
+    most = max(len(c.feature_maps) for c in cfgs)
+    bar.set_yscale("log")
+    bar.set_ylim(top=bar.get_ylim()[1] * 3)                    # room for the labels and the legend
+    bar.set_xticks(range(most), [f"map {k + 1}" for k in range(most)])
+    bar.set_xlabel("source map (finest first)"); bar.set_ylabel("default boxes (log scale)")
+    bar.set_title("Default boxes per map", fontsize=10)
+    bar.legend(fontsize=9, loc="upper right")
+    fig.tight_layout()
+    return fig
 
 
 # --- augmentation: one photo through the transforms ------------------------------------------

@@ -373,3 +373,81 @@ def test_draw_receptive_fields_has_four_bars_per_source_map():
     assert heights == want and ax.get_yscale() == "log"
     assert [t.get_text() for t in ax.get_xticklabels()] == [f"{r['name']}\n{r['size']}x{r['size']}" for r in rows]
     plt.close(ax.figure)
+
+
+def test_draw_model_budget_bars_are_the_boxes_parameters_and_compute():
+    import matplotlib.pyplot as plt
+
+    maps = [("a", 4, 2), ("b", 2, 6), ("c", 1, 4)]                     # 32, 24, 4 boxes
+    params, macs = {"conv1": 2e6, "pool1": 0, "heads": 5e5}, {"conv1": 3e9, "pool1": 0, "heads": 1e9}
+    fig = viz.draw_model_budget(maps, params, macs, title="t")
+    boxes, par, com = fig.axes
+    assert [p.get_height() for p in boxes.patches] == [32, 24, 4]
+    assert [t.get_text() for t in boxes.texts] == ["4²×2\n= 32", "2²×6\n= 24", "1²×4\n= 4"]
+    assert boxes.get_title() == "Default boxes per source map (total 60)"
+    assert [t.get_text() for t in par.get_xticklabels()] == ["conv1", "heads"]   # the pool: neither
+    assert [p.get_height() for p in par.patches] == [2.0, 0.5] and [p.get_height() for p in com.patches] == [3.0, 1.0]
+    assert par.get_title() == "Parameters per block (total 2.5 M)" and com.get_title() == "Compute per block (total 4.0 GMACs)"
+    plt.close(fig)
+
+
+def test_draw_gradient_check_plots_each_series_against_the_numerical_gradient():
+    import matplotlib.pyplot as plt
+
+    numeric = np.array([1.0, -2.0, 3.0])
+    fig, ax = plt.subplots()
+    viz.draw_gradient_check(ax, numeric, {"right": numeric, "half": numeric / 2})
+    np.testing.assert_array_equal(ax.collections[0].get_offsets(), np.stack([numeric, numeric], 1))
+    np.testing.assert_array_equal(ax.collections[1].get_offsets(), np.stack([numeric, numeric / 2], 1))
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["right", "half", "analytic = numerical"]
+    assert tuple(ax.lines[0].get_xdata()) == (-3.3000000000000003, 3.3000000000000003)   # the diagonal
+    with pytest.raises(ValueError, match="'short' has 2 values, the numerical gradient 3"):
+        viz.draw_gradient_check(ax, numeric, {"short": numeric[:2]})
+    plt.close(fig)
+
+
+def test_draw_default_boxes_at_draws_each_map_s_centres_and_one_cell_s_boxes():
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from minissd.ssd.config import get_config
+    from minissd.ssd.priors import default_boxes
+
+    cfg = get_config("ssd-tiny")                                       # 5 maps: 3 + 2 panels, one off
+    priors = default_boxes(cfg, dtype="float64")
+    offsets = np.cumsum([0] + [f * f * a for f, a in zip(cfg.feature_maps, cfg.num_boxes_per_location)])
+    cells = [(0, 0, priors[offsets[k]:offsets[k] + a]) for k, a in enumerate(cfg.num_boxes_per_location)]
+    S = cfg.image_size
+    fig = viz.draw_default_boxes_at(np.zeros((S, S, 3), np.uint8), cfg, cells, point=(10, 20), title="t")
+    axes = fig.axes
+    assert len(axes) == 6 and not axes[5].axison
+    for k, (ax, f, a) in enumerate(zip(axes, cfg.feature_maps, cfg.num_boxes_per_location)):
+        rects = [p for p in ax.patches if isinstance(p, Rectangle)]
+        assert len(rects) == a and len(ax.lines[0].get_xdata()) == f * f   # A boxes, f*f centres
+        cx, cy, w, h = priors[offsets[k]] * S                               # the first box, in pixels
+        np.testing.assert_allclose([rects[0].get_x(), rects[0].get_y(), rects[0].get_width()],
+                                   [cx - w / 2, cy - h / 2, w])
+        assert ax.get_title().startswith(f"map {k + 1}: {f}×{f} cells")
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]           # below the panels, not on them
+    assert labels[:2] == ["square $s_k$", "square $s'_k$"] and "$a=1/3$ (tall)" in labels
+    assert all(not ax.get_legend() for ax in axes)
+    with pytest.raises(ValueError, match="2 cells for the 5 maps of ssd-tiny"):
+        viz.draw_default_boxes_at(np.zeros((S, S, 3), np.uint8), cfg, cells[:2])
+    plt.close("all")
+
+
+def test_draw_box_shapes_draws_every_shape_and_counts_the_boxes_per_map():
+    import matplotlib.pyplot as plt
+
+    from minissd.ssd.config import get_config
+
+    big, tiny = get_config("ssd300"), get_config("ssd-tiny")
+    fig = viz.draw_box_shapes([big, tiny])
+    for ax, c in zip(fig.axes[:2], (big, tiny)):
+        assert len(ax.patches) == 1 + sum(c.num_boxes_per_location)   # the image, then every shape
+        legend = ax.get_legend()
+        assert legend.get_bbox_to_anchor().y1 < ax.get_window_extent().y0 + 1   # below the axes
+    heights = [p.get_height() for p in fig.axes[2].patches]
+    assert heights == [f * f * a for c in (big, tiny) for f, a in zip(c.feature_maps, c.num_boxes_per_location)]
+    assert sum(heights[:6]) == 8732 and sum(heights[6:]) == 1524
+    plt.close(fig)
