@@ -14,7 +14,8 @@ the architecture figure of an SSD model; the pictures of IoU, the offset encodin
     show_judged(ax, image, boxes, labels, scores, gt_boxes, gt_labels)   # TP / FP / missed, with truth
 
     draw_model_budget(maps, params, macs)       # boxes, parameters, compute per block (chapter 5)
-    draw_default_boxes_at(photo, cfg, cells)    # one cell's default boxes per map (chapter 6)
+    draw_default_boxes_at(backdrop(photo), cfg, cells)   # one cell's default boxes per map (chapter 6)
+    draw_box_scales({"paper": paper_scales(6)}, MAP_NAMES, 300)   # s_k and s'_k per map
     draw_box_shapes([get_config("ssd300"), get_config("ssd-tiny")])   # every shape, boxes per map
 
 Boxes are pixel xyxy; multiply [0, 1] boxes by the image size first. Labels are 1..C
@@ -466,6 +467,48 @@ def draw_gradient_check(ax, numeric, analytic):
     return ax
 
 
+def backdrop(image, fade: float = 0.4, step: int = 32) -> np.ndarray:
+    """A faded, posterised grey copy of a photo (H, W, 3) -> uint8 (H, W, 3): coloured boxes stand
+    out on it, and its few grey levels keep a notebook's PNG small."""
+    grey = np.asarray(to_numpy(image), np.float64).mean(axis=2, keepdims=True).repeat(3, axis=2)
+    faded = fade * grey + (1 - fade) * 255
+    return (np.round(faded / step) * step).clip(0, 255).astype(np.uint8)
+
+
+def draw_box_scales(rules, map_names, image_size, ax=None):
+    """Default-box scales per source map under one or more rules; -> ax.
+
+    rules: {label: [s_1, ..., s_{m+1}]} (fractions of the image side; the last is the last map's
+    s_{m+1}). Per rule, s_k (dots, solid) and s'_k = sqrt(s_k s_{k+1}) (squares, dashed); the right
+    axis gives the side in pixels of an image_size input.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 3.9), dpi=max(100, plt.rcParams["figure.dpi"]))
+    k = np.arange(1, len(map_names) + 1)
+    colours = ("tab:gray", "tab:red", "tab:blue", "tab:green")
+    for n, (label, scales) in enumerate(rules.items()):
+        scales = np.asarray(scales, np.float64)
+        if len(scales) != len(map_names) + 1:
+            raise ValueError(f"draw_box_scales: rule '{label}' has {len(scales)} scales, expected "
+                             f"{len(map_names) + 1} (one per map and the last map's s_(m+1))")
+        s, s_next = scales[:-1], scales[1:]
+        colour = colours[n % len(colours)]
+        ax.plot(k, s, "o-", color=colour, label=f"$s_k$, {label}")
+        ax.plot(k, np.sqrt(s * s_next), "s--", color=colour, alpha=0.6,
+                label=f"$s'_k=\\sqrt{{s_k s_{{k+1}}}}$, {label}")
+    ax.set_xticks(k, list(map_names))
+    ax.set_xlabel("source map $k$ (grid size)")
+    ax.set_ylabel("box scale (side / image side)")
+    ax.set_ylim(0, 1.05)
+    px = ax.secondary_yaxis("right", functions=(lambda v: v * image_size, lambda p: p / image_size))
+    px.set_ylabel(f"side in pixels (S = {image_size})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    return ax
+
+
 def _shape_styles(cfg):
     """(label, colour, line style, width) per box shape of any map of cfg, keyed like box_shapes'
     order: 's' and "s'" (the squares), then (a, 'wide') and (a, 'tall') per aspect ratio."""
@@ -526,13 +569,13 @@ def draw_default_boxes_at(image, cfg, cells, point=None, map_names=None, columns
         ax.imshow(image, extent=(0, S, S, 0))
         centres = (np.arange(f) + 0.5) * step                                      # pixels
         cx, cy = np.meshgrid(centres, centres)
-        ax.plot(cx.ravel(), cy.ravel(), ".", color="k", ms=1.5 if f > 20 else 4)
+        ax.plot(cx.ravel(), cy.ravel(), ".", color="k", ms=1 if f > 40 else 1.5 if f > 20 else 4)
         for (bx, by, bw, bh), key in zip(boxes, keys):
             _, colour, style, lw = styles[key]
             ax.add_patch(Rectangle((bx - bw / 2, by - bh / 2), bw, bh, fill=False, ec=colour,
                                    ls=style, lw=lw, path_effects=halo))
         if point is not None:
-            ax.plot(*point, "x", color="red", ms=11, mew=3)
+            ax.plot(*point, "x", color="red", ms=9, mew=2.5)
         ax.set_xlim(-15, S + 15); ax.set_ylim(S + 15, -15)
         ax.set_title(f"{names[k]}: {f}×{f} cells, step {step} px\n{len(boxes)} boxes at cell "
                      f"(i={i}, j={j}), $s_k$ = {cfg.min_sizes[k]:.0f} px", fontsize=10)

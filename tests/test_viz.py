@@ -451,3 +451,29 @@ def test_draw_box_shapes_draws_every_shape_and_counts_the_boxes_per_map():
     assert heights == [f * f * a for c in (big, tiny) for f, a in zip(c.feature_maps, c.num_boxes_per_location)]
     assert sum(heights[:6]) == 8732 and sum(heights[6:]) == 1524
     plt.close(fig)
+
+
+def test_backdrop_fades_to_a_few_grey_levels():
+    image = np.zeros((2, 3, 3), np.uint8)
+    image[0, 0] = (0, 30, 60)                                          # grey 30
+    image[1, 2] = 255
+    out = viz.backdrop(image)                                          # 0.4 grey + 0.6 white, to 32s
+    assert out.dtype == np.uint8 and out.shape == (2, 3, 3)
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    assert out[0, 0, 0] == 160 and out[0, 1, 0] == 160 and out[1, 2, 0] == 255   # 165 -> 160, 153 -> 160
+    assert len(np.unique(viz.backdrop(np.arange(256, dtype=np.uint8)[None, :, None].repeat(3, 2)))) <= 4
+
+
+def test_draw_box_scales_plots_s_k_and_its_geometric_mean_with_the_next():
+    import matplotlib.pyplot as plt
+
+    scales = [0.1, 0.2, 0.4, 0.8]
+    ax = viz.draw_box_scales({"r": scales, "flat": [0.5] * 4}, ["a", "b", "c"], 300)
+    s, s_prime = ax.lines[0].get_ydata(), ax.lines[1].get_ydata()
+    np.testing.assert_allclose(s, scales[:3])
+    np.testing.assert_allclose(s_prime, np.sqrt(np.array(scales[:3]) * scales[1:]))
+    np.testing.assert_allclose(ax.lines[3].get_ydata(), [0.5] * 3)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="rule 'short' has 3 scales, expected 4"):
+        viz.draw_box_scales({"short": scales[:3]}, ["a", "b", "c"], 300, ax=ax)
+    plt.close(ax.figure)
