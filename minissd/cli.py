@@ -5,6 +5,7 @@
     minissd evaluate --checkpoint runs/shapes/last.npz --data data/shapes --split test
     minissd detect data/shapes/JPEGImages/000001.png --checkpoint runs/shapes/last.npz --out det/
     minissd summary --config ssd300 --num-classes 20
+    minissd anchors --data data/shapes --config ssd-tiny --plot anchors.png
     minissd export runs/shapes/last.npz models/shapes.npz
 
 Errors a user can fix (a missing folder, an unknown config, a checkpoint for
@@ -149,6 +150,25 @@ def cmd_detect(args):
         print(f"detections picture: {args.grid}")
 
 
+def cmd_anchors(args):
+    import matplotlib
+    matplotlib.use("Agg")
+    from minissd.ssd.config import get_config
+    from minissd.ssd.coverage import anchor_coverage, format_coverage, plot_coverage
+    cfg = get_config(args.config)
+    dataset = _open_dataset(args.data, args.split, _classes(args.classes), keep_difficult=False)
+    report = anchor_coverage(dataset, cfg, threshold=args.threshold)
+    print(f"{args.split} of {', '.join(args.data)}: {len(dataset)} images")
+    print(format_coverage(report))
+    if args.plot:
+        import matplotlib.pyplot as plt
+        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
+        ax = plot_coverage(report)
+        ax.figure.savefig(args.plot, dpi=100, bbox_inches="tight")
+        plt.close(ax.figure)
+        print(f"objects vs default boxes: {args.plot}")
+
+
 def cmd_export(args):
     from minissd.checkpoint import export_model
     export_model(args.checkpoint, args.out)
@@ -205,6 +225,16 @@ def build_parser():
     p.add_argument("--grid", help="also write all drawn images as one picture here")
     _add_device(p)
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("anchors", help="how well a config's default boxes cover a data set's objects")
+    p.add_argument("--data", nargs="+", required=True, help="VOC root folder(s)")
+    p.add_argument("--config", default="ssd-tiny", help="a config name (ssd-tiny, ssd300, ...)")
+    p.add_argument("--split", default="trainval")
+    p.add_argument("--classes", help="comma-separated class names (default: classes.txt of the "
+                                     "first root, else the 20 VOC classes)")
+    p.add_argument("--threshold", type=float, default=0.5, help="matching's IoU threshold")
+    p.add_argument("--plot", help="write the objects' (w, h) against the default boxes to this PNG")
+    p.set_defaults(func=cmd_anchors)
 
     p = sub.add_parser("export", help="a checkpoint without optimiser state, for shipping")
     p.add_argument("checkpoint")
