@@ -88,7 +88,8 @@ def cmd_train(args):
                      classes=_classes(args.classes),
                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      device=args.device, workers=args.workers, out=args.out,
-                     max_minutes=args.max_minutes, augment=args.augment)
+                     max_minutes=args.max_minutes, augment=args.augment,
+                     eval_every=args.eval_every, eval_split=args.eval_split)
     trainer = Trainer(tc)
     if args.vgg_weights:
         from minissd.interop.weights import load_vgg16_torchvision
@@ -199,6 +200,8 @@ def build_parser():
     p.add_argument("--vgg-weights", help="torchvision ImageNet VGG16 .pth (vgg16-397923af.pth) for "
                                          "the ssd300 base; you download it, minissd never does")
     p.add_argument("--eval-split", help="evaluate on this split after training (e.g. test)")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="also every N epochs, logged to train_log.jsonl (eval_map, eval_ap)")
     p.add_argument("--metric", default="voc07", choices=["voc07", "voc10"])
     _add_device(p)
     p.set_defaults(func=cmd_train)

@@ -60,6 +60,8 @@ class TrainConfig:
     max_minutes: float | None = None           # stop (and checkpoint) after this much time
     log_every: int = 10
     augment: str = "ssd"                      # 'ssd' (the paper's), 'flip' or 'none'
+    eval_every: int = 0                        # VOC07 mAP on eval_split every N epochs (0: never)
+    eval_split: str | None = None              # a split of the same roots, e.g. 'val'
 
 
 def pad_batch_targets(batch, xp):
@@ -155,6 +157,25 @@ class Trainer:
         self.optimizer.load_state_dict(section(arrays, "optim."), meta["optimizer"])
         self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
 
+    # -- mAP during training ---------------------------------------------------
+    def evaluate(self):
+        """VOC07 mAP of the model now on ``tc.eval_split``, as a log record (``eval_*`` fields)."""
+        from minissd.datasets.voc import VOCDataset
+        from minissd.evaluation.inference import Detector, evaluate_dataset
+        tc = self.tc
+        if not tc.eval_split or not tc.data:
+            raise ValueError("TrainConfig.eval_every needs eval_split and data (the VOC roots)")
+        if getattr(self, "_eval_dataset", None) is None:
+            self._eval_dataset = VOCDataset([(root, tc.eval_split) for root in tc.data],
+                                            class_names=self.class_names, keep_difficult=True)
+        t0 = time.time()
+        result, _ = evaluate_dataset(Detector(self.model), self._eval_dataset, use_07_metric=True)
+        self.model.train()                                       # Detector switched it to eval
+        return {"step": self.step, "epoch": self.epoch, "eval_split": tc.eval_split,
+                "eval_map": float(result["map"]),
+                "eval_ap": {n: float(ap) for n, ap in zip(self.class_names, result["ap"])},
+                "eval_seconds": round(time.time() - t0, 3)}
+
     # -- one step --------------------------------------------------------------
     def train_step(self, batch):
         """Forward, loss, backward and update on one batch; returns (loss, loc, conf)."""
@@ -211,6 +232,14 @@ class Trainer:
                 self.log(f"epoch {self.epoch}: loss {mean[0]:.3f} (loc {mean[1]:.3f} conf "
                          f"{mean[2]:.3f}), {seen / (time.time() - t0):.1f} img/s, "
                          f"checkpoint {os.path.join(tc.out, 'last.npz')}")
+                if tc.eval_every and (self.epoch % tc.eval_every == 0 or self.epoch == epochs or (
+                        tc.max_minutes is not None and time.time() - start > 60 * tc.max_minutes)):
+                    record = self.evaluate()                     # the last epoch is always scored
+                    record["time"] = round(time.time() - start, 3)
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
+                    self.log(f"epoch {self.epoch}: mAP@0.5 (VOC07) on {tc.eval_split} "
+                             f"{record['eval_map']:.3f} ({record['eval_seconds']:.1f} s)")
                 if tc.max_minutes is not None and time.time() - start > 60 * tc.max_minutes:
                     self.log(f"stopping after {self.epoch} epochs: time budget of "
                              f"{tc.max_minutes} min reached")
