@@ -164,7 +164,7 @@ class Trainer:
         from minissd.evaluation.inference import Detector, evaluate_dataset
         tc = self.tc
         if not tc.eval_split or not tc.data:
-            raise ValueError("TrainConfig.eval_every needs eval_split and data (the VOC roots)")
+            raise ValueError("Trainer.evaluate needs TrainConfig.eval_split and data (the VOC roots)")
         if getattr(self, "_eval_dataset", None) is None:
             self._eval_dataset = VOCDataset([(root, tc.eval_split) for root in tc.data],
                                             class_names=self.class_names, keep_difficult=True)
@@ -202,6 +202,8 @@ class Trainer:
         """Train from ``self.epoch`` up to ``epochs`` (default: the config's)."""
         tc = self.tc
         epochs = tc.epochs if epochs is None else epochs
+        if tc.eval_every and not (tc.eval_split and tc.data):      # say so now, not after an epoch
+            raise ValueError("TrainConfig.eval_every needs eval_split and data (the VOC roots)")
         os.makedirs(tc.out, exist_ok=True)
         log_path = os.path.join(tc.out, "train_log.jsonl")
         start = time.time()

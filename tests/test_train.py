@@ -62,8 +62,10 @@ def test_eval_every_logs_map_on_the_eval_split(shapes_root, tmp_path):
     result, _ = evaluate_dataset(Detector(model), test)
     assert evals[-1]["eval_map"] == pytest.approx(result["map"], abs=1e-9)
     assert list(evals[-1]["eval_ap"].values()) == pytest.approx(list(result["ap"]), abs=1e-9)
-    with pytest.raises(ValueError, match="eval_split"):
-        Trainer(tiny(shapes_root, tmp_path / "b", epochs=1, eval_every=1)).fit()
+    early = Trainer(tiny(shapes_root, tmp_path / "b", epochs=1, eval_every=1))
+    with pytest.raises(ValueError, match="eval_every needs eval_split"):
+        early.fit()
+    assert early.step == 0                                   # refused before any training
 
 
 def test_resume_continues_exactly(shapes_root, tmp_path):
