@@ -117,15 +117,21 @@ def coverage_rows(report: CoverageReport, quantiles=QUANTILES) -> list:
 
 
 def format_coverage(report: CoverageReport, quantiles=QUANTILES) -> str:
-    """The coverage table: per class objects, covered (IoU >= threshold), best-IoU quantiles."""
+    """The coverage table: per class objects, covered (IoU >= threshold), best-IoU quantiles.
+
+    Classes without objects get no row; the last line names them.
+    """
     cfg, rows = report.cfg, coverage_rows(report, quantiles)
-    width = max(len(r["class"]) for r in rows + [{"class": "class"}])
+    absent = [r["class"] for r in rows if r["objects"] == 0 and r["class"] != "all"]
+    width = max(len(r["class"]) for r in rows + [{"class": "class"}] if r["class"] not in absent)
     q_head = " ".join(f"{'q' + format(100 * q, 'g'):>5}" for q in quantiles)
     head = (f"{'class':<{width}} {'objects':>7} {'IoU>=' + format(report.threshold, 'g'):>8} "
             f"{'%':>6}   best IoU: {q_head}   median w x h (px)")
     lines = [f"default boxes of {cfg.name!r} ({cfg.num_priors} at {cfg.image_size} px) against "
              f"{len(report.labels)} objects", head, "-" * len(head)]
     for r in rows:
+        if r["class"] in absent:
+            continue
         if r["class"] == "all":
             lines.append("-" * len(head))
         share = 100 * r["covered"] / r["objects"] if r["objects"] else float("nan")
@@ -136,6 +142,8 @@ def format_coverage(report: CoverageReport, quantiles=QUANTILES) -> str:
     maps = np.bincount(report.best_map, minlength=len(cfg.feature_maps))
     per_map = ", ".join(f"{f}x{f}: {n}" for f, n in zip(cfg.feature_maps, maps))
     lines.append(f"best default box on map: {per_map}")
+    if absent:
+        lines.append(f"no objects of: {', '.join(absent)}")
     return "\n".join(lines)
 
 

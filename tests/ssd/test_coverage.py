@@ -65,6 +65,14 @@ def test_coverage_by_hand():
     assert "best default box on map: 2x2: 2, 1x1: 1" in text
 
 
+def test_classes_without_objects_get_no_row():
+    class WithCow(TinyDataset):
+        class_names = ("a", "b", "cow")
+    text = format_coverage(anchor_coverage(WithCow(), CFG))
+    assert not any(line.startswith("cow") for line in text.splitlines())
+    assert text.splitlines()[-1] == "no objects of: cow" and "nan" not in text
+
+
 def test_threshold_moves_the_count():
     assert anchor_coverage(TinyDataset(), CFG, threshold=0.03).covered.all()
 
