@@ -5,6 +5,7 @@
     minissd evaluate --checkpoint runs/shapes/last.npz --data data/shapes --split test
     minissd detect data/shapes/JPEGImages/000001.png --checkpoint runs/shapes/last.npz --out det/
     minissd summary --config ssd300 --num-classes 20
+    minissd anchors --data data/shapes --config ssd-tiny --plot anchors.png
     minissd export runs/shapes/last.npz models/shapes.npz
 
 Errors. A mistake the user can fix is one line on stderr (``minissd: error: ...``,
@@ -195,8 +196,8 @@ def cmd_train(args):
     t0 = time.time()
     trainer.fit()
     print(f"trained in {(time.time() - t0) / 60:.1f} min; checkpoint {os.path.join(tc.out, 'last.npz')}")
-    if args.eval_split:
-        dataset = _open_dataset(tc.data, args.eval_split, classes, keep_difficult=True)
+    if tc.eval_split:                         # the AP table and the curves of the trained model
+        dataset = _open_dataset(tc.data, tc.eval_split, classes, keep_difficult=True)
         _evaluate(Detector(trainer.model), dataset, args.metric,
                   plot=os.path.join(tc.out, "pr_curves.png"))
 
@@ -284,6 +285,25 @@ def cmd_detect(args):
     return 2 if skipped else 0                           # 2: some images could not be read
 
 
+def cmd_anchors(args):
+    import matplotlib
+    matplotlib.use("Agg")
+    from minissd.ssd.config import get_config
+    from minissd.ssd.coverage import anchor_coverage, format_coverage, plot_coverage
+    cfg = get_config(args.config)
+    dataset = _open_dataset(args.data, args.split, _classes(args.classes), keep_difficult=False)
+    report = anchor_coverage(dataset, cfg, threshold=args.threshold)
+    print(f"{args.split} of {', '.join(args.data)}: {len(dataset)} images")
+    print(format_coverage(report))
+    if args.plot:
+        import matplotlib.pyplot as plt
+        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
+        ax = plot_coverage(report)
+        ax.figure.savefig(args.plot, dpi=100, bbox_inches="tight")
+        plt.close(ax.figure)
+        print(f"objects vs default boxes: {args.plot}")
+
+
 def cmd_export(args):
     from minissd.checkpoint import export_model
     if os.path.isdir(args.out):
@@ -303,7 +323,6 @@ def build_parser():
     _add_train_config(p)
     p.add_argument("--vgg-weights", help="torchvision ImageNet VGG16 .pth (vgg16-397923af.pth) for "
                                          "the ssd300 base; you download it, minissd never does")
-    p.add_argument("--eval-split", help="evaluate on this split after training (e.g. test)")
     p.add_argument("--metric", default="voc07", choices=["voc07", "voc10"])
     _add_threads(p)
     p.set_defaults(func=cmd_train)
@@ -334,6 +353,16 @@ def build_parser():
     p.add_argument("--grid", help="also write all drawn images as one picture here")
     _add_device(p)
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("anchors", help="how well a config's default boxes cover a data set's objects")
+    p.add_argument("--data", nargs="+", required=True, help="VOC root folder(s)")
+    p.add_argument("--config", default="ssd-tiny", help="a config name (ssd-tiny, ssd300, ...)")
+    p.add_argument("--split", default="trainval")
+    p.add_argument("--classes", help="comma-separated class names (default: classes.txt of the "
+                                     "first root, else the 20 VOC classes)")
+    p.add_argument("--threshold", type=float, default=0.5, help="matching's IoU threshold")
+    p.add_argument("--plot", help="write the objects' (w, h) against the default boxes to this PNG")
+    p.set_defaults(func=cmd_anchors)
 
     p = sub.add_parser("export", help="a checkpoint without optimiser state, for shipping")
     p.add_argument("checkpoint")

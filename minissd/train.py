@@ -84,7 +84,7 @@ class TrainConfig:
     """
     data: list = setting([], "VOC root folder(s)", same=True, nargs="+", metavar="ROOT")
     split: str = setting("trainval", "ImageSets/Main split to train on", same=True)
-    config: str = setting("ssd-tiny", "ssd-tiny, ssd300 or ssd512", same=True)
+    config: str = setting("ssd-tiny", "ssd-tiny, ssd-cpu, ssd300 or ssd512", same=True)
     classes: list | None = setting(None, "comma-separated class names (default: classes.txt of "
                                          "the first root, else the 20 VOC classes)", same=True)
     epochs: int = setting(30, "epochs of the whole run (the schedule is scaled to it)", same=True)
@@ -109,6 +109,11 @@ class TrainConfig:
     augment: str = setting("ssd", "ssd: the paper's photometric/expand/crop/flip; flip: flip "
                                   "only; none: resize + normalise", same=True,
                            choices=["ssd", "flip", "none"])
+    eval_every: int = setting(0, "VOC07 mAP on --eval-split every N epochs and after the last, "
+                                 "logged to train_log.jsonl (0: only after the last, if "
+                                 "--eval-split is given)")
+    eval_split: str | None = setting(None, "a split of the same roots to score the model on "
+                                           "(e.g. val); choose settings on it, not on test")
     init: str | None = setting(None, "fine-tune: start from this model's weights (a checkpoint or "
                                      "an exported model) with a fresh optimiser and schedule",
                                metavar="MODEL.npz")
@@ -173,6 +178,9 @@ class TrainConfig:
         integer("seed", 0)
         integer("workers", 0)
         integer("log_every", 1)
+        integer("eval_every", 0)
+        if self.eval_every and not self.eval_split:
+            raise self._error("eval_every", "needs --eval-split (a split of the same roots)")
         if self.max_minutes is not None:
             number("max_minutes", 0, open_low=True)
         if self.augment not in ("ssd", "flip", "none"):
@@ -462,6 +470,25 @@ class Trainer:
             truncate_log(log_path, self.step)
         self._started = True
 
+    # -- mAP during training ---------------------------------------------------
+    def evaluate(self):
+        """VOC07 mAP of the model now on ``tc.eval_split``, as a log record (``eval_*`` fields)."""
+        from minissd.datasets.voc import VOCDataset
+        from minissd.evaluation.inference import Detector, evaluate_dataset
+        tc = self.tc
+        if not tc.eval_split or not tc.data:
+            raise UserError("Trainer.evaluate needs TrainConfig.eval_split and data (the VOC roots)")
+        if getattr(self, "_eval_dataset", None) is None:
+            self._eval_dataset = VOCDataset([(root, tc.eval_split) for root in tc.data],
+                                            class_names=self.class_names, keep_difficult=True)
+        t0 = time.time()
+        result, _ = evaluate_dataset(Detector(self.model), self._eval_dataset, use_07_metric=True)
+        self.model.train()                                       # Detector switched it to eval
+        return {"step": self.step, "epoch": self.epoch, "eval_split": tc.eval_split,
+                "eval_map": float(result["map"]),
+                "eval_ap": {n: float(ap) for n, ap in zip(self.class_names, result["ap"])},
+                "eval_seconds": round(time.time() - t0, 3)}
+
     # -- one step --------------------------------------------------------------
     def train_step(self, batch):
         """Forward, loss, backward and update on one batch; returns (loss, loc, conf).
@@ -560,6 +587,14 @@ class Trainer:
                 self.log(f"epoch {self.epoch}: loss {mean[0]:.3f} (loc {mean[1]:.3f} conf "
                          f"{mean[2]:.3f}), {seen / (time.time() - t0):.1f} img/s, "
                          f"checkpoint {os.path.join(tc.out, 'last.npz')}")
+                if tc.eval_every and (self.epoch % tc.eval_every == 0 or self.epoch == epochs or (
+                        tc.max_minutes is not None and time.time() - start > 60 * tc.max_minutes)):
+                    record = self.evaluate()                     # the last epoch is always scored
+                    record["time"] = round(time.time() - start, 3)
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
+                    self.log(f"epoch {self.epoch}: mAP@0.5 (VOC07) on {tc.eval_split} "
+                             f"{record['eval_map']:.3f} ({record['eval_seconds']:.1f} s)")
                 if tc.max_minutes is not None and time.time() - start > 60 * tc.max_minutes:
                     self.log(f"stopping after {self.epoch} epochs: time budget of "
                              f"{tc.max_minutes} min reached")

@@ -1156,4 +1156,52 @@ def draw_loss_balance(ax, ce, positive, negative, neg_pos_ratio: int = 3, names=
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     ax.set_title(f"Loss balance: {count(n_pos, 'positive')}, {int(negative.sum())} mined, "
                  f"{int(ignored.sum())} ignored", fontsize=10)
+
+
+def read_eval_log(path) -> list:
+    """The evaluation records (those with ``eval_map``) of a train_log.jsonl, in order."""
+    import json
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: line {n} is not JSON ({e})") from None
+            if "eval_map" in record:
+                records.append(record)
+    return records
+
+
+def plot_eval_curves(logs, ax=None, per_class=True):
+    """mAP against epoch from train_log.jsonl files (``--eval-every``), one line per run.
+
+    logs: {label: path or list of records}. With ``per_class`` and a single run, each
+    class's AP is drawn too (thin lines). Returns ax.
+    """
+    import matplotlib.pyplot as plt   # matplotlib only when plotting
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    for label, log in logs.items():
+        records = read_eval_log(log) if isinstance(log, (str, bytes)) or hasattr(log, "__fspath__") \
+            else list(log)
+        if not records:
+            raise ValueError(f"plot_eval_curves: {label!r} has no evaluation records "
+                             "(train with --eval-every N --eval-split SPLIT)")
+        epochs = [r["epoch"] for r in records]
+        ax.plot(epochs, [r["eval_map"] for r in records], marker="o", linewidth=2,
+                label=f"{label} (mAP {records[-1]['eval_map']:.3f})")
+        if per_class and len(logs) == 1:
+            for name in records[-1]["eval_ap"]:
+                ax.plot(epochs, [r["eval_ap"].get(name, float("nan")) for r in records],
+                        linewidth=1, alpha=0.7, label=name)
+    split = records[-1].get("eval_split", "")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"AP@0.5 (VOC07) on {split}" if split else "AP@0.5 (VOC07)")
+    ax.set_ylim(0, 1)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
     return ax

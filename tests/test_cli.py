@@ -115,6 +115,31 @@ def test_summary_prints_the_table(capsys):
     assert "default boxes: 1,524" in out and "parameters:" in out
 
 
+def test_train_eval_every_logs_map(trained, tmp_path, capsys):
+    import json
+    data, _ = trained
+    run = str(tmp_path / "run")
+    assert main(["train", "--data", data, "--epochs", "1", "--batch-size", "4", "--workers", "1",
+                 "--out", run, "--eval-every", "1", "--eval-split", "test"]) == 0
+    records = [json.loads(l) for l in open(os.path.join(run, "train_log.jsonl"))]
+    evals = [r for r in records if "eval_map" in r]
+    assert len(evals) == 1 and evals[0]["epoch"] == 1 and evals[0]["eval_split"] == "test"
+    assert "mAP@0.5 (VOC07) on test" in capsys.readouterr().out
+
+
+def test_anchors_prints_coverage_and_plots(trained, capsys, tmp_path):
+    data, _ = trained
+    plot = str(tmp_path / "anchors.png")
+    assert main(["anchors", "--data", data, "--config", "ssd-tiny", "--split", "test",
+                 "--plot", plot]) == 0
+    out = capsys.readouterr().out
+    assert "default boxes of 'ssd-tiny' (1524 at 128 px)" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("circle", "all "))]
+    assert len(rows) == 2 and 0 <= int(rows[-1][2]) <= int(rows[-1][1])
+    assert os.path.getsize(plot) > 0
+    assert main(["anchors", "--data", "/no/such/folder"]) == 2
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--data", "/no/such/folder"], "data folder not found: /no/such/folder"),
     (["summary", "--config", "ssd999"], "ssd999"),

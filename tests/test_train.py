@@ -49,6 +49,28 @@ def test_fit_writes_checkpoint_log_and_changes_parameters(shapes_root, tmp_path)
         np.testing.assert_array_equal(model.state_dict()[k], v)
 
 
+def test_eval_every_logs_map_on_the_eval_split(shapes_root, tmp_path):
+    from minissd.datasets.voc import VOCDataset
+    from minissd.evaluation.inference import Detector, evaluate_dataset
+    tc = tiny(shapes_root, tmp_path, epochs=3, lr=1e-2, eval_every=2, eval_split="test")
+    trainer = Trainer(tc, log=lambda *_: None).fit()
+    assert trainer.model.training                            # back in training mode (BatchNorm)
+    lines = [json.loads(l) for l in open(tmp_path / "train_log.jsonl")]
+    evals = [r for r in lines if "eval_map" in r]
+    assert [(r["epoch"], r["step"]) for r in evals] == [(2, 4), (3, 6)]   # every 2, and the last
+    assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert evals[0]["eval_split"] == "test" and set(evals[0]["eval_ap"]) == {"circle", "square",
+                                                                             "triangle"}
+    model, _ = load_model(tmp_path / "last.npz")              # the last record scored last.npz
+    test = VOCDataset([(shapes_root, "test")], keep_difficult=True)
+    result, _ = evaluate_dataset(Detector(model), test)
+    assert evals[-1]["eval_map"] == pytest.approx(result["map"], abs=1e-9)
+    assert list(evals[-1]["eval_ap"].values()) == pytest.approx(list(result["ap"]), abs=1e-9)
+    with pytest.raises(ValueError, match=r"eval_every \(--eval-every\): needs --eval-split"):
+        Trainer(tiny(shapes_root, tmp_path / "b", epochs=1, eval_every=1))   # before any training
+    assert not (tmp_path / "b").exists()
+
+
 def test_resume_continues_exactly(shapes_root, tmp_path):
     straight = Trainer(tiny(shapes_root, tmp_path / "a"), log=lambda *_: None).fit()
     Trainer(tiny(shapes_root, tmp_path / "b"), log=lambda *_: None).fit(epochs=1)

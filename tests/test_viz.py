@@ -477,3 +477,33 @@ def test_draw_box_scales_plots_s_k_and_its_geometric_mean_with_the_next():
     with pytest.raises(ValueError, match="rule 'short' has 3 scales, expected 4"):
         viz.draw_box_scales({"short": scales[:3]}, ["a", "b", "c"], 300, ax=ax)
     plt.close(ax.figure)
+
+
+def test_plot_eval_curves_reads_the_eval_records(tmp_path):
+    import json
+    import matplotlib.pyplot as plt
+
+    log = tmp_path / "train_log.jsonl"
+    lines = [{"step": 1, "epoch": 0, "loss": 3.0},
+             {"step": 2, "epoch": 1, "eval_split": "val", "eval_map": 0.1,
+              "eval_ap": {"cat": 0.15, "dog": 0.05}},
+             {"step": 3, "epoch": 1, "loss": 2.0},
+             {"step": 4, "epoch": 2, "eval_split": "val", "eval_map": 0.3,
+              "eval_ap": {"cat": 0.4, "dog": 0.2}}]
+    log.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    assert [r["step"] for r in viz.read_eval_log(log)] == [2, 4]
+    ax = viz.plot_eval_curves({"run": str(log)})
+    assert [l.get_label() for l in ax.get_lines()] == ["run (mAP 0.300)", "cat", "dog"]
+    np.testing.assert_array_equal(ax.get_lines()[0].get_xydata(), [[1, 0.1], [2, 0.3]])
+    np.testing.assert_array_equal(ax.get_lines()[2].get_ydata(), [0.05, 0.2])
+    assert ax.get_ylabel() == "AP@0.5 (VOC07) on val"
+    plt.close(ax.figure)
+    ax = viz.plot_eval_curves({"a": viz.read_eval_log(log), "b": lines[1:2]})   # runs: mAP only
+    assert [l.get_label() for l in ax.get_lines()] == ["a (mAP 0.300)", "b (mAP 0.100)"]
+    plt.close(ax.figure)
+    log.write_text(json.dumps(lines[0]) + "\n")
+    with pytest.raises(ValueError, match="no evaluation records"):
+        viz.plot_eval_curves({"none": str(log)})
+    log.write_text("{not json\n")
+    with pytest.raises(ValueError, match="line 1 is not JSON"):
+        viz.read_eval_log(log)

@@ -95,7 +95,7 @@ def test_from_dict_names_unknown_keys():
 # The preset registry
 # --------------------------------------------------------------------------- #
 def test_one_registry_pairs_each_config_with_its_architecture():
-    assert set(PRESETS) == {"ssd300", "ssd512", "ssd-tiny"}
+    assert set(PRESETS) == {"ssd300", "ssd512", "ssd-tiny", "ssd-cpu"}
     for name, preset in PRESETS.items():
         assert get_config(name) == preset.config and get_config(name) is not preset.config   # a copy
         assert get_arch(name) is preset.arch

@@ -12,6 +12,7 @@ COUNTS = [
     ("ssd512", (4, 6, 6, 6, 6, 4, 4),
      64 * 64 * 4 + 32 * 32 * 6 + 16 * 16 * 6 + 8 * 8 * 6 + 4 * 4 * 6 + 2 * 2 * 4 + 4),
     ("ssd-tiny", (4, 6, 6, 4, 4), 16 * 16 * 4 + 8 * 8 * 6 + 4 * 4 * 6 + 2 * 2 * 4 + 4),
+    ("ssd-cpu", (6, 6, 6, 4, 4), 24 * 24 * 6 + 12 * 12 * 6 + 6 * 6 * 6 + 3 * 3 * 4 + 4),
 ]
 
 
@@ -58,6 +59,14 @@ def test_tiny_scales_by_hand():
     assert SSD_TINY.image_size == 128 and SSD_TINY.feature_maps == (16, 8, 4, 2, 1)
 
 
+def test_cpu_scales_by_hand():
+    # first map 7 % of 192 px, then 20 % + 23 % steps (floor(70 / 3)): 20, 43, 66, 89 %
+    cfg = get_config("ssd-cpu")
+    assert cfg.min_sizes == pytest.approx((13.44, 38.4, 82.56, 126.72, 170.88))
+    assert cfg.max_sizes == pytest.approx((38.4, 82.56, 126.72, 170.88, 215.04))
+    assert cfg.image_size == 192 and cfg.steps == (8, 16, 32, 64, 192)
+
+
 def test_get_config_returns_a_copy():
     c = get_config("ssd300")
     c.clip = None
@@ -69,7 +78,7 @@ def test_get_config_unknown_lists_names():
         get_config("ssd600")
 
 
-@pytest.mark.parametrize("name", ["ssd300", "ssd512", "ssd-tiny"])
+@pytest.mark.parametrize("name", ["ssd300", "ssd512", "ssd-tiny", "ssd-cpu"])
 def test_dict_round_trip_through_json(name):
     cfg = get_config(name)
     back = SSDConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))

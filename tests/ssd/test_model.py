@@ -99,6 +99,7 @@ def test_ssd300_outputs_and_parameter_count():
     ("ssd512", ("conv4_3", "fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2", "conv12_2"),
      (64, 32, 16, 8, 4, 2, 1)),
     ("ssd-tiny", ("conv4_1", "fc7", "conv8_2", "conv9_2", "conv10_2"), (16, 8, 4, 2, 1)),
+    ("ssd-cpu", ("conv3_2", "fc7", "conv8_2", "conv9_2", "conv10_2"), (24, 12, 6, 3, 1)),
 ])
 def test_source_maps_match_config(name, sources, maps):
     model = SSD(get_config(name), 3)
@@ -312,7 +313,7 @@ def test_state_dict_round_trip(tmp_path):
 
 
 def test_registry_covers_presets():
-    assert set(PRESETS) >= {"ssd300", "ssd512", "ssd-tiny"}
+    assert set(PRESETS) >= {"ssd300", "ssd512", "ssd-tiny", "ssd-cpu"}
     arch = SSDArch.from_dict(SSD_TINY_ARCH.to_dict())
     assert arch == SSD_TINY_ARCH
 

@@ -12,6 +12,7 @@ from test_model import record_head_outputs, record_outputs
 @pytest.mark.parametrize("name, classes, params, boxes, gmacs", [
     ("ssd300", 20, "26,285,486", "8,732", "31.374 GMACs"),
     ("ssd-tiny", 3, "1,138,768", "1,524", "0.117 GMACs"),
+    ("ssd-cpu", 5, "1,233,364", "4,576", "0.179 GMACs"),
 ])
 def test_summary_totals(name, classes, params, boxes, gmacs):
     text = summary(SSD(get_config(name), classes))
