@@ -150,14 +150,17 @@ def format_coverage(report: CoverageReport, quantiles=QUANTILES) -> str:
 def plot_coverage(report: CoverageReport, ax=None):
     """Objects' (w, h) in input pixels, per class, over the default boxes' shapes, log axes."""
     import matplotlib.pyplot as plt  # imported here: only plotting needs it
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     cfg = report.cfg
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 6))
+    few = len(report.labels) <= 200                   # a few photos' objects: big, opaque dots
     for c, name in enumerate(report.class_names, start=1):
         mask = report.labels == c
         if mask.any():
-            ax.scatter(report.wh_px[mask, 0], report.wh_px[mask, 1], s=6, alpha=0.35,
+            ax.scatter(report.wh_px[mask, 0], report.wh_px[mask, 1], s=30 if few else 6,
+                       alpha=0.8 if few else 0.35,
                        label=f"{name} ({int(report.covered[mask].sum())}/{int(mask.sum())} "
                              f"IoU>={report.threshold:g})")
     for k, f in enumerate(cfg.feature_maps):
@@ -167,6 +170,9 @@ def plot_coverage(report: CoverageReport, ax=None):
         ax.annotate(f"{f}x{f}", wh[0], textcoords="offset points", xytext=(6, -10), fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):                 # plain numbers, no crowded minor labels
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"width (pixels of the {cfg.image_size}-px input)")
     ax.set_ylabel("height (pixels)")
     ax.set_title(f"objects vs default boxes of {cfg.name} (x: one map's box shapes)")
