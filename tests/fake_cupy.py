@@ -14,6 +14,7 @@ those rules, so the `xp` fixture can run every test a third time, as "fake-cupy"
 * NumPy functions CuPy does not have, and NumPy-only methods, raise;
 * reductions return 0-d device arrays, not NumPy scalars, and a device array
   has no ``__index__`` (``range(x.sum())`` fails in CuPy, so it fails here);
+* ``argsort`` and ``sort`` are stable, as CuPy's always are (NumPy's default is not);
 * ``cuda.runtime.getDeviceCount()``, ``cuda.Stream.null.synchronize()`` and a
   memory pool exist, so ``backend.check_device('cuda')`` and the benchmarks work.
 
@@ -117,6 +118,9 @@ class ndarray:
             return _wrap(attr(*_unwrap(args, where), **_unwrap(kwargs, where)))
         return method
 
+    def argsort(self, axis=-1, kind=None):
+        return argsort(self, axis=axis)          # stable, as CuPy's
+
     # -- CuPy's own --------------------------------------------------------- #
     def get(self, stream=None, order="C", out=None):
         return _np.array(self._a, order=order)
@@ -188,6 +192,16 @@ def _function(name, fn):
         return _wrap(fn(*_unwrap(args, where, allow_host), **_unwrap(kwargs, where, allow_host)))
     call.__name__ = name
     return call
+
+
+def argsort(a, axis=-1, kind=None):
+    """CuPy's argsort is always stable (equal values keep index order); NumPy's default is not."""
+    return _wrap(_np.argsort(_unwrap(a, "cupy.argsort"), axis=axis, kind="stable"))
+
+
+def sort(a, axis=-1, kind=None):
+    """Stable, like CuPy's."""
+    return _wrap(_np.sort(_unwrap(a, "cupy.sort"), axis=axis, kind="stable"))
 
 
 def asnumpy(a, stream=None, order="C", out=None):

@@ -52,3 +52,13 @@ def test_backend_sees_it_as_cupy(a, monkeypatch):
     assert backend.xp_for("cuda") is cp and backend.device_of(a) == "cuda"
     assert isinstance(backend.to_numpy(a), np.ndarray)
     assert isinstance(backend.to_device(np.ones(2), "cuda"), cp.ndarray)
+
+
+def test_argsort_is_stable_like_cupys():
+    x = np.zeros(100)                              # all tied: NumPy's default quicksort may reorder
+    x[::7] = 1.0
+    d = cp.asarray(x)
+    want = np.argsort(x, kind="stable")
+    assert np.array_equal(cp.asnumpy(cp.argsort(d)), want)
+    assert np.array_equal(cp.asnumpy(d.argsort()), want)
+    assert np.array_equal(cp.asnumpy(cp.sort(d)), np.sort(x))
