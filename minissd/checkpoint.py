@@ -63,7 +63,7 @@ def save_checkpoint(path, model, optimizer, meta: dict):
     bad = non_finite(arrays)
     if bad is not None:
         raise UserError(f"refusing to write {path}: array {bad[0]!r} holds {bad[1]} NaN or "
-                         f"infinite value(s)")
+                        f"infinite value(s)")
     _write_checkpoint(path, arrays, meta, optim_meta)
 
 
@@ -83,14 +83,14 @@ def _meta_of(path, arrays):
     """The JSON record of a checkpoint's arrays, checked; a clear error naming the file."""
     if "__meta__" not in arrays:
         raise UserError(f"{path}: not a minissd checkpoint (no __meta__ record); "
-                         "for bare weights use model.load()")
+                        "for bare weights use model.load()")
     try:
         meta = json.loads(bytes(np.asarray(arrays["__meta__"], dtype=np.uint8)).decode())
     except ValueError as e:            # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise UserError(f"{path}: the checkpoint's JSON record (__meta__) is corrupt: {e}") from None
     if not isinstance(meta, dict):
         raise UserError(f"{path}: the checkpoint's JSON record (__meta__) is a "
-                         f"{type(meta).__name__}, not an object")
+                        f"{type(meta).__name__}, not an object")
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
     missing = [k for k in ("config", "class_names") if k not in meta]
@@ -122,8 +122,8 @@ def read_checkpoint(path):
     bad = non_finite(arrays)
     if bad is not None:
         raise UserError(f"{path}: array {bad[0]!r} holds {bad[1]} NaN or infinite value(s); "
-                         "this checkpoint cannot be used (train again, or from an earlier one, "
-                         "with a lower --lr)")
+                        "this checkpoint cannot be used (train again, or from an earlier one, "
+                        "with a lower --lr)")
     return arrays, meta
 
 
@@ -139,12 +139,12 @@ def export_model(src, dst):
     """
     src, dst = os.fspath(src), os.fspath(dst)
     if os.path.isdir(dst):
-        raise UserError(f"export: {dst} is a folder; give the file to write, e.g. "
-                         f"{os.path.join(dst, 'model.npz')}")
+        raise UserError(f"export: {dst} is a folder; give the .npz file to write, e.g. "
+                        f"{os.path.join(dst, 'model.npz')}")
     same = os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst)
     if same or os.path.abspath(os.path.splitext(src)[0]) == os.path.abspath(os.path.splitext(dst)[0]):
         raise UserError(f"export: {dst} would overwrite its input {src} (and the run could no "
-                         "longer be resumed); give another file name")
+                        "longer be resumed); give another file name")
     arrays, meta = read_checkpoint(src)
     model = {f"model.{k}": v for k, v in section(arrays, "model.").items()}
     meta = {k: v for k, v in meta.items() if k not in ("format", "optimizer")}
@@ -157,7 +157,7 @@ def load_model(path, device="cpu", class_names=None):
     arrays, meta = read_checkpoint(path)
     if class_names is not None and list(class_names) != list(meta["class_names"]):
         raise UserError(f"{path}: checkpoint was trained for classes {meta['class_names']}, "
-                         f"not {list(class_names)}")
+                        f"not {list(class_names)}")
     cfg = SSDConfig.from_dict(meta["config"])
     arch = SSDArch.from_dict(meta["arch"]) if "arch" in meta else None   # older ones: the registry's
     model = SSD(cfg, len(meta["class_names"]), arch=arch)

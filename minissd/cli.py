@@ -172,10 +172,10 @@ def cmd_train(args):
             given[name] = parse(given[name])
     if not given.get("data") and not given.get("resume"):
         raise UserError("--data: give the VOC root folder(s) to train on "
-                         "(or --resume a run's checkpoint)")
+                        "(or --resume a run's checkpoint)")
     if args.vgg_weights and (given.get("init") or given.get("resume")):
         raise UserError("--vgg-weights initialises the base of a new run; it does not go "
-                         "with --init or --resume")
+                        "with --init or --resume")
     tc = config_from_options(given)
     _check_roots(tc.data)
     trainer = Trainer(tc)
@@ -306,9 +306,6 @@ def cmd_anchors(args):
 
 def cmd_export(args):
     from minissd.checkpoint import export_model
-    if os.path.isdir(args.out):
-        raise UserError(f"export: {args.out} is a folder; give the .npz file to write, "
-                        f"e.g. {os.path.join(args.out, 'model.npz')}")
     export_model(args.checkpoint, args.out)
     print(f"wrote {args.out} (model weights and config, no optimiser state)")
 

@@ -250,8 +250,8 @@ class Progress:
 # --------------------------------------------------------------------------- #
 # The loop
 # --------------------------------------------------------------------------- #
-RUN_FILES = ("last.npz", "last.json", "train_log.jsonl", "pr_curves.png")   # what a run writes
 LOG_NAME = "train_log.jsonl"
+RUN_FILES = ("last.npz", "last.json", LOG_NAME, "pr_curves.png")          # what a run writes
 
 
 def config_from_options(given: dict) -> TrainConfig:
@@ -305,10 +305,10 @@ class Trainer:
                                  seed=tc.seed, num_workers=tc.workers, drop_last=True)
         if len(dataset) == 0:
             raise UserError(f"split {tc.split!r} is empty: ImageSets/Main/{tc.split}.txt of "
-                             f"{', '.join(map(str, tc.data)) or 'the data set'} lists no images")
+                            f"{', '.join(map(str, tc.data)) or 'the data set'} lists no images")
         if len(self.loader) == 0:
             raise UserError(f"split {tc.split!r} has {len(dataset)} image(s), fewer than "
-                             f"--batch-size {tc.batch_size}: give --batch-size {len(dataset)} or less")
+                            f"--batch-size {tc.batch_size}: give --batch-size {len(dataset)} or less")
         self.model = SSD(self.cfg, len(self.class_names), seed=tc.seed).to(tc.device)
         self.priors = self.xp.asarray(default_boxes(self.cfg), dtype=self.xp.float32)  # (P, 4)
         self.criterion = MultiBoxLoss()
@@ -355,25 +355,25 @@ class Trainer:
         arrays, meta = read_checkpoint(path)
         if meta["class_names"] != self.class_names:
             raise UserError(f"{path}: checkpoint classes {meta['class_names']} differ from "
-                             f"the data set's {self.class_names}")
+                            f"the data set's {self.class_names}")
         if SSDConfig.from_dict(meta["config"]) != self.cfg:        # (0.1 stored clip as a bool)
             raise UserError(f"{path}: checkpoint config {meta['config'].get('name')!r} differs "
-                             f"from --config {self.cfg.name!r}")
+                            f"from --config {self.cfg.name!r}")
         if meta.get("optimizer") is None:
             raise UserError(f"{path}: an exported model (no optimiser state) cannot be resumed; "
-                             f"to fine-tune from it, use --init {path}")
+                            f"to fine-tune from it, use --init {path}")
         epoch, step = int(meta["epoch"]), int(meta["step"])
         if epoch >= self.tc.epochs:
             raise UserError(f"{path}: the run has done {epoch} epoch(s); --epochs "
-                             f"{self.tc.epochs} leaves nothing to train: give --epochs more than "
-                             f"{epoch} (with --override, as it stretches the schedule)")
+                            f"{self.tc.epochs} leaves nothing to train: give --epochs more than "
+                            f"{epoch} (with --override, as it stretches the schedule)")
         changed = self.changed_settings(meta.get("train_config") or {})
         if changed and not self.tc.override:
             said = ", ".join(f"{TrainConfig.option(k)} {old!r} -> {new!r}"
                              for k, (old, new) in changed.items())
             raise UserError(f"{path}: the run was trained with other settings ({said}); resume "
-                             f"with the checkpoint's (leave those options out), or give "
-                             f"--override to change them")
+                            f"with the checkpoint's (leave those options out), or give "
+                            f"--override to change them")
         self.model.load_state_dict(section(arrays, "model."), source=str(path))
         self.optimizer.load_state_dict(section(arrays, "optim."), meta["optimizer"])
         self.epoch, self.step = epoch, step
@@ -405,11 +405,11 @@ class Trainer:
         arrays, meta = read_checkpoint(path)
         if SSDConfig.from_dict(meta["config"]) != self.cfg:        # (0.1 stored clip as a bool)
             raise UserError(f"{path}: the model's config {meta['config'].get('name')!r} differs "
-                             f"from --config {self.cfg.name!r}")
+                            f"from --config {self.cfg.name!r}")
         if meta["class_names"] != self.class_names and not reset_heads:
             raise UserError(f"{path}: the model was trained for classes {meta['class_names']}, "
-                             f"the data set has {self.class_names}: give --reset-heads to "
-                             f"re-initialise the class heads for the new list")
+                            f"the data set has {self.class_names}: give --reset-heads to "
+                            f"re-initialise the class heads for the new list")
         state = section(arrays, "model.")
         if reset_heads:
             fresh = self.model.state_dict()
@@ -440,7 +440,7 @@ class Trainer:
             os.makedirs(out, exist_ok=True)
         except OSError as e:
             raise UserError(f"TrainConfig.out (--out): cannot create {out}: "
-                             f"{e.strerror or e}") from None
+                            f"{e.strerror or e}") from None
 
     def _another_run_in(self, out):
         """Whether ``out/last.npz`` is a run other than the one resumed (other settings)."""
@@ -542,14 +542,20 @@ class Trainer:
         then the momentum buffers: one reduction per array, one copy to the host.
         """
         xp = self.xp
-        named = [(f"the {key} ({kind}) of layer {mod_name}", store[key])
-                 for mod_name, mod in self.model.named_modules()
-                 for kind, store in (("parameter", mod.params), ("statistic", mod.buffers))
-                 for key in store]
-        named += [(f"the momentum buffer of {k}", v) for k, v in self.optimizer.buffers.items()]
-        finite = backend.to_numpy(xp.stack([xp.isfinite(a).all() for _, a in named]))
+        places = [(mod_name, kind, store, key)
+                  for mod_name, mod in self.model.named_modules()
+                  for kind, store in (("parameter", mod.params), ("statistic", mod.buffers))
+                  for key in store]
+        places += [(None, "momentum", self.optimizer.buffers, k) for k in self.optimizer.buffers]
+        finite = backend.to_numpy(xp.stack([xp.isfinite(store[key]).all()
+                                             for _, _, store, key in places]))
         bad = np.flatnonzero(~finite)
-        return named[bad[0]][0] if len(bad) else None
+        if not len(bad):
+            return None
+        mod_name, kind, _, key = places[bad[0]]                 # words only for the one that failed
+        if kind == "momentum":
+            return f"the momentum buffer of {key}"
+        return f"the {key} ({kind}) of layer {mod_name}"
 
     def fit(self, epochs=None):
         """Train from ``self.epoch`` up to ``epochs`` (default: the config's)."""

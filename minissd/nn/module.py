@@ -163,7 +163,7 @@ class Module:
             new = state[name]
             if tuple(new.shape) != tuple(old.shape):
                 raise UserError(f"{source}: key {name!r} has shape {tuple(new.shape)}, "
-                                 f"the model expects {tuple(old.shape)}")
+                                f"the model expects {tuple(old.shape)}")
         for name, store, key in own:
             old = store[key]
             xp = backend.get_array_module(old)
