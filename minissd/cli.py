@@ -99,7 +99,9 @@ def _evaluate(detector, dataset, metric, plot=None, class_names=None):
                  for root, split in dataset.sources]
         raise UserError(f"{', '.join(files)}: lists no images, nothing to evaluate")
     use_07 = metric == "voc07"
-    result, _ = evaluate_dataset(detector, dataset, use_07_metric=use_07)
+    from minissd.train import image_progress
+    result, _ = evaluate_dataset(detector, dataset, use_07_metric=use_07,
+                                 progress=image_progress("evaluate"))
     print(format_ap_table(result, class_names or dataset.class_names))
     if plot:
         import matplotlib

@@ -109,6 +109,9 @@ class TrainConfig:
     augment: str = setting("ssd", "ssd: the paper's photometric/expand/crop/flip; flip: flip "
                                   "only; none: resize + normalise", same=True,
                            choices=["ssd", "flip", "none"])
+    zoom_out: float = setting(4.0, "with --augment ssd: zoom out onto a canvas up to this many "
+                                   "times the photo's size (the paper's 4; 1: no zoom-out)",
+                              same=True)
     eval_every: int = setting(0, "VOC07 mAP on --eval-split every N epochs and after the last, "
                                  "logged to train_log.jsonl (0: only after the last, if "
                                  "--eval-split is given)")
@@ -185,6 +188,7 @@ class TrainConfig:
             number("max_minutes", 0, open_low=True)
         if self.augment not in ("ssd", "flip", "none"):
             raise self._error("augment", "must be 'ssd', 'flip' or 'none'")
+        number("zoom_out", 1)
         if self.init and self.resume:
             raise self._error("init", "--init starts a new run, --resume continues one: give one")
         if self.reset_heads and not self.init:
@@ -224,20 +228,64 @@ def pad_batch_targets(batch, xp):
 # --------------------------------------------------------------------------- #
 # Progress
 # --------------------------------------------------------------------------- #
-class Progress:
-    """A one-line progress bar on stderr (redrawn on a terminal, printed every few steps otherwise)."""
+def format_duration(seconds):
+    """Seconds as ``m:ss`` or ``h:mm:ss`` (what a progress line shows)."""
+    seconds = int(round(max(seconds, 0)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
-    def __init__(self, total, prefix="", every=10, stream=None):
-        self.total, self.prefix, self.every = total, prefix, every
+
+def image_progress(prefix, every=160, stream=None):
+    """A ``progress(done, total)`` callback for ``evaluate_dataset``: a :class:`Progress`
+    of images with their rate (a line every ``every`` images when not on a terminal)."""
+    bar = None
+
+    def progress(done, total):
+        nonlocal bar
+        if bar is None:                                  # the clock starts at the first batch
+            bar = Progress(total, prefix, every=every, stream=stream)
+        bar.update(done, f"{bar.rate(done):.1f} img/s")
+    return progress
+
+
+class Progress:
+    """A one-line progress bar on stderr with the time left.
+
+    On a terminal the line is redrawn in place; elsewhere (a log file, CI, a notebook)
+    a plain line is printed every ``every`` steps and at the end. The time left is
+    the mean time per step so far times the steps to go; ``then``: how many more
+    rounds of ``total`` steps follow this one (the epochs after this one), added as
+    the time left for the whole run.
+    """
+
+    def __init__(self, total, prefix="", every=10, stream=None, then=0, clock=time.monotonic):
+        self.total, self.prefix, self.every, self.then = total, prefix, every, then
         self.stream = stream or sys.stderr
         self.tty = getattr(self.stream, "isatty", lambda: False)()
+        self.clock = clock
+        self.start, self.printed = clock(), 0
+
+    def rate(self, i):
+        """Steps per second so far (``i`` steps done)."""
+        return i / max(self.clock() - self.start, 1e-9)
+
+    def left(self, i):
+        """Seconds to the end of this round and to the end of the run, from ``i`` steps done."""
+        per_step = (self.clock() - self.start) / max(i, 1)
+        here = per_step * (self.total - i)
+        return here, here + per_step * self.total * self.then
 
     def update(self, i, text):
-        if not self.tty and i % self.every and i != self.total:
+        if not self.tty and i - self.printed < self.every and i != self.total:
             return
+        self.printed = i
         width = 20
         filled = int(width * i / max(self.total, 1))
-        line = f"{self.prefix} [{'#' * filled}{'.' * (width - filled)}] {i}/{self.total} {text}"
+        here, run = self.left(i)
+        eta = f"{format_duration(here)} left" + (f", run {format_duration(run)}"
+                                                  if self.then else "")
+        line = (f"{self.prefix} [{'#' * filled}{'.' * (width - filled)}] {i}/{self.total} {text}"
+                f" {eta}")
         if self.tty:
             self.stream.write("\r" + line + " " * 4)
             if i == self.total:
@@ -300,7 +348,7 @@ class Trainer:
         self.dataset = dataset
         self.class_names = list(dataset.class_names)
         size = self.cfg.image_size
-        transform = get_transform(tc.augment, size)
+        transform = get_transform(tc.augment, size, zoom_out=tc.zoom_out)
         self.loader = DataLoader(dataset, transform, batch_size=tc.batch_size, shuffle=True,
                                  seed=tc.seed, num_workers=tc.workers, drop_last=True)
         if len(dataset) == 0:
@@ -482,7 +530,8 @@ class Trainer:
             self._eval_dataset = VOCDataset([(root, tc.eval_split) for root in tc.data],
                                             class_names=self.class_names, keep_difficult=True)
         t0 = time.time()
-        result, _ = evaluate_dataset(Detector(self.model), self._eval_dataset, use_07_metric=True)
+        result, _ = evaluate_dataset(Detector(self.model), self._eval_dataset, use_07_metric=True,
+                                     progress=image_progress(f"evaluate {tc.eval_split}"))
         self.model.train()                                       # Detector switched it to eval
         return {"step": self.step, "epoch": self.epoch, "eval_split": tc.eval_split,
                 "eval_map": float(result["map"]),
@@ -569,7 +618,7 @@ class Trainer:
         with open(log_path, "a" if self.step else "w") as log_file:   # a fresh run starts a fresh log
             while self.epoch < epochs:
                 progress = Progress(len(self.loader), f"epoch {self.epoch + 1}/{epochs}",
-                                    every=tc.log_every)
+                                    every=tc.log_every, then=epochs - self.epoch - 1)
                 seen, t0 = 0, time.time()
                 sums = np.zeros(3)
                 self.loader.set_epoch(self.epoch)

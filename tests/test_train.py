@@ -136,13 +136,58 @@ def test_trainer_errors_are_clear(shapes_root, tmp_path):
         Trainer(tiny(shapes_root, tmp_path, device="gpu"))
 
 
-def test_progress_prints_every_n_steps(capsys):
+class FakeClock:
+    """time.monotonic stand-in: each call returns ``now``, moved by the test."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_prints_every_n_steps_with_the_time_left(capsys):
     import sys
-    p = Progress(5, "epoch 1/1", every=2, stream=sys.stdout)
+    clock = FakeClock()
+    p = Progress(5, "epoch 1/3", every=2, stream=sys.stdout, then=2, clock=clock)
     for i in range(1, 6):
+        clock.now += 3.0                                  # 3 s a step
         p.update(i, f"loss {i}")
     out = capsys.readouterr().out.splitlines()
-    assert [l.split("] ")[1] for l in out] == ["2/5 loss 2", "4/5 loss 4", "5/5 loss 5"]
+    # step 2: 6 s for 2 steps, 3 to go -> 0:09 here; 2 more epochs of 5 steps -> +30 s
+    assert [l.split("] ")[1] for l in out] == ["2/5 loss 2 0:09 left, run 0:39",
+                                                "4/5 loss 4 0:03 left, run 0:33",
+                                                "5/5 loss 5 0:00 left, run 0:30"]
+
+
+def test_progress_counts_steps_since_its_last_line_and_shows_no_run_time_alone(capsys):
+    import sys
+    clock = FakeClock()
+    p = Progress(100, "evaluate", every=32, stream=sys.stdout, clock=clock)
+    for done in (16, 32, 48, 64, 80, 96, 100):             # batches of 16: 32 is not a divisor
+        clock.now += 1.0
+        p.update(done, f"{p.rate(done):.1f} img/s")
+    out = [l.split("] ")[1] for l in capsys.readouterr().out.splitlines()]
+    assert out == ["32/100 16.0 img/s 0:04 left", "64/100 16.0 img/s 0:02 left",
+                   "96/100 16.0 img/s 0:00 left", "100/100 14.3 img/s 0:00 left"]
+
+
+def test_format_duration():
+    from minissd.train import format_duration
+    assert [format_duration(s) for s in (0, 59.4, 61, 3599, 3600, 3725, -5)] == [
+        "0:00", "0:59", "1:01", "59:59", "1:00:00", "1:02:05", "0:00"]
+
+
+def test_image_progress_draws_evaluate_dataset_s_callback(capsys):
+    import sys
+    from minissd.train import image_progress
+    progress = image_progress("evaluate", every=2, stream=sys.stdout)
+    for done in (2, 4, 5):
+        progress(done, 5)
+    out = capsys.readouterr().out.splitlines()
+    assert [l.split(" [")[0] for l in out] == ["evaluate"] * 3
+    assert [l.split("] ")[1].split()[0] for l in out] == ["2/5", "4/5", "5/5"]
+    assert all("img/s" in l and "left" in l for l in out)
 
 
 def test_training_and_detection_on_fake_cupy(shapes_root, tmp_path, monkeypatch):
@@ -410,6 +455,7 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     (dict(seed=-1), r"TrainConfig.seed \(--seed\): must be an integer >= 0"),
     (dict(log_every=0), r"TrainConfig.log_every \(--log-every\)"),
     (dict(augment="mixup"), r"TrainConfig.augment \(--augment\): must be 'ssd', 'flip' or 'none'"),
+    (dict(zoom_out=0.5), r"TrainConfig.zoom_out \(--zoom-out\): must be a finite number >= 1"),
     (dict(split=""), r"TrainConfig.split \(--split\): must be a non-empty string"),
     (dict(out=""), r"TrainConfig.out \(--out\): must be a non-empty string"),
     (dict(classes=["a", "b", "a"]), r"TrainConfig.classes \(--classes\): lists a more than once"),

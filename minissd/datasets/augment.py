@@ -325,12 +325,16 @@ class ToCHW:
 
 # ---------------------------------------------------------------- pipelines
 
-def train_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Compose:
-    """The SSD training pipeline: uint8 (H, W, 3) + pixel boxes -> (3, S, S) + [0, 1] boxes."""
+def train_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                    zoom_out: float = 4.0) -> Compose:
+    """The SSD training pipeline: uint8 (H, W, 3) + pixel boxes -> (3, S, S) + [0, 1] boxes.
+
+    ``zoom_out``: Expand's largest canvas / photo ratio (the paper's 4; 1 leaves it out).
+    """
     return Compose([
         ToFloat(),
         PhotometricDistort(),
-        Expand(fill=mean),
+        *([Expand(fill=mean, max_ratio=zoom_out)] if zoom_out > 1 else []),
         RandomIoUCrop(),
         RandomFlip(),
         Resize(size),
@@ -356,8 +360,12 @@ def flip_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Compose:
 TRANSFORMS = {"ssd": train_transform, "flip": flip_transform, "none": eval_transform}
 
 
-def get_transform(kind: str, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Compose:
-    """The pipeline named ``kind``: 'ssd' (the paper's augmentation), 'flip' or 'none'."""
+def get_transform(kind: str, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                  zoom_out: float = 4.0) -> Compose:
+    """The pipeline named ``kind``: 'ssd' (the paper's augmentation, zooming out up to
+    ``zoom_out`` times), 'flip' or 'none'."""
     if kind not in TRANSFORMS:
         raise ValueError(f"unknown augmentation {kind!r}: expected one of {sorted(TRANSFORMS)}")
+    if kind == "ssd":
+        return train_transform(size, mean, std, zoom_out=zoom_out)
     return TRANSFORMS[kind](size, mean, std)

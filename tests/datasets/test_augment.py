@@ -255,6 +255,22 @@ def test_get_transform_unknown_name_is_named():
         A.get_transform("zoom", 32)
 
 
+def test_zoom_out_sets_expand_s_largest_canvas_and_1_leaves_it_out():
+    steps = lambda t: [type(step) for step in t.transforms]
+    default, two, off = (A.get_transform("ssd", 32, zoom_out=z) for z in (4.0, 2.0, 1.0))
+    assert [s.max_ratio for s in default.transforms if isinstance(s, A.Expand)] == [4.0]
+    assert [s.max_ratio for s in two.transforms if isinstance(s, A.Expand)] == [2.0]
+    assert A.Expand not in steps(off)
+    assert [s for s in steps(default) if s is not A.Expand] == steps(off)
+    image = np.full((40, 60, 3), 200, np.uint8)
+    boxes = np.array([[10, 10, 30, 30]], np.float32)
+    # the canvas of zoom_out=2: 1 to 2 times the photo's size, never 4
+    canvas = [A.Expand(max_ratio=2.0, p=1.0)(image.astype(np.float32), boxes, np.ones(1),
+                                             np.random.default_rng(s))[0].shape[1]
+              for s in range(50)]
+    assert 60 <= min(canvas) and max(canvas) <= 120
+
+
 def test_empty_boxes_go_through_the_training_pipeline():
     image = np.full((50, 70, 3), 128, np.uint8)
     for seed in range(10):
