@@ -7,6 +7,7 @@ the architecture figure of an SSD model; the pictures of IoU, the offset encodin
 
     draw_architecture(SSD(get_config("ssd300"), 20), highlight="heads")   # the paper's Fig. 2
     draw_iou(ax, box_a, box_b); draw_encoding(ax, prior_cxcywh, box_xyxy)   # chapter 7
+    draw_nms_steps(image, boxes, scores, steps, keep, gt_boxes)         # NMS step by step (ch. 10)
     draw_loss_balance(ax, ce, loss.positive[0], loss.negative[0])          # chapter 8
 
     show_augmentation_steps(trace(transforms, image, boxes, labels))     # each transform's output
@@ -473,6 +474,67 @@ def backdrop(image, fade: float = 0.4, step: int = 32) -> np.ndarray:
     grey = np.asarray(to_numpy(image), np.float64).mean(axis=2, keepdims=True).repeat(3, axis=2)
     faded = fade * grey + (1 - fade) * 255
     return (np.round(faded / step) * step).clip(0, 255).astype(np.uint8)
+
+
+def draw_nms_steps(image, boxes, scores, steps, keep, gt_boxes=None, class_name="",
+                   shown_above=None, threshold=0.45, width: float = 16.0):
+    """Greedy NMS as four panels: the candidates coloured by score, its first two steps
+    (the kept box green, the boxes it suppresses dashed red) and what is left; -> figure.
+
+    ``image`` (H, W, 3); ``boxes`` (N, 4) in [0, 1] xyxy, ``scores`` (N,);
+    ``steps``: per step (kept index, [suppressed indices]) and ``keep`` the kept indices,
+    as an NMS written out by hand returns them; ``gt_boxes`` (G, 4) pixel xyxy, dotted.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    image = to_numpy(image)
+    height, width_px = image.shape[:2]
+    pixels = np.asarray(to_numpy(boxes), np.float64).reshape(-1, 4) * ([width_px, height] * 2)
+    scores = np.asarray(to_numpy(scores), np.float64).reshape(-1)
+    faded = backdrop(image, fade=0.7, step=8)
+
+    def box(ax, j, colour, lw=1.0, ls="-", alpha=1.0):
+        x0, y0, x1, y1 = pixels[j]
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, lw=lw,
+                               ls=ls, alpha=alpha))
+
+    fig, axes = plt.subplots(1, 4, figsize=(width, width * 0.28))
+    cmap = plt.get_cmap("viridis")
+    for ax in axes:
+        ax.imshow(faded, interpolation="nearest")
+        ax.set_xticks([]), ax.set_yticks([])
+    for j in np.argsort(scores, kind="stable"):                         # the best drawn last
+        box(axes[0], j, cmap(scores[j]), lw=1.2, alpha=0.4 + 0.6 * scores[j])
+    above = f"\nwith score > {shown_above}" if shown_above is not None else ""
+    axes[0].set_title(f"before NMS: {len(scores)} '{class_name}' boxes{above} (colour = score)",
+                      fontsize=10)
+    fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1)), ax=axes[0],
+                 fraction=0.046, label="score")
+    alive = set(range(len(scores)))
+    for k, ax in enumerate(axes[1:3]):
+        if k >= len(steps):                                              # NMS ended sooner
+            ax.set_axis_off()
+            continue
+        best, suppressed = steps[k]
+        for j in alive - {best} - set(suppressed):
+            box(ax, j, "0.35", lw=0.8)
+        for j in suppressed:
+            box(ax, j, "tab:red", lw=1.0, ls="--")
+        box(ax, best, "lime", lw=2.5)
+        ax.set_title(f"step {k + 1}: keep the best ({scores[best]:.2f}, green),\n"
+                     f"drop {len(suppressed)} with IoU > {threshold} (red)", fontsize=10)
+        alive -= {best, *suppressed}
+    for j in keep:
+        box(axes[3], j, "lime", lw=2.0)
+        axes[3].text(*pixels[j, :2], f"{scores[j]:.2f}", color="black", fontsize=8, va="bottom",
+                     bbox=dict(facecolor="lime", edgecolor="none", pad=1))
+    for g in np.asarray([] if gt_boxes is None else to_numpy(gt_boxes), np.float64).reshape(-1, 4):
+        axes[3].add_patch(Rectangle(g[:2], *(g[2:] - g[:2]), fill=False, ec="black", lw=1.2,
+                                    ls=":"))
+    axes[3].set_title(f"after NMS: {len(keep)} boxes\n(dotted black: ground truth)", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def draw_box_scales(rules, map_names, image_size, ax=None):

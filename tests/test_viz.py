@@ -406,6 +406,33 @@ def test_draw_gradient_check_plots_each_series_against_the_numerical_gradient():
     plt.close(fig)
 
 
+def test_draw_nms_steps_shows_the_kept_and_suppressed_boxes_of_each_step():
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+    from matplotlib.patches import Rectangle
+
+    image = np.full((50, 100, 3), 200, np.uint8)
+    boxes = np.array([[0.1, 0.1, 0.4, 0.5], [0.12, 0.1, 0.42, 0.5], [0.6, 0.5, 0.9, 0.9]])
+    scores = np.array([0.9, 0.8, 0.7])
+    steps, keep = [(0, [1]), (2, [])], [0, 2]                 # as NMS by hand returns them
+    fig = viz.draw_nms_steps(image, boxes, scores, steps, keep, gt_boxes=[[10, 5, 40, 25]],
+                             class_name="circle", shown_above=0.1)
+    axes = fig.axes[:4]                                       # the fifth is the colour bar
+    rects = [[p for p in ax.patches if isinstance(p, Rectangle)] for ax in axes]
+    assert len(rects[0]) == 3                                 # every candidate
+    first = {tuple(np.round(p.get_xy(), 6)): (p.get_edgecolor(), p.get_linestyle()) for p in rects[1]}
+    assert first[(10.0, 5.0)][0] == to_rgba("lime")           # step 1 keeps box 0 (x0 0.1 * 100)
+    assert first[(12.0, 5.0)] == (to_rgba("tab:red"), "--")   # and drops box 1, dashed red
+    assert first[(60.0, 25.0)][0] == to_rgba("0.35")          # box 2 still waits, grey
+    assert [tuple(p.get_xy()) for p in rects[2]] == [(60.0, 25.0)]   # step 2: only box 2 is left
+    kept = [p for p in rects[3] if p.get_edgecolor() == to_rgba("lime")]
+    truth = [p for p in rects[3] if p.get_linestyle() == ":"]
+    assert len(kept) == 2 and [tuple(p.get_xy()) for p in truth] == [(10.0, 5.0)]
+    assert "3 'circle' boxes" in axes[0].get_title() and "drop 1" in axes[1].get_title()
+    assert "after NMS: 2 boxes" in axes[3].get_title()
+    plt.close(fig)
+
+
 def test_draw_default_boxes_at_draws_each_map_s_centres_and_one_cell_s_boxes():
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
