@@ -140,9 +140,16 @@ def test_a_checkpoint_keeps_a_custom_architecture(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["ssd-tiny-shapes", "ssd-tiny-voc5"])
-def test_shipped_models_without_an_architecture_load_from_the_registry(name):
-    path = MODELS / f"{name}.npz"
+def test_a_shipped_model_without_an_architecture_loads_from_the_registry():
+    path = MODELS / "ssd-tiny-shapes.npz"
     assert "arch" not in read_checkpoint(path)[1]            # written before checkpoints kept it
     model, meta = load_model(path)
     assert model.arch == get_arch(meta["config"]["name"])
+
+
+def test_a_shipped_model_with_its_architecture_loads_it():
+    path = MODELS / "ssd-tiny-voc5.npz"
+    meta = read_checkpoint(path)[1]
+    assert meta["arch"] == json.loads(json.dumps(get_arch("ssd-tiny").to_dict()))
+    model, _ = load_model(path)
+    assert model.arch == get_arch("ssd-tiny")
