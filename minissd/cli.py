@@ -264,12 +264,15 @@ def cmd_detect(args):
         first.setdefault(os.path.realpath(path), path)
     paths = list(first.values())
     os.makedirs(args.out, exist_ok=True)
+    from minissd.train import Progress, format_duration
     drawn, skipped = [], 0
-    for path, name in zip(paths, picture_names(paths)):
+    timer = Progress(len(paths))                         # for the count and the time left
+    for k, (path, name) in enumerate(zip(paths, picture_names(paths)), 1):
+        where = f" ({k}/{len(paths)}, {format_duration(timer.left(k)[0])} left)" if len(paths) > 1 else ""
         try:
             image = load_image(path)                     # (H, W, 3) uint8
         except (UserError, FileNotFoundError) as err:  # not an image: say so, go on
-            print(f"minissd: error: {err}; skipped", file=sys.stderr)
+            print(f"minissd: error: {err}; skipped{where}", file=sys.stderr)
             skipped += 1
             continue
         boxes, labels, scores = detector([image])[0]
@@ -279,7 +282,7 @@ def cmd_detect(args):
         picture.save(out)
         drawn.append(picture)
         found = ", ".join(f"{meta['class_names'][l - 1]} {s:.2f}" for l, s in zip(labels, scores))
-        print(f"{path}: {len(labels)} detection(s) {found} -> {out}")
+        print(f"{path}: {len(labels)} detection(s) {found} -> {out}{where}")
     if args.grid and drawn:
         os.makedirs(os.path.dirname(os.path.abspath(args.grid)), exist_ok=True)
         save_grid(drawn, args.grid)

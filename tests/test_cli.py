@@ -51,7 +51,18 @@ def test_detect_draws_images(trained, tmp_path, capsys):
                  "--data", data, "--split", "test", "--limit", "2", "--grid", str(tmp_path / "g.png")]) == 0
     assert sorted(os.listdir(out)) == ["000008.png", "000009.png"]
     assert os.path.getsize(tmp_path / "g.png") > 0
-    assert "000008.jpg:" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    # 000008 given twice (by name and in --data's first two) is drawn once: two images
+    assert lines[0].startswith(image + ":") and "(1/2, " in lines[0] and lines[0].endswith(" left)")
+    assert lines[1].endswith("(2/2, 0:00 left)")                # the count and the time left
+
+
+def test_detect_of_one_image_prints_no_count(trained, tmp_path, capsys):
+    data, ckpt = trained
+    image = os.path.join(data, "JPEGImages", "000008.jpg")
+    assert main(["detect", image, "--checkpoint", ckpt, "--out", str(tmp_path / "det")]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(image + ":") and line.endswith("000008.png") and "left)" not in line
 
 
 def test_detect_with_ssd_pytorch_weights(trained, tmp_path, capsys, monkeypatch):
