@@ -104,10 +104,11 @@ def draw_boxes(image, boxes_xyxy, labels=None, scores=None, class_names=None,
         caption = box_caption(label, score, class_names)
         if caption:  # white text on a filled tab above the box (inside it at the top edge)
             left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
-            tab_h = bottom - top + 4
+            tab_w, tab_h = right - left + 4, bottom - top + 4
             ty = y0 - tab_h if y0 - tab_h >= 0 else y0
-            draw.rectangle((x0, ty, x0 + right - left + 4, ty + tab_h), fill=colour)
-            draw.text((x0 + 2, ty + 2 - top), caption, fill=(255, 255, 255), font=font)
+            tx = max(0.0, min(x0, picture.width - 1 - tab_w))   # the whole tab inside the picture
+            draw.rectangle((tx, ty, tx + tab_w, ty + tab_h), fill=colour)
+            draw.text((tx + 2, ty + 2 - top), caption, fill=(255, 255, 255), font=font)
     return picture
 
 

@@ -52,6 +52,14 @@ def test_draw_boxes_outlines_each_box_in_its_class_colour():
     assert (plain[10:25, 11:40] == 255).all()
 
 
+def test_draw_boxes_keeps_a_caption_near_the_right_edge_inside_the_picture():
+    image = np.zeros((60, 100, 3), np.uint8)
+    picture = np.asarray(viz.draw_boxes(image, [[90, 30, 99, 50]], [1], [0.5], class_names=["cat"]))
+    tab = np.all(picture == viz.class_color(1), axis=2)                  # the filled caption tab
+    columns = np.flatnonzero(tab[18:26].any(axis=0))                      # rows above the box: the tab
+    assert 0 < columns.min() < 90 and columns.max() == 99                # moved left, not cut off
+
+
 def test_draw_boxes_checks_lengths():
     with pytest.raises(ValueError, match="scores has 1 entries but there are 2 boxes"):
         viz.draw_boxes(np.zeros((10, 10, 3), np.uint8), np.zeros((2, 4)), labels=[1, 1], scores=[0.5])
