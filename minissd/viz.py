@@ -9,6 +9,8 @@ the architecture figure of an SSD model; the pictures of IoU, the offset encodin
     draw_iou(ax, box_a, box_b); draw_encoding(ax, prior_cxcywh, box_xyxy)   # chapter 7
     draw_nms_steps(image, boxes, scores, steps, keep, gt_boxes)         # NMS step by step (ch. 10)
     draw_loss_balance(ax, ce, loss.positive[0], loss.negative[0])          # chapter 8
+    plot_regression_losses(x, {"smooth L1": (loss, grad)})                # losses and gradients
+    show_pool_backward(x, dy, dx, wins)                                    # max-pool's backward (ch. 4)
 
     show_augmentation_steps(trace(transforms, image, boxes, labels))     # each transform's output
     show_augmented(image, boxes, labels, train_transform(300), seeds=range(4))   # what training sees
@@ -283,6 +285,40 @@ def _matrix(ax, values, title, marks=(), fmt="{:g}", fontsize=11):
     ax.set_aspect("equal")
     ax.set_axis_off()
     ax.set_title(title, fontsize=11)
+
+
+def show_pool_backward(x, dy, dx, wins, width: float = 14.0):
+    """Max-pooling's backward as four maps; -> figure.
+
+    ``x`` (H, W) the input of a 2x2/2 pool, with its window maxima dotted (the nonzeros
+    of ``dx``); ``dy`` (H/2, W/2) the upstream gradient; ``dx`` (H, W) what backward
+    returns; ``wins`` (H, W): a 3x3/1/1 pool's backward of dy = 1, the windows each
+    pixel wins.
+    """
+    import matplotlib.pyplot as plt
+
+    x, dy, dx, wins = (np.asarray(to_numpy(a), np.float64) for a in (x, dy, dx, wins))
+    fig, axes = plt.subplots(1, 4, figsize=(width, width / 4))
+    lim = np.abs(dy).max()
+    panels = ((x, "viridis", None, "input x, 2×2/2 windows\n(white dots: window maxima)"),
+              (dy, "coolwarm", lim, f"upstream gradient dy ({dy.shape[0]}×{dy.shape[1]})"),
+              (dx, "coolwarm", lim, f"dx = pool.backward(dy) ({dx.shape[0]}×{dx.shape[1]})"),
+              (wins, "magma", None, "pool5 3×3/1/1, dy = 1:\nwindows won by each pixel"))
+    for ax, (values, cmap, sym, title) in zip(axes, panels):
+        limits = dict(vmin=-sym, vmax=sym) if sym is not None else {}
+        fig.colorbar(ax.imshow(values, cmap=cmap, **limits), ax=ax, fraction=0.046)
+        ax.set_title(title)
+        ax.set_xlabel("column")
+        n = values.shape[0]
+        ax.set_xticks(range(0, n, 1 if n <= 4 else 2)), ax.set_yticks(range(0, n, 1 if n <= 4 else 2))
+    rows, cols = np.nonzero(dx)
+    axes[0].scatter(cols, rows, c="white", s=40, edgecolors="k")
+    axes[0].set_xticks(np.arange(-.5, x.shape[1], 2), minor=True)
+    axes[0].set_yticks(np.arange(-.5, x.shape[0], 2), minor=True)
+    axes[0].grid(which="minor", color="w", lw=1.5)
+    axes[0].set_ylabel("row")
+    fig.tight_layout()
+    return fig
 
 
 def draw_conv_backward(dy=None, weight=None, output=(0, 2), pixel=(1, 2), width: float = 15.0):
@@ -1162,6 +1198,37 @@ def draw_encoding(ax, prior_cxcywh, box_xyxy, variances=None, names=("default bo
             fontsize=9, family="monospace")
     ax.set_title("SSD's offsets t from a default box d to an object g", fontsize=10)
     return t
+
+
+def plot_regression_losses(x, functions, checks=None, width: float = 10.0):
+    """Loss functions of an offset error x and their gradients, side by side; -> figure.
+
+    ``functions``: {label: (loss (n,), gradient (n,))} over ``x`` (n,), one line each;
+    ``checks``: (x, loss, gradient) measured on a library implementation, drawn as black
+    dots over the lines. The grey band is |x| < 1, where smooth L1 is quadratic.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(width, width * 0.38))
+    for n, (name, (f, df)) in enumerate(functions.items()):
+        colour = f"C{n}"
+        axes[0].plot(x, f, color=colour, lw=2, label=name)
+        axes[1].plot(x, df, color=colour, lw=2, label=name)
+    if checks is not None:
+        x_lib, value_lib, grad_lib = checks
+        axes[0].plot(x_lib, value_lib, "k.", ms=7, label="MultiBoxLoss.loss_loc")
+        axes[1].plot(x_lib, grad_lib, "k.", ms=7, label="MultiBoxLoss.backward")
+    for ax, title, ylabel in ((axes[0], "Regression losses", "loss"),
+                              (axes[1], "Their gradients", "d loss / d x")):
+        ax.axvspan(-1, 1, color="0.92")
+        ax.set_xlabel("x = predicted offset − target offset")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylim(-0.1, 3)
+    fig.tight_layout()
+    return fig
 
 
 def draw_loss_balance(ax, ce, positive, negative, neg_pos_ratio: int = 3, names=None):

@@ -575,3 +575,36 @@ def test_moving_average_is_the_mean_of_the_last_n_values():
     np.testing.assert_allclose(viz.moving_average(y, 2), [1.0, 1.5, 2.5, 3.5, 7.0])
     np.testing.assert_allclose(viz.moving_average(y, 1), y)
     np.testing.assert_allclose(viz.moving_average(y, 10), np.cumsum(y) / np.arange(1, 6))
+
+
+def test_show_pool_backward_draws_the_four_maps_and_dots_the_maxima():
+    import matplotlib.pyplot as plt
+
+    x = np.arange(16.0).reshape(4, 4)
+    dy = np.array([[1.0, -2.0], [3.0, 0.5]])
+    dx = np.zeros((4, 4))
+    dx[1::2, 1::2] = dy                                      # the maxima of x's 2x2 windows
+    wins = np.ones((4, 4))
+    fig = viz.show_pool_backward(x, dy, dx, wins)
+    axes = fig.axes[:4]                                      # the others are colour bars
+    for ax, values in zip(axes, (x, dy, dx, wins)):
+        np.testing.assert_array_equal(ax.images[0].get_array(), values)
+    assert axes[1].images[0].get_clim() == axes[2].images[0].get_clim() == (-3.0, 3.0)
+    dots = axes[0].collections[0].get_offsets()              # (column, row) of dx's nonzeros
+    assert sorted(map(tuple, np.asarray(dots).tolist())) == [(1, 1), (1, 3), (3, 1), (3, 3)]
+    assert "(2×2)" in axes[1].get_title() and "(4×4)" in axes[2].get_title()
+    plt.close(fig)
+
+
+def test_plot_regression_losses_draws_each_function_and_the_library_s_points():
+    import matplotlib.pyplot as plt
+
+    x = np.linspace(-2, 2, 5)
+    fig = viz.plot_regression_losses(x, {"L1": (np.abs(x), np.sign(x))},
+                                     checks=(x, np.abs(x), np.sign(x)))
+    loss, grad = fig.axes
+    np.testing.assert_array_equal(loss.lines[0].get_ydata(), np.abs(x))
+    np.testing.assert_array_equal(grad.lines[0].get_ydata(), np.sign(x))
+    assert [l.get_label() for l in loss.lines] == ["L1", "MultiBoxLoss.loss_loc"]
+    assert [l.get_label() for l in grad.lines] == ["L1", "MultiBoxLoss.backward"]
+    plt.close(fig)
