@@ -497,7 +497,9 @@ def draw_gradient_check(ax, numeric, analytic):
         colour = colours[n % len(colours)]
         ax.scatter(numeric, values, marker=markers[n % len(markers)], s=36, label=label,
                    color=colour, facecolors=colour if n == 0 else "none")
-    lim = 1.1 * np.abs(numeric).max()
+    values = [np.abs(np.asarray(to_numpy(v), np.float64)).max(initial=0.0) for v in analytic.values()]
+    lim = 1.1 * max([np.abs(numeric).max(initial=0.0)] + values)          # over every point drawn
+    lim = lim if lim > 1e-9 else 1.0              # all at 0 (up to rounding): a diagonal of +-1
     ax.plot([-lim, lim], [-lim, lim], color="0.6", lw=1, zorder=0, label="analytic = numerical")
     ax.set_xlabel("numerical gradient (central differences)")
     ax.set_ylabel("analytic gradient (backward)")

@@ -409,6 +409,12 @@ def test_draw_gradient_check_plots_each_series_against_the_numerical_gradient():
     np.testing.assert_array_equal(ax.collections[1].get_offsets(), np.stack([numeric, numeric / 2], 1))
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["right", "half", "analytic = numerical"]
     assert tuple(ax.lines[0].get_xdata()) == (-3.3000000000000003, 3.3000000000000003)   # the diagonal
+    fig2, ax2 = plt.subplots()                      # all zero (dy = 1 through a softmax): still a line
+    viz.draw_gradient_check(ax2, np.zeros(3), {"zero": np.zeros(3), "bug": np.array([0.0, 2.0, 0.0])})
+    assert tuple(ax2.lines[0].get_xdata()) == pytest.approx((-2.2, 2.2))
+    viz.draw_gradient_check(ax2, np.zeros(3), {"zero": np.array([0.0, 1e-17, -1e-17])})
+    assert tuple(ax2.lines[1].get_xdata()) == (-1.0, 1.0)
+    plt.close(fig2)
     with pytest.raises(ValueError, match="'short' has 2 values, the numerical gradient 3"):
         viz.draw_gradient_check(ax, numeric, {"short": numeric[:2]})
     plt.close(fig)
