@@ -310,7 +310,9 @@ def show_pool_backward(x, dy, dx, wins, width: float = 14.0):
         ax.set_title(title)
         ax.set_xlabel("column")
         n = values.shape[0]
-        ax.set_xticks(range(0, n, 1 if n <= 4 else 2)), ax.set_yticks(range(0, n, 1 if n <= 4 else 2))
+        ticks = range(0, n, 1 if n <= 4 else 2)
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
     rows, cols = np.nonzero(dx)
     axes[0].scatter(cols, rows, c="white", s=40, edgecolors="k")
     axes[0].set_xticks(np.arange(-.5, x.shape[1], 2), minor=True)
@@ -543,7 +545,8 @@ def draw_nms_steps(image, boxes, scores, steps, keep, gt_boxes=None, class_name=
     cmap = plt.get_cmap("viridis")
     for ax in axes:
         ax.imshow(faded, interpolation="nearest")
-        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_xticks([])
+        ax.set_yticks([])
     for j in np.argsort(scores, kind="stable"):                         # the best drawn last
         box(axes[0], j, cmap(scores[j]), lw=1.2, alpha=0.4 + 0.6 * scores[j])
     above = f"\nwith score > {shown_above}" if shown_above is not None else ""
