@@ -91,7 +91,7 @@ def cmd_summary(args):
     print(summary(SSD(cfg, args.num_classes, seed=0)))
 
 
-def _evaluate(detector, dataset, metric, plot=None, class_names=None):
+def _evaluate(detector, dataset, metric, plot=None, class_names=None, result=None):
     from minissd.evaluation.inference import evaluate_dataset
     from minissd.evaluation.metrics import format_ap_table
     if len(dataset) == 0:
@@ -99,9 +99,10 @@ def _evaluate(detector, dataset, metric, plot=None, class_names=None):
                  for root, split in dataset.sources]
         raise UserError(f"{', '.join(files)}: lists no images, nothing to evaluate")
     use_07 = metric == "voc07"
-    from minissd.train import image_progress
-    result, _ = evaluate_dataset(detector, dataset, use_07_metric=use_07,
-                                 progress=image_progress("evaluate"))
+    if result is None:                                   # else: scored already (train --eval-every)
+        from minissd.train import image_progress
+        result, _ = evaluate_dataset(detector, dataset, use_07_metric=use_07,
+                                     progress=image_progress("evaluate"))
     print(format_ap_table(result, class_names or dataset.class_names))
     if plot:
         import matplotlib
@@ -200,8 +201,10 @@ def cmd_train(args):
     print(f"trained in {(time.time() - t0) / 60:.1f} min; checkpoint {os.path.join(tc.out, 'last.npz')}")
     if tc.eval_split:                         # the AP table and the curves of the trained model
         dataset = _open_dataset(tc.data, tc.eval_split, classes, keep_difficult=True)
+        done = getattr(trainer, "last_eval", None)       # --eval-every scored the last step (VOC07)
+        same = done is not None and done["step"] == trainer.step and args.metric == "voc07"
         _evaluate(Detector(trainer.model), dataset, args.metric,
-                  plot=os.path.join(tc.out, "pr_curves.png"))
+                  plot=os.path.join(tc.out, "pr_curves.png"), result=done["result"] if same else None)
 
 
 def cmd_evaluate(args):

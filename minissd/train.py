@@ -533,6 +533,7 @@ class Trainer:
         result, _ = evaluate_dataset(Detector(self.model), self._eval_dataset, use_07_metric=True,
                                      progress=image_progress(f"evaluate {tc.eval_split}"))
         self.model.train()                                       # Detector switched it to eval
+        self.last_eval = {"step": self.step, "result": result}   # the train command reuses it
         return {"step": self.step, "epoch": self.epoch, "eval_split": tc.eval_split,
                 "eval_map": float(result["map"]),
                 "eval_ap": {n: float(ap) for n, ap in zip(self.class_names, result["ap"])},

@@ -126,8 +126,14 @@ def test_summary_prints_the_table(capsys):
     assert "default boxes: 1,524" in out and "parameters:" in out
 
 
-def test_train_eval_every_logs_map(trained, tmp_path, capsys):
+def test_train_eval_every_logs_map_and_scores_the_last_epoch_once(trained, tmp_path, capsys,
+                                                                   monkeypatch):
     import json
+    from minissd.evaluation import inference
+    calls = []
+    real = inference.evaluate_dataset
+    monkeypatch.setattr(inference, "evaluate_dataset",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     data, _ = trained
     run = str(tmp_path / "run")
     assert main(["train", "--data", data, "--epochs", "1", "--batch-size", "4", "--workers", "1",
@@ -135,7 +141,11 @@ def test_train_eval_every_logs_map(trained, tmp_path, capsys):
     records = [json.loads(l) for l in open(os.path.join(run, "train_log.jsonl"))]
     evals = [r for r in records if "eval_map" in r]
     assert len(evals) == 1 and evals[0]["epoch"] == 1 and evals[0]["eval_split"] == "test"
-    assert "mAP@0.5 (VOC07) on test" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mAP@0.5 (VOC07) on test" in out
+    assert len(calls) == 1                                  # the AP table reuses that score
+    assert f"mAP@0.5 (VOC07): {evals[0]['eval_map']:.3f}" in out
+    assert os.path.getsize(os.path.join(run, "pr_curves.png")) > 0
 
 
 def test_anchors_prints_coverage_and_plots(trained, capsys, tmp_path):
