@@ -291,3 +291,37 @@ def plot_pr_curves(result, class_names, ax=None):
         ax.legend(loc="lower left")
     ax.grid(True, alpha=0.3)
     return ax
+
+
+# ---------------------------------------------------------------- which objects a model misses
+
+def recall_by_height(detections, ground_truths, image_heights, label, bins=(0, 0.1, 0.2, 0.4, 0.7),
+                     iou_threshold=0.5):
+    """The ground truths of class ``label``, grouped by their height / their image's height.
+
+    detections: per image (boxes (D, 4), labels (D,), scores (D,)); ground_truths: per image
+    (boxes (G, 4), labels (G,)[, difficult]); image_heights: per image, in pixels; ``bins``:
+    the lower edges of the height groups (the last group runs to any height). Per group a dict:
+    ``low``, ``high``, ``objects``, ``covered`` (the share with at least one detection of the
+    class at IoU > iou_threshold, whatever its score and rank) and ``median_score`` (of the best
+    such detection per object, 0 where there is none). Unlike AP, this says which objects no
+    detection even reaches.
+    """
+    heights, best = [], []
+    for (boxes, labels, scores), truth, height in zip(detections, ground_truths, image_heights):
+        boxes, labels, scores = (to_numpy(a) for a in (boxes, labels, scores))
+        gt_boxes, gt_labels = to_numpy(truth[0]).reshape(-1, 4), to_numpy(truth[1]).reshape(-1)
+        mine, theirs = labels == label, gt_boxes[gt_labels == label]
+        ious = box_iou_voc(theirs, boxes[mine].reshape(-1, 4))          # (G_label, D_label)
+        over = np.where(ious > iou_threshold, scores[mine][None, :], 0.0)
+        best += list(over.max(axis=1, initial=0.0))
+        heights += list((theirs[:, 3] - theirs[:, 1] + 1) / float(height))
+    heights, best = np.asarray(heights), np.asarray(best)
+    edges = list(bins) + [np.inf]
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        group = (heights >= low) & (heights < high)
+        rows.append({"low": low, "high": high, "objects": int(group.sum()),
+                     "covered": float((best[group] > 0).mean()) if group.any() else float("nan"),
+                     "median_score": float(np.median(best[group])) if group.any() else float("nan")})
+    return rows

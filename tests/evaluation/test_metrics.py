@@ -323,3 +323,18 @@ def test_judge_image_gives_evaluate_voc_s_verdicts():
         judge_image(boxes[:2], labels[:2], [0.5], gt_boxes, gt_labels)
     with pytest.raises(ValueError, match="4 gt_boxes, 3 gt_labels"):
         judge_image(boxes, labels, scores, gt_boxes, gt_labels[:3])
+
+
+def test_recall_by_height_groups_the_objects_and_finds_their_best_detection():
+    from minissd.evaluation.metrics import recall_by_height
+    person, car = 1, 2
+    truths = [(np.array([[0, 0, 9, 9], [0, 20, 9, 69], [50, 0, 59, 99]], float),   # 0.1, 0.5, 1.0 tall
+               np.array([person, person, car]))]
+    detections = [(np.array([[0, 0, 9, 9], [0, 0, 9, 9], [0, 20, 9, 69], [50, 0, 59, 99]], float),
+                   np.array([person, person, car, person]), np.array([0.3, 0.6, 0.9, 0.2]))]
+    rows = recall_by_height(detections, truths, [100], person, bins=(0, 0.2, 0.7))
+    assert [(r["low"], r["objects"]) for r in rows] == [(0, 1), (0.2, 1), (0.7, 0)]
+    assert rows[0]["covered"] == 1.0 and rows[0]["median_score"] == 0.6   # the best of two
+    assert rows[1]["covered"] == 0.0 and rows[1]["median_score"] == 0.0   # only a car sits on it
+    assert np.isnan(rows[2]["covered"])                                    # the car is not counted
+    assert recall_by_height(detections, truths, [100], car, bins=(0,))[0]["covered"] == 0.0
