@@ -528,18 +528,12 @@ def draw_nms_steps(image, boxes, scores, steps, keep, gt_boxes=None, class_name=
     as an NMS written out by hand returns them; ``gt_boxes`` (G, 4) pixel xyxy, dotted.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
 
     image = to_numpy(image)
     height, width_px = image.shape[:2]
     pixels = np.asarray(to_numpy(boxes), np.float64).reshape(-1, 4) * ([width_px, height] * 2)
     scores = np.asarray(to_numpy(scores), np.float64).reshape(-1)
     faded = backdrop(image, fade=0.7, step=8)
-
-    def box(ax, j, colour, lw=1.0, ls="-", alpha=1.0):
-        x0, y0, x1, y1 = pixels[j]
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, lw=lw,
-                               ls=ls, alpha=alpha))
 
     fig, axes = plt.subplots(1, 4, figsize=(width, width * 0.28))
     cmap = plt.get_cmap("viridis")
@@ -548,7 +542,7 @@ def draw_nms_steps(image, boxes, scores, steps, keep, gt_boxes=None, class_name=
         ax.set_xticks([])
         ax.set_yticks([])
     for j in np.argsort(scores, kind="stable"):                         # the best drawn last
-        box(axes[0], j, cmap(scores[j]), lw=1.2, alpha=0.4 + 0.6 * scores[j])
+        add_boxes(axes[0], pixels[j], cmap(scores[j]), linewidth=1.2, alpha=0.4 + 0.6 * scores[j])
     above = f"\nwith score > {shown_above}" if shown_above is not None else ""
     axes[0].set_title(f"before NMS: {len(scores)} '{class_name}' boxes{above} (colour = score)",
                       fontsize=10)
@@ -560,21 +554,18 @@ def draw_nms_steps(image, boxes, scores, steps, keep, gt_boxes=None, class_name=
             ax.set_axis_off()
             continue
         best, suppressed = steps[k]
-        for j in alive - {best} - set(suppressed):
-            box(ax, j, "0.35", lw=0.8)
-        for j in suppressed:
-            box(ax, j, "tab:red", lw=1.0, ls="--")
-        box(ax, best, "lime", lw=2.5)
+        add_boxes(ax, pixels[sorted(alive - {best} - set(suppressed))], "0.35", linewidth=0.8)
+        add_boxes(ax, pixels[list(suppressed)], "tab:red", linewidth=1.0, linestyle="--")
+        add_boxes(ax, pixels[best], "lime", linewidth=2.5)
         ax.set_title(f"step {k + 1}: keep the best ({scores[best]:.2f}, green),\n"
                      f"drop {len(suppressed)} with IoU > {threshold} (red)", fontsize=10)
         alive -= {best, *suppressed}
+    add_boxes(axes[3], pixels[list(keep)], "lime", linewidth=2.0)
     for j in keep:
-        box(axes[3], j, "lime", lw=2.0)
         axes[3].text(*pixels[j, :2], f"{scores[j]:.2f}", color="black", fontsize=8, va="bottom",
                      bbox=dict(facecolor="lime", edgecolor="none", pad=1))
-    for g in np.asarray([] if gt_boxes is None else to_numpy(gt_boxes), np.float64).reshape(-1, 4):
-        axes[3].add_patch(Rectangle(g[:2], *(g[2:] - g[:2]), fill=False, ec="black", lw=1.2,
-                                    ls=":"))
+    if gt_boxes is not None:
+        add_boxes(axes[3], gt_boxes, "black", linewidth=1.2, linestyle=":")
     axes[3].set_title(f"after NMS: {len(keep)} boxes\n(dotted black: ground truth)", fontsize=10)
     fig.tight_layout()
     return fig
