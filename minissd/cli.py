@@ -201,7 +201,7 @@ def cmd_train(args):
     print(f"trained in {(time.time() - t0) / 60:.1f} min; checkpoint {os.path.join(tc.out, 'last.npz')}")
     if tc.eval_split:                         # the AP table and the curves of the trained model
         dataset = _open_dataset(tc.data, tc.eval_split, classes, keep_difficult=True)
-        done = getattr(trainer, "last_eval", None)       # --eval-every scored the last step (VOC07)
+        done = trainer.last_eval                         # --eval-every scored the last step (VOC07)
         same = done is not None and done["step"] == trainer.step and args.metric == "voc07"
         _evaluate(Detector(trainer.model), dataset, args.metric,
                   plot=os.path.join(tc.out, "pr_curves.png"), result=done["result"] if same else None)

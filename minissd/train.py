@@ -375,6 +375,8 @@ class Trainer:
         self._started = False         # fit() has claimed tc.out
         self._saved = None            # the last checkpoint this trainer wrote
         self._goal = tc.epochs        # the epochs fit() trains up to
+        self._eval_dataset = None     # tc.eval_split, opened by the first evaluate()
+        self.last_eval = None         # the last evaluate(): {step, result}; the train command reuses it
         if tc.resume:
             self.resume(tc.resume)
         elif tc.init:
@@ -526,14 +528,14 @@ class Trainer:
         tc = self.tc
         if not tc.eval_split or not tc.data:
             raise UserError("Trainer.evaluate needs TrainConfig.eval_split and data (the VOC roots)")
-        if getattr(self, "_eval_dataset", None) is None:
+        if self._eval_dataset is None:
             self._eval_dataset = VOCDataset([(root, tc.eval_split) for root in tc.data],
                                             class_names=self.class_names, keep_difficult=True)
         t0 = time.time()
         result, _ = evaluate_dataset(Detector(self.model), self._eval_dataset, use_07_metric=True,
                                      progress=image_progress(f"evaluate {tc.eval_split}"))
         self.model.train()                                       # Detector switched it to eval
-        self.last_eval = {"step": self.step, "result": result}   # the train command reuses it
+        self.last_eval = {"step": self.step, "result": result}
         return {"step": self.step, "epoch": self.epoch, "eval_split": tc.eval_split,
                 "eval_map": float(result["map"]),
                 "eval_ap": {n: float(ap) for n, ap in zip(self.class_names, result["ap"])},
