@@ -1283,6 +1283,7 @@ def draw_loss_balance(ax, ce, positive, negative, neg_pos_ratio: int = 3, names=
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     ax.set_title(f"Loss balance: {count(n_pos, 'positive')}, {int(negative.sum())} mined, "
                  f"{int(ignored.sum())} ignored", fontsize=10)
+    return ax
 
 
 def _read_log(path, key) -> list:

@@ -202,7 +202,7 @@ def test_draw_loss_balance_colours_the_three_groups_and_marks_the_quota():
     positive = np.array([False, False, False, True, False, False])
     negative = np.array([False, True, False, False, False, True])   # the 2 hardest of 5 negatives
     fig, ax = plt.subplots()
-    viz.draw_loss_balance(ax, ce, positive, negative, neg_pos_ratio=2)
+    assert viz.draw_loss_balance(ax, ce, positive, negative, neg_pos_ratio=2) is ax   # as documented
     by_label = {c.get_label().split(":")[0]: c.get_offsets() for c in ax.collections}
     assert set(by_label) == {"ignored negatives", "mined negatives", "positives"}
     np.testing.assert_array_equal(by_label["mined negatives"], [[1, 2.5], [2, 1.9]])   # (rank, CE)
