@@ -724,7 +724,7 @@ def draw_box_shapes(cfgs, width: float = 15.0):
     width_bar = 0.8 / n
     colours = ("tab:red", "tab:blue", "tab:green", "tab:purple")
     for m, c in enumerate(cfgs):
-        counts = [f * f * a for f, a in zip(c.feature_maps, c.num_boxes_per_location)]
+        counts = c.boxes_per_map
         x = np.arange(len(counts)) + (m - (n - 1) / 2) * width_bar
         bars = bar.bar(x, counts, width_bar, color=colours[m % len(colours)],
                        label=f"{c.name}: P = {sum(counts)}")

@@ -64,9 +64,14 @@ class SSDConfig:
         return tuple(2 + 2 * len(ar) for ar in self.aspect_ratios)
 
     @property
+    def boxes_per_map(self) -> tuple:
+        """Default boxes of each map, f_k² cells x its boxes per cell (SSD300: 5776, 2166, ...)."""
+        return tuple(f * f * n for f, n in zip(self.feature_maps, self.num_boxes_per_location))
+
+    @property
     def num_priors(self) -> int:
         """Total number of default boxes P (SSD300: 8732)."""
-        return sum(f * f * n for f, n in zip(self.feature_maps, self.num_boxes_per_location))
+        return sum(self.boxes_per_map)
 
     def validate(self) -> "SSDConfig":
         """Raise UserError (a ValueError) naming the field that is wrong; return self when all is well."""

@@ -86,8 +86,7 @@ def best_default_box(gt_xyxy, priors_cxcywh, chunk=1024):
 
 def prior_map_index(cfg: SSDConfig) -> np.ndarray:
     """(P,) int64: the feature map each default box of ``default_boxes(cfg)`` belongs to."""
-    counts = [f * f * n for f, n in zip(cfg.feature_maps, cfg.num_boxes_per_location)]
-    return np.repeat(np.arange(len(counts)), counts)
+    return np.repeat(np.arange(len(cfg.feature_maps)), cfg.boxes_per_map)
 
 
 def anchor_coverage(dataset, cfg: SSDConfig, threshold=0.5, keep_difficult=False) -> CoverageReport:

@@ -27,6 +27,7 @@ def test_preset_counts(name, per_location, total):
 
 def test_paper_counts():
     assert SSD300.num_priors == 8732 and SSD512.num_priors == 24564
+    assert SSD300.boxes_per_map == (5776, 2166, 600, 150, 36, 4)        # 38²x4, 19²x6, ... 1²x4
 
 
 # (preset, from_scales arguments reproducing it)
