@@ -307,10 +307,12 @@ def recall_by_height(detections, ground_truths, image_heights, label, bins=(0, 0
     such detection per object, 0 where there is none). Unlike AP, this says which objects no
     detection even reaches.
     """
+    dets, gts = _check_inputs(detections, ground_truths)
+    if len(image_heights) != len(gts):
+        raise ValueError(f"image_heights has {len(image_heights)} entries but ground_truths has "
+                         f"{len(gts)} images: give one height per image")
     heights, best = [], []
-    for (boxes, labels, scores), truth, height in zip(detections, ground_truths, image_heights):
-        boxes, labels, scores = (to_numpy(a) for a in (boxes, labels, scores))
-        gt_boxes, gt_labels = to_numpy(truth[0]).reshape(-1, 4), to_numpy(truth[1]).reshape(-1)
+    for (boxes, labels, scores), (gt_boxes, gt_labels, _), height in zip(dets, gts, image_heights):
         mine, theirs = labels == label, gt_boxes[gt_labels == label]
         ious = box_iou_voc(theirs, boxes[mine].reshape(-1, 4))          # (G_label, D_label)
         over = np.where(ious > iou_threshold, scores[mine][None, :], 0.0)

@@ -338,3 +338,7 @@ def test_recall_by_height_groups_the_objects_and_finds_their_best_detection():
     assert rows[1]["covered"] == 0.0 and rows[1]["median_score"] == 0.0   # only a car sits on it
     assert np.isnan(rows[2]["covered"])                                    # the car is not counted
     assert recall_by_height(detections, truths, [100], car, bins=(0,))[0]["covered"] == 0.0
+    with pytest.raises(ValueError, match="image_heights has 2 entries but ground_truths has 1"):
+        recall_by_height(detections, truths, [100, 200], person)
+    with pytest.raises(ValueError, match=r"detections\[0\]: boxes"):     # the metric's own checks
+        recall_by_height([(detections[0][0][:2],) + detections[0][1:]], truths, [100], person)
