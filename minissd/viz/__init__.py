@@ -18,7 +18,8 @@ the functions that plot, so drawing on PIL images does not need it.
 """
 from minissd.viz.cnn import (draw_backend_diagram, draw_ceil_mode, draw_conv_backward,
                              draw_conv_gemm, draw_dilation_taps, draw_gradient_check,
-                             draw_tap_subsampling, show_pool_backward, show_tap_counts)
+                             draw_tap_subsampling, show_column_matrix, show_pool_backward,
+                             show_tap_counts)
 from minissd.viz.default_boxes import draw_box_scales, draw_box_shapes, draw_default_boxes_at
 from minissd.viz.detections import (JUDGED_COLOURS, draw_ap_by_hand, draw_nms_steps,
                                     judged_legend, show_judged)
@@ -35,8 +36,8 @@ from minissd.viz.training import (moving_average, plot_eval_curves, plot_train_l
 
 __all__ = [
     "draw_backend_diagram", "draw_ceil_mode", "draw_conv_backward", "draw_conv_gemm",
-    "draw_dilation_taps", "draw_gradient_check", "draw_tap_subsampling", "show_pool_backward",
-    "show_tap_counts",
+    "draw_dilation_taps", "draw_gradient_check", "draw_tap_subsampling", "show_column_matrix",
+    "show_pool_backward", "show_tap_counts",
     "draw_box_scales", "draw_box_shapes", "draw_default_boxes_at",
     "JUDGED_COLOURS", "draw_ap_by_hand", "draw_nms_steps", "judged_legend", "show_judged",
     "draw_encoding", "draw_iou", "draw_iou_heatmaps", "draw_loss_balance",

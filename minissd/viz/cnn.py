@@ -3,6 +3,7 @@ convolution as one GEMM, dilation's taps, and the backward passes.
 
     draw_backend_diagram()                 # host and GPU memory, one function per arrow (ch. 1)
     draw_ceil_mode(7, 2, 2)                # pooling windows, floor against ceil (ch. 2)
+    show_column_matrix(image, col, 3)      # an image beside its column matrix (ch. 2)
     draw_conv_gemm()                       # im2col's blocks and one window's column (ch. 2)
     draw_dilation_taps((1, 2, 6))          # what a dilated 3x3 kernel reads (ch. 3)
     draw_tap_subsampling(7, 3, 2)          # fc6 -> SSD's 3x3 kernel with dilation 6 (ch. 3)
@@ -431,3 +432,42 @@ def show_tap_counts(taps, ranges, title: str = "", ax=None, size: float = 5.6):
     ax.set_ylabel(f"output row y (of {h})")
     ax.set_title(title or f"taps inside the input, {h}×{w} outputs")
     return ax
+
+
+def show_column_matrix(image, col, kernel: int, output=(1, 1), stride: int = 1, width: float = 10.0):
+    """A one-channel image (H, W) beside its column matrix (k*k, Ho*Wo), every value written.
+
+    Red: the window of output ``output`` = (i, j) in the image, and its column (i * Wo + j) in
+    the matrix; rows are the kernel offsets (p, q), columns the output positions. -> axes.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    image, col = np.asarray(to_numpy(image)), np.asarray(to_numpy(col))
+    (h, w), k = image.shape, kernel
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    if col.shape != (k * k, ho * wo):
+        raise ValueError(f"show_column_matrix: a {h}x{w} image with a {k}x{k} kernel, stride {stride} "
+                         f"has a ({k * k}, {ho * wo}) column matrix, got {col.shape}")
+    i, j = output
+    lo, hi = min(image.min(), col.min()), max(image.max(), col.max())
+    pad = 0.2 * (hi - lo)                                             # numbers readable on every cell
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(width, 0.43 * width),
+                                 gridspec_kw={"width_ratios": [1, 1.8]})
+    for ax, values in ((a0, image), (a1, col)):
+        ax.imshow(values, cmap="Blues", vmin=lo - pad, vmax=hi + pad)
+        for (r, c), v in np.ndenumerate(values):
+            ax.text(c, r, f"{v:g}", ha="center", va="center")
+    a0.add_patch(Rectangle((j * stride - 0.5, i * stride - 0.5), k, k, fill=False, ec="red", lw=2.5))
+    a0.set_title(f"input {h}×{w} (pixel = its value)\nred: the window of output ({i}, {j})")
+    a0.set_xlabel("column w")
+    a0.set_ylabel("row h")
+    a1.add_patch(Rectangle((i * wo + j - 0.5, -0.5), 1, k * k, fill=False, ec="red", lw=2.5))
+    a1.set_yticks(range(k * k), [f"(p,q)=({p},{q})" for p in range(k) for q in range(k)])
+    a1.set_xticks(range(ho * wo), [f"({r},{c})" for r in range(ho) for c in range(wo)], rotation=45)
+    a1.set_ylabel("row = kernel offset (p, q)")
+    a1.set_xlabel("column = output position (i, j)")
+    a1.set_title(f"column matrix (C·kh·kw × Ho·Wo) = ({k * k} × {ho * wo})\n"
+                 f"red: column of output ({i}, {j})")
+    fig.tight_layout()
+    return a0, a1

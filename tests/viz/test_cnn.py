@@ -169,3 +169,25 @@ def test_show_tap_counts_shows_the_counts_and_labels_each_block_once():
     assert sorted(labels) == sorted(str(taps[r0, c0]) for r0, *_ in ranges for c0, *_ in ranges)
     assert ax.get_title() == "fc6" and ax.get_xlabel() == "output column x (of 19)"
     plt.close(ax.figure)
+
+
+def test_show_column_matrix_writes_every_value_and_marks_one_window_and_its_column():
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    image = np.arange(30.0).reshape(5, 6)
+    k, ho, wo = 3, 3, 4
+    col = np.array([[image[i + p, j + q] for i in range(ho) for j in range(wo)]   # by hand
+                    for p in range(k) for q in range(k)])
+    a0, a1 = viz.show_column_matrix(image, col, k, output=(1, 2))
+    np.testing.assert_array_equal(np.asarray(a1.images[0].get_array()), col)
+    assert len(a0.texts) == 30 and len(a1.texts) == 9 * 12
+    window = [p for p in a0.patches if isinstance(p, Rectangle)][0]
+    assert window.get_xy() == (1.5, 0.5) and window.get_width() == 3
+    column = [p for p in a1.patches if isinstance(p, Rectangle)][0]
+    assert column.get_xy() == (1 * wo + 2 - 0.5, -0.5) and column.get_height() == 9
+    # the marked column holds the marked window's pixels, row by row
+    np.testing.assert_array_equal(col[:, 1 * wo + 2], image[1:4, 2:5].reshape(-1))
+    with pytest.raises(ValueError, match=r"has a \(9, 12\) column matrix, got \(9, 9\)"):
+        viz.show_column_matrix(image, col[:, :9], k)
+    plt.close("all")
