@@ -172,7 +172,7 @@ def draw_ap_by_hand(recall, precision, names=None, num_gt=None, ax=None, title: 
                     color="tab:orange", alpha=0.2,
                     label=f"area under the envelope = AP_all = {voc_ap(recall, precision, False):.3f}")
     ax.plot(recall, precision, "o-", color="tab:blue", label="precision, recall after each detection")
-    for name, r, p in zip(names or [], recall, precision):
+    for name, r, p in zip([] if names is None else list(names), recall, precision):
         ax.annotate(name, (r, p), xytext=(5, 4), textcoords="offset points", fontsize=9)
     ax.plot(levels, best_at, "k_", ms=14, mew=2,
             label=f"best precision at recall ≥ t: AP11 = {voc_ap(recall, precision, True):.3f}")

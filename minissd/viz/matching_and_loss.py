@@ -217,7 +217,10 @@ def draw_iou_heatmaps(image, best_per_prior, cfg, gt_boxes, gt_labels, class_nam
         raise ValueError(f"draw_iou_heatmaps: best_per_prior has {best_per_prior.shape[0]} values, "
                          f"config '{cfg.name}' has {sum(counts)} default boxes")
     size = cfg.image_size
-    names = map_names or [f"map {k + 1}" for k in range(len(counts))]
+    names = list(map_names) if map_names is not None else [f"map {k + 1}" for k in range(len(counts))]
+    if len(names) != len(counts):
+        raise ValueError(f"draw_iou_heatmaps: {len(names)} map_names for the {len(counts)} maps of "
+                         f"config '{cfg.name}'")
     gt_pixels = np.asarray(to_numpy(gt_boxes), np.float64).reshape(-1, 4) * size
     gt_labels = np.asarray(to_numpy(gt_labels)).reshape(-1)
     panels = len(counts) + 2                                   # the photo, the maps, the colour bar
@@ -271,7 +274,9 @@ def plot_positives_by_threshold(thresholds, per_object, total, object_names=None
         raise ValueError(f"plot_positives_by_threshold: total has {total.shape[0]} values for "
                          f"{len(thresholds)} thresholds")
     g = per_object.shape[1]
-    names = object_names or [f"object {j}" for j in range(g)]
+    names = list(object_names) if object_names is not None else [f"object {j}" for j in range(g)]
+    if len(names) != g:
+        raise ValueError(f"plot_positives_by_threshold: {len(names)} object_names for {g} objects")
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 4))
     for j in range(g):

@@ -136,6 +136,9 @@ def test_draw_iou_heatmaps_names_the_config_when_the_counts_differ():
     with pytest.raises(ValueError, match="'ssd-tiny' has 1524 default boxes"):
         viz.draw_iou_heatmaps(np.zeros((128, 128, 3)), np.zeros(100), get_config("ssd-tiny"),
                               np.zeros((0, 4)), np.zeros(0, int))
+    with pytest.raises(ValueError, match="2 map_names for the 5 maps of config 'ssd-tiny'"):
+        viz.draw_iou_heatmaps(np.zeros((128, 128, 3)), np.zeros(1524), get_config("ssd-tiny"),
+                              np.zeros((0, 4)), np.zeros(0, int), map_names=["a", "b"])
 
 
 def test_plot_positives_by_threshold_draws_each_object_their_sum_and_the_total():
@@ -153,6 +156,8 @@ def test_plot_positives_by_threshold_draws_each_object_their_sum_and_the_total()
     assert ax.get_yscale() == "log" and "SSD's τ = 0.5" in lines
     with pytest.raises(ValueError, match="total has 2 values for 3 thresholds"):
         viz.plot_positives_by_threshold(thresholds, per_object, [1, 2])
+    with pytest.raises(ValueError, match="1 object_names for 2 objects"):
+        viz.plot_positives_by_threshold(thresholds, per_object, [1, 2, 3], ["car"])
     plt.close("all")
 
 
