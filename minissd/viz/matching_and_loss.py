@@ -300,23 +300,36 @@ def plot_target_histograms(targets, clip: float = 4.0, bins: int = 33, width: fl
                            title: str = ""):
     """Histograms of encoded regression targets (N, 4): t_cx, t_cy, t_w, t_h; -> axes.
 
-    Values beyond ±``clip`` are counted at ±``clip``; the band |t| < 1, where chapter 8's
-    smooth L1 is quadratic, is shaded. Each panel's title gives the mean and the std.
+    ``targets``: one (N, 4) array, or {label: (N, 4)} to overlay several encodings (e.g. two
+    choices of variances). Values beyond ±``clip`` are counted at ±``clip``; the band |t| < 1,
+    where chapter 8's smooth L1 is quadratic, is shaded. Titles give each set's std (and, for
+    one set, the mean).
     """
     import matplotlib.pyplot as plt
 
-    targets = np.asarray(to_numpy(targets), np.float64)
-    if targets.ndim != 2 or targets.shape[1] != 4:
-        raise ValueError(f"plot_target_histograms: targets must be (N, 4), got {targets.shape}")
+    series = dict(targets) if isinstance(targets, dict) else {None: targets}
+    series = {k: np.asarray(to_numpy(v), np.float64) for k, v in series.items()}
+    for label, t in series.items():
+        if t.ndim != 2 or t.shape[1] != 4:
+            where = "" if label is None else f" {label!r}"
+            raise ValueError(f"plot_target_histograms: targets{where} must be (N, 4), got {t.shape}")
+    colours = ("tab:purple", "tab:orange", "tab:blue", "tab:red")
     fig, axes = plt.subplots(1, 4, figsize=(width, 0.3 * width), sharey=True)
     for c, (ax, name) in enumerate(zip(axes, ["$t_{cx}$", "$t_{cy}$", "$t_w$", "$t_h$"])):
-        ax.hist(targets[:, c].clip(-clip, clip), bins=np.linspace(-clip, clip, bins),
-                color="tab:purple", alpha=0.8)
+        for k, (label, t) in enumerate(series.items()):
+            ax.hist(t[:, c].clip(-clip, clip), bins=np.linspace(-clip, clip, bins),
+                    color=colours[k % len(colours)], alpha=0.8 if len(series) == 1 else 0.55,
+                    label=label)
         ax.axvspan(-1, 1, color="tab:green", alpha=0.12, label="|t| < 1: smooth L1 quadratic")
         ax.set_xlabel(f"target {name}")
-        ax.set_title(f"{name}: mean {targets[:, c].mean():+.2f}, std {targets[:, c].std():.2f}",
-                     fontsize=10)
-    axes[0].set_ylabel(f"positives ({len(targets)})")
+        if len(series) == 1:
+            t = next(iter(series.values()))
+            ax.set_title(f"{name}: mean {t[:, c].mean():+.2f}, std {t[:, c].std():.2f}", fontsize=10)
+        else:
+            ax.set_title(f"{name}: std " + ", ".join(f"{t[:, c].std():.2f}" for t in series.values()),
+                         fontsize=10)
+    counts = sorted({len(t) for t in series.values()})
+    axes[0].set_ylabel("positives (" + ", ".join(str(n) for n in counts) + ")")
     axes[0].legend(fontsize=7, loc="upper left")
     fig.suptitle(title or f"Encoded regression targets; |t| > {clip:g} counted at ±{clip:g}",
                  fontsize=11)

@@ -175,3 +175,20 @@ def test_plot_target_histograms_counts_every_target_clipped_into_the_end_bins():
     with pytest.raises(ValueError, match=r"must be \(N, 4\), got \(3, 2\)"):
         viz.plot_target_histograms(np.zeros((3, 2)))
     plt.close("all")
+
+
+def test_plot_target_histograms_overlays_several_encodings_each_with_its_label_and_std():
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0, 2, (300, 4)), rng.normal(0, 0.3, (300, 4))
+    axes = viz.plot_target_histograms({"(0.1, 0.2)": a, "(1, 1)": b})
+    for c, ax in enumerate(axes):
+        bars = [p for p in ax.patches if p.get_width() < 1]
+        assert len(bars) == 2 * 32 and sum(p.get_height() for p in bars) == 600
+        assert ax.get_title().endswith(f"std {a[:, c].std():.2f}, {b[:, c].std():.2f}")
+    labels = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert labels[:2] == ["(0.1, 0.2)", "(1, 1)"]
+    with pytest.raises(ValueError, match=r"targets '\(1, 1\)' must be \(N, 4\)"):
+        viz.plot_target_histograms({"(1, 1)": np.zeros(4)})
+    plt.close("all")
