@@ -321,12 +321,15 @@ def draw_ceil_mode(n_in: int = 7, kernel: int = 2, stride: int = 2, width: float
     return axes
 
 
-def _tap_grid(ax, grid, colours, ticks):
-    """``grid`` (n, n) of small integers drawn as squares of ``colours``, with pixel borders."""
+def _tap_grid(ax, grid, colours, centred: bool):
+    """``grid`` (n, n) of small integers drawn as squares of ``colours``, with pixel borders.
+
+    Pixel (0, 0) sits at coordinates (0, 0), or, ``centred``, the middle pixel does.
+    """
     from matplotlib.colors import ListedColormap
 
     n = grid.shape[0]
-    half = n // 2 if ticks == "centred" else 0
+    half = n // 2 if centred else 0
     extent = (-half - 0.5, n - half - 0.5, n - half - 0.5, -half - 0.5)
     ax.imshow(grid, cmap=ListedColormap(colours), vmin=0, vmax=len(colours) - 1, extent=extent,
               interpolation="nearest")
@@ -356,7 +359,7 @@ def draw_dilation_taps(dilations=(1, 2, 6), kernel: int = 3, width: float = 11.0
         for p in offsets:
             for q in offsets:
                 grid[half + d * p, half + d * q] = 2                              # a tap
-        _tap_grid(ax, grid, ["white", "#d9d9d9", "#262626"], "centred")
+        _tap_grid(ax, grid, ["white", "#d9d9d9", "#262626"], centred=True)
         ticks = [t for t in range(-half, half + 1) if t % 3 == 0]
         ax.set_xticks(ticks)
         ax.set_yticks(ticks)
@@ -396,7 +399,7 @@ def draw_tap_subsampling(kernel: int = 7, keep_every: int = 3, spread: int = 2,
         for p in taps:
             for q in taps:
                 grid[p, q] = 2 if (p in kept and q in kept) else 1
-        _tap_grid(ax, grid, ["white", "0.45", "tab:orange"], "corner")
+        _tap_grid(ax, grid, ["white", "0.45", "tab:orange"], centred=False)
         ax.set_xticks(range(0, n, 2 if n > 7 else 1))
         ax.set_yticks(range(0, n, 2 if n > 7 else 1))
         ax.set_title(title)
