@@ -71,18 +71,31 @@ def box_iou_voc(boxes_a_xyxy, boxes_b_xyxy):
     return inter / (area_a + area_b - inter)
 
 
+def voc07_best_precision(recall, precision):
+    """(11,) the best precision at recall >= t, t in ``VOC07_RECALL_LEVELS`` (0 where recall never
+    gets there); their mean is VOC2007's 11-point AP. recall, precision (K,): after each detection."""
+    recall = np.asarray(recall, dtype=np.float64)
+    precision = np.asarray(precision, dtype=np.float64)
+    return np.array([precision[recall >= t].max() if (recall >= t).any() else 0.0
+                     for t in VOC07_RECALL_LEVELS])
+
+
+def precision_envelope(precision):
+    """(K,) precision made non-increasing in recall: at each point the best precision from there on
+    (``precision`` in detection order, so in recall order)."""
+    return np.maximum.accumulate(np.asarray(precision, dtype=np.float64)[::-1])[::-1]
+
+
 def voc_ap(recall, precision, use_07_metric=True):
     """Average precision of one precision/recall curve (VOC07 11-point, or all-point)."""
     recall = np.asarray(recall, dtype=np.float64)
     precision = np.asarray(precision, dtype=np.float64)
     if use_07_metric:
-        best = [precision[recall >= t].max() if (recall >= t).any() else 0.0
-                for t in VOC07_RECALL_LEVELS]                 # best precision per level
+        best = voc07_best_precision(recall, precision)        # (11,) best precision per level
         return float(sum(best) / len(VOC07_RECALL_LEVELS))
     # Sentinels: the curve starts at recall 0 and ends at recall 1 with precision 0.
     mrec = np.concatenate(([0.0], recall, [1.0]))
-    mpre = np.concatenate(([0.0], precision, [0.0]))
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]     # the monotone envelope
+    mpre = precision_envelope(np.concatenate(([0.0], precision, [0.0])))   # the monotone envelope
     step = np.flatnonzero(mrec[1:] != mrec[:-1])       # where recall moves
     return float(np.sum((mrec[step + 1] - mrec[step]) * mpre[step + 1]))
 

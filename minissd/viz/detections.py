@@ -152,20 +152,22 @@ def draw_ap_by_hand(recall, precision, names=None, num_gt=None, ax=None, title: 
     ``recall``, ``precision`` (K,): after each of the K detections, best score first; ``names``
     (K,) label the points. Shaded: the area under the envelope (precision made non-increasing
     in recall), VOC2010's AP; black dashes: the best precision at recall >= 0, 0.1, ..., 1,
-    whose mean is VOC07's 11-point AP. Both values come from ``metrics.voc_ap``.
+    whose mean is VOC07's 11-point AP. Both come from ``minissd.evaluation.metrics``
+    (``precision_envelope``, ``voc07_best_precision``, and the values from ``voc_ap``).
     """
     import matplotlib.pyplot as plt
 
-    from minissd.evaluation.metrics import VOC07_RECALL_LEVELS, voc_ap
+    from minissd.evaluation.metrics import (VOC07_RECALL_LEVELS, precision_envelope,
+                                            voc07_best_precision, voc_ap)
 
     recall = np.asarray(recall, np.float64).reshape(-1)
     precision = np.asarray(precision, np.float64).reshape(-1)
     if recall.shape != precision.shape:
         raise ValueError(f"draw_ap_by_hand: recall has {recall.size} values, precision "
                          f"{precision.size}")
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]     # best precision from k on
+    envelope = precision_envelope(precision)                    # (K,) best precision from k on
     levels = np.asarray(VOC07_RECALL_LEVELS, np.float64)
-    best_at = [precision[recall >= t].max() if (recall >= t).any() else 0.0 for t in levels]
+    best_at = voc07_best_precision(recall, precision)           # (11,)
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4.4))
     ax.fill_between(np.r_[0.0, recall], np.r_[envelope[:1], envelope], step="pre",

@@ -6,7 +6,8 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 
-from minissd.evaluation.metrics import box_iou_voc, evaluate_voc, format_ap_table, plot_pr_curves, voc_ap
+from minissd.evaluation.metrics import (box_iou_voc, evaluate_voc, format_ap_table, plot_pr_curves,
+                                        precision_envelope, voc07_best_precision, voc_ap)
 
 BOX = [0.0, 0.0, 9.0, 9.0]   # 10 x 10 pixels with inclusive corners: area 100
 ELSEWHERE = [50.0, 50.0, 59.0, 59.0]
@@ -58,6 +59,23 @@ def test_box_iou_voc_shape():
 ])
 def test_voc_ap(recall, precision, use_07, expected):
     assert voc_ap(np.array(recall), np.array(precision), use_07) == pytest.approx(expected)
+
+
+def test_precision_envelope_is_the_best_precision_from_each_point_on():
+    # chapter 10's example: TP, TP, FP, FP, TP, FP
+    precision = np.array([1, 1, 2 / 3, 1 / 2, 3 / 5, 1 / 2])
+    np.testing.assert_array_equal(precision_envelope(precision), [1, 1, 2 / 3, 3 / 5, 3 / 5, 1 / 2])
+    assert precision_envelope([]).shape == (0,)
+
+
+def test_voc07_best_precision_per_level_and_its_mean_is_the_11_point_ap():
+    recall = np.array([0.25, 0.5, 0.5, 0.5, 0.75, 0.75])
+    precision = np.array([1, 1, 2 / 3, 1 / 2, 3 / 5, 1 / 2])
+    best = voc07_best_precision(recall, precision)
+    # levels 0..0.5 reach precision 1; 0.6, 0.7 only at recall 0.75 (best 3/5); 0.8..1 never
+    np.testing.assert_array_equal(best, [1] * 6 + [3 / 5] * 2 + [0] * 3)
+    assert voc_ap(recall, precision, True) == pytest.approx(best.mean(), rel=1e-12)
+    np.testing.assert_array_equal(voc07_best_precision([], []), np.zeros(11))
 
 
 # --- evaluate_voc, case by case ---------------------------------------------------------------
