@@ -37,7 +37,7 @@ from minissd.checkpoint import (read_checkpoint, read_meta, remove_temp_files, s
                                 section)
 from minissd.errors import UserError
 from minissd.nn import backend
-from minissd.nn.optim import SGD, WarmupMultiStep
+from minissd.nn.optim import SGD, WarmupCosine, WarmupMultiStep
 from minissd.ssd.config import SSDConfig, get_config
 from minissd.ssd.loss import MultiBoxLoss
 from minissd.ssd.matching import match_batch, pad_targets
@@ -97,6 +97,9 @@ class TrainConfig:
     decay_at: tuple = setting((2 / 3, 5 / 6), "comma-separated fractions of the run where the "
                                               "learning rate is multiplied by 0.1 (SSD's 80k and "
                                               "100k of 120k iterations)", same=True)
+    schedule: str = setting("step", "step: x0.1 at --decay-at (the paper's); cosine: half a "
+                                    "cosine to 0 after the warm-up (--decay-at unused)",
+                            same=True, choices=["step", "cosine"])
     seed: int = setting(0, "seed of the initialisation, the batch order and the augmentation",
                         same=True)
     device: str = setting("cpu", "cpu (NumPy) or cuda (CuPy)", choices=["cpu", "cuda"])
@@ -178,6 +181,8 @@ class TrainConfig:
                                          for f in fractions)
                 or fractions != sorted(fractions)):
             raise self._error("decay_at", "must be increasing fractions of the run in (0, 1]")
+        if self.schedule not in ("step", "cosine"):
+            raise self._error("schedule", "must be 'step' or 'cosine'")
         integer("seed", 0)
         integer("workers", 0)
         integer("log_every", 1)
@@ -363,8 +368,11 @@ class Trainer:
         self.optimizer = SGD(self.model, lr=tc.lr, momentum=tc.momentum,
                              weight_decay=tc.weight_decay)
         self.total_steps = tc.epochs * len(self.loader)
-        self.schedule = WarmupMultiStep.scaled(tc.lr, self.total_steps, tc.warmup_steps,
-                                               fractions=tuple(tc.decay_at))
+        if tc.schedule == "cosine":
+            self.schedule = WarmupCosine.scaled(tc.lr, self.total_steps, tc.warmup_steps)
+        else:
+            self.schedule = WarmupMultiStep.scaled(tc.lr, self.total_steps, tc.warmup_steps,
+                                                   fractions=tuple(tc.decay_at))
         self.step = 0
         self.epoch = 0
         self.resumed_from = None      # the checkpoint this run continues, if any

@@ -10,6 +10,7 @@ import pytest
 from minissd.nn.module import load_npz
 from minissd.datasets.synthetic import write_shapes_dataset
 from minissd.checkpoint import load_model, read_checkpoint
+from minissd.nn.optim import WarmupCosine
 from minissd.ssd.model import SSD
 from minissd.train import (NonFiniteLossError, NonFiniteWeightsError, Progress, RunExistsError,
                            Trainer, TrainConfig, truncate_log)
@@ -47,6 +48,17 @@ def test_fit_writes_checkpoint_log_and_changes_parameters(shapes_root, tmp_path)
     model, _ = load_model(tmp_path / "last.npz")
     for k, v in after.items():
         np.testing.assert_array_equal(model.state_dict()[k], v)
+
+
+def test_cosine_schedule_sets_each_step_s_learning_rate(shapes_root, tmp_path):
+    # 8 photos, batch 4: 2 steps an epoch, 4 in all, the first 2 warming up
+    trainer = Trainer(tiny(shapes_root, tmp_path, schedule="cosine"), log=lambda *_: None).fit()
+    assert isinstance(trainer.schedule, WarmupCosine)
+    lines = [json.loads(l) for l in open(tmp_path / "train_log.jsonl")]
+    expected = WarmupCosine(1e-3, total_steps=4, warmup_steps=2)
+    assert [r["lr"] for r in lines] == pytest.approx([expected(r["step"] - 1) for r in lines],
+                                                     rel=1e-12)
+    assert lines[-1]["lr"] == pytest.approx(1e-3 / 2)          # step 4 of 4: half-way down
 
 
 def test_eval_every_logs_map_on_the_eval_split(shapes_root, tmp_path):
@@ -453,6 +465,7 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     (dict(decay_at=(0.8, 0.5)), r"TrainConfig.decay_at \(--decay-at\): must be increasing fractions"),
     (dict(decay_at=(0.5, 1.5)), r"TrainConfig.decay_at \(--decay-at\)"),
     (dict(seed=-1), r"TrainConfig.seed \(--seed\): must be an integer >= 0"),
+    (dict(schedule="poly"), r"TrainConfig.schedule \(--schedule\): must be 'step' or 'cosine'"),
     (dict(log_every=0), r"TrainConfig.log_every \(--log-every\)"),
     (dict(augment="mixup"), r"TrainConfig.augment \(--augment\): must be 'ssd', 'flip' or 'none'"),
     (dict(zoom_out=0.5), r"TrainConfig.zoom_out \(--zoom-out\): must be a finite number >= 1"),

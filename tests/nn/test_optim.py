@@ -4,7 +4,7 @@ import pytest
 
 from minissd.nn.backend import to_numpy
 from minissd.nn.module import Module, load_npz, save_npz
-from minissd.nn.optim import SGD, WarmupMultiStep
+from minissd.nn.optim import SGD, WarmupCosine, WarmupMultiStep
 
 
 class Params(Module):
@@ -188,3 +188,42 @@ def test_warmup_multistep_scaled(total, warmup, milestones):
 def test_warmup_multistep_rejects_decreasing_milestones():
     with pytest.raises(ValueError, match=r"milestones must increase, got \(10, 5\)"):
         WarmupMultiStep(1e-3, milestones=(10, 5))
+
+
+# --------------------------------------------------------------------------- #
+# WarmupCosine: base 1e-3, warm-up 10 steps from 1/3, then half a cosine to 0 at step 110
+# --------------------------------------------------------------------------- #
+COSINE = WarmupCosine(1e-3, total_steps=110, warmup_steps=10)
+
+# (step, expected lr): the warm-up is WarmupMultiStep's; after it, cos over 100 steps
+COSINE_VALUES = [
+    (0, 1e-3 / 3),
+    (5, 1e-3 * (1 / 3 * 0.5 + 0.5)),
+    (10, 1e-3),                                  # cos(0) = 1
+    (35, 1e-3 * (1 + 2 ** -0.5) / 2),            # a quarter of the way: cos(pi/4)
+    (60, 1e-3 / 2),                              # half-way: cos(pi/2) = 0
+    (85, 1e-3 * (1 - 2 ** -0.5) / 2),            # cos(3pi/4)
+    (110, 0.0),                                  # the end: cos(pi) = -1
+    (500, 0.0),                                  # past the end it stays at 0
+]
+
+
+@pytest.mark.parametrize("step, lr", COSINE_VALUES)
+def test_warmup_cosine_values(step, lr):
+    assert COSINE(step) == pytest.approx(lr, rel=1e-12, abs=1e-18)
+
+
+def test_warmup_cosine_falls_monotonically_after_the_warm_up():
+    lrs = [COSINE(i) for i in range(10, 111)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+
+@pytest.mark.parametrize("total, warmup", [(120_000, 500), (1_200, 60), (30, 1), (1, 0)])
+def test_warmup_cosine_scaled_has_the_multistep_warm_up(total, warmup):
+    s = WarmupCosine.scaled(1e-3, total)
+    assert (s.base_lr, s.total_steps, s.warmup_steps) == (1e-3, total, warmup)
+
+
+def test_warmup_cosine_rejects_a_warm_up_as_long_as_the_run():
+    with pytest.raises(ValueError, match=r"warmup_steps must be in \[0, total_steps\), got 10 of 10"):
+        WarmupCosine(1e-3, total_steps=10, warmup_steps=10)
