@@ -78,6 +78,19 @@ class SGD:
         self.steps = int(meta["steps"])
 
 
+def warmup_scale(step: int, warmup_steps: int, warmup_factor: float) -> float:
+    """The warm-up's multiplier: linear from ``warmup_factor`` to 1 over ``warmup_steps``."""
+    if step >= warmup_steps:
+        return 1.0
+    alpha = step / warmup_steps
+    return warmup_factor * (1 - alpha) + alpha
+
+
+def default_warmup_steps(total_steps: int) -> int:
+    """5 % of the run, at least 1 step and at most 500."""
+    return min(500, max(1, total_steps // 20))
+
+
 @dataclass
 class WarmupMultiStep:
     """lr(step): linear warm-up from ``warmup_factor * base_lr``, then x``gamma`` at each milestone.
@@ -98,16 +111,13 @@ class WarmupMultiStep:
 
     def __call__(self, step: int) -> float:
         lr = self.base_lr * self.gamma ** sum(step >= m for m in self.milestones)
-        if step < self.warmup_steps:
-            alpha = step / self.warmup_steps
-            lr *= self.warmup_factor * (1 - alpha) + alpha
-        return lr
+        return lr * warmup_scale(step, self.warmup_steps, self.warmup_factor)
 
     @classmethod
     def scaled(cls, base_lr, total_steps, warmup_steps=None, fractions=(2 / 3, 5 / 6), gamma=0.1):
         """The SSD schedule (decay at 80k/120k and 100k/120k) stretched to ``total_steps``."""
         if warmup_steps is None:
-            warmup_steps = min(500, max(1, total_steps // 20))
+            warmup_steps = default_warmup_steps(total_steps)
         return cls(base_lr, tuple(int(f * total_steps) for f in fractions), gamma, warmup_steps)
 
 
@@ -133,8 +143,7 @@ class WarmupCosine:
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
-            alpha = step / self.warmup_steps
-            return self.base_lr * (self.warmup_factor * (1 - alpha) + alpha)
+            return self.base_lr * warmup_scale(step, self.warmup_steps, self.warmup_factor)
         t = min(step - self.warmup_steps, self.total_steps - self.warmup_steps)
         return self.base_lr * (1 + math.cos(math.pi * t / (self.total_steps - self.warmup_steps))) / 2
 
@@ -142,5 +151,5 @@ class WarmupCosine:
     def scaled(cls, base_lr, total_steps, warmup_steps=None):
         """A cosine over ``total_steps``, with :meth:`WarmupMultiStep.scaled`'s warm-up."""
         if warmup_steps is None:
-            warmup_steps = min(500, max(1, total_steps // 20))
+            warmup_steps = default_warmup_steps(total_steps)
         return cls(base_lr, total_steps, min(warmup_steps, total_steps - 1))
