@@ -4,7 +4,8 @@ import pytest
 
 from minissd.nn.backend import to_numpy
 from minissd.nn.module import Module, load_npz, save_npz
-from minissd.nn.optim import SGD, WarmupCosine, WarmupMultiStep
+from minissd.nn.optim import (SGD, WarmupCosine, WarmupMultiStep, default_warmup_steps,
+                               warmup_scale)
 
 
 class Params(Module):
@@ -227,3 +228,13 @@ def test_warmup_cosine_scaled_has_the_multistep_warm_up(total, warmup):
 def test_warmup_cosine_rejects_a_warm_up_as_long_as_the_run():
     with pytest.raises(ValueError, match=r"warmup_steps must be in \[0, total_steps\), got 10 of 10"):
         WarmupCosine(1e-3, total_steps=10, warmup_steps=10)
+
+
+@pytest.mark.parametrize("step, scale", [(0, 0.25), (2, 0.625), (3, 0.8125), (4, 1.0), (9, 1.0)])
+def test_warmup_scale_is_linear_from_the_factor_to_one(step, scale):
+    assert warmup_scale(step, warmup_steps=4, warmup_factor=0.25) == scale   # exact in binary
+
+
+@pytest.mark.parametrize("total, warmup", [(0, 1), (19, 1), (40, 2), (10_000, 500), (10**6, 500)])
+def test_default_warmup_steps_is_5_percent_within_1_and_500(total, warmup):
+    assert default_warmup_steps(total) == warmup
