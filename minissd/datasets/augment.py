@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from minissd.datasets import augment_fast
+from minissd.nn import fast
 from minissd.ssd.boxes import iou
 
 # ImageNet RGB statistics in 0..255 units (VGG/ResNet backbones were trained with them).
@@ -118,28 +120,50 @@ class PhotometricDistort:
         self.p = p
 
     def __call__(self, image, boxes, labels, rng):
-        image = image.copy()
-        if rng.random() < self.p:
-            image += rng.uniform(-self.brightness_delta, self.brightness_delta)
-        contrast_first = rng.random() < 0.5
+        return self.apply(image, self.draw(rng)), boxes, labels
+
+    def draw(self, rng) -> dict:
+        """The random choices of one call, in the order __call__ makes them (none depends on
+        the pixels): {"brightness": delta or None, "contrast": factor or None, "contrast_first",
+        "saturation": factor or None, "hue": delta or None, "channels": permutation or None}."""
+        choice = {"brightness": (rng.uniform(-self.brightness_delta, self.brightness_delta)
+                                 if rng.random() < self.p else None)}
+        choice["contrast_first"] = contrast_first = rng.random() < 0.5
+        choice["contrast"] = None
         if contrast_first and rng.random() < self.p:
-            image *= rng.uniform(*self.contrast_range)
+            choice["contrast"] = rng.uniform(*self.contrast_range)
         saturate, shift_hue = rng.random() < self.p, rng.random() < self.p
-        if saturate or shift_hue:
+        choice["saturation"] = rng.uniform(*self.saturation_range) if saturate else None
+        choice["hue"] = rng.uniform(-self.hue_delta, self.hue_delta) if shift_hue else None
+        if not contrast_first and rng.random() < self.p:
+            choice["contrast"] = rng.uniform(*self.contrast_range)
+        choice["channels"] = rng.permutation(3) if rng.random() < self.p else None
+        return choice
+
+    @staticmethod
+    def apply(image, choice):
+        """Distort a float32 (H, W, 3) image 0..255 as ``choice`` (from draw) says; pixel by
+        pixel, so a part of the image comes out as that part of the whole image's result."""
+        image = image.copy()
+        if choice["brightness"] is not None:
+            image += choice["brightness"]
+        if choice["contrast_first"] and choice["contrast"] is not None:
+            image *= choice["contrast"]
+        if choice["saturation"] is not None or choice["hue"] is not None:
             hsv = rgb_to_hsv(np.clip(image, 0, 255))
-            if saturate:
-                hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(*self.saturation_range), 0, 1)
-            if shift_hue:
-                hue = hsv[..., 0] + rng.uniform(-self.hue_delta, self.hue_delta)
+            if choice["saturation"] is not None:
+                hsv[..., 1] = np.clip(hsv[..., 1] * choice["saturation"], 0, 1)
+            if choice["hue"] is not None:
+                hue = hsv[..., 0] + choice["hue"]
                 hue[hue < 0] += 360                 # wrap around the colour wheel
                 hue[hue >= 360] -= 360              # (np.mod on floats is much slower)
                 hsv[..., 0] = hue
             image = hsv_to_rgb(hsv)
-        if not contrast_first and rng.random() < self.p:
-            image *= rng.uniform(*self.contrast_range)
-        if rng.random() < self.p:
-            image = image[..., rng.permutation(3)]
-        return np.clip(image, 0, 255), boxes, labels
+        if not choice["contrast_first"] and choice["contrast"] is not None:
+            image *= choice["contrast"]
+        if choice["channels"] is not None:
+            image = image[..., choice["channels"]]
+        return np.clip(image, 0, 255)
 
     def __repr__(self) -> str:
         return (f"PhotometricDistort(brightness_delta={self.brightness_delta}, "
@@ -162,17 +186,26 @@ class Expand:
         self.p = p
 
     def __call__(self, image, boxes, labels, rng):
-        if rng.random() >= self.p:
-            return image, boxes, labels
         height, width, channels = image.shape
-        ratio = rng.uniform(1, self.max_ratio)
-        canvas_h, canvas_w = int(height * ratio), int(width * ratio)
-        top = int(rng.uniform(0, canvas_h - height))
-        left = int(rng.uniform(0, canvas_w - width))
+        place = self.draw(height, width, rng)
+        if place is None:
+            return image, boxes, labels
+        canvas_h, canvas_w, top, left = place
         canvas = np.empty((canvas_h, canvas_w, channels), dtype=image.dtype)
         canvas[...] = np.asarray(self.fill, dtype=image.dtype)
         canvas[top:top + height, left:left + width] = image
         return canvas, boxes + np.array([left, top, left, top], dtype=boxes.dtype), labels
+
+    def draw(self, height, width, rng):
+        """The random choice of one call on a (height, width) image: None (no zoom-out, with
+        probability 1 - p) or (canvas_h, canvas_w, top, left), where the image goes."""
+        if rng.random() >= self.p:
+            return None
+        ratio = rng.uniform(1, self.max_ratio)
+        canvas_h, canvas_w = int(height * ratio), int(width * ratio)
+        top = int(rng.uniform(0, canvas_h - height))
+        left = int(rng.uniform(0, canvas_w - width))
+        return canvas_h, canvas_w, top, left
 
     def __repr__(self) -> str:
         return f"Expand(fill={self.fill}, max_ratio={self.max_ratio}, p={self.p})"
@@ -202,10 +235,19 @@ class RandomIoUCrop:
         self.aspect_range = aspect_range
 
     def __call__(self, image, boxes, labels, rng):
+        patch, boxes, labels = self.choose(image.shape[0], image.shape[1], boxes, labels, rng)
+        if patch is None:
+            return image, boxes, labels
+        x0, y0, x1, y1 = patch
+        return image[y0:y1, x0:x1], boxes, labels
+
+    def choose(self, height, width, boxes, labels, rng):
+        """The patch of one call on a (height, width) image with these boxes: (patch, boxes,
+        labels), patch None (the whole image; boxes and labels as given) or the pixel
+        (x0, y0, x1, y1) to keep, with the kept boxes moved into the patch's coordinates."""
         min_iou = self.min_ious[rng.integers(len(self.min_ious))]
         if min_iou is None or len(boxes) == 0:
-            return image, boxes, labels
-        height, width = image.shape[:2]
+            return None, boxes, labels
         # All trials at once; the first that passes is the one a trial loop would take.
         trials = self.max_trials
         w = rng.uniform(self.min_scale * width, width, trials)                  # (T,)
@@ -220,14 +262,13 @@ class RandomIoUCrop:
               & (iou(patches, boxes).max(axis=1) >= min_iou)       # some box overlaps enough
               & inside.any(axis=1))                                # some box centre inside
         if not ok.any():
-            return image, boxes, labels
+            return None, boxes, labels
         t = int(np.argmax(ok))                                                  # first success
         patch, keep = patches[t], inside[t]
         kept = np.concatenate([np.maximum(boxes[keep, :2], patch[:2]),          # clip to the
                                np.minimum(boxes[keep, 2:], patch[2:])], axis=1)  # patch and
         kept -= patch[[0, 1, 0, 1]]                                             # move its origin
-        x0, y0, x1, y1 = patch.astype(int)
-        return image[y0:y1, x0:x1], kept, labels[keep]
+        return tuple(int(v) for v in patch), kept, labels[keep]
 
     def __repr__(self) -> str:
         return (f"RandomIoUCrop(min_ious={self.min_ious}, max_trials={self.max_trials}, "
@@ -241,9 +282,18 @@ class RandomFlip:
         self.p = p
 
     def __call__(self, image, boxes, labels, rng):
-        if rng.random() >= self.p:
+        if not self.draw(rng):
             return image, boxes, labels
         return hflip(image, boxes) + (labels,)
+
+    def draw(self, rng) -> bool:
+        """The random choice of one call: mirror or not."""
+        return rng.random() < self.p
+
+    @staticmethod
+    def mirror_boxes(boxes, width):
+        """Pixel xyxy boxes of a ``width`` wide image, mirrored (see hflip_boxes)."""
+        return hflip_boxes(boxes, width)
 
     def __repr__(self) -> str:
         return f"RandomFlip(p={self.p})"
@@ -251,10 +301,14 @@ class RandomFlip:
 
 def hflip(image, boxes):
     """Mirror an (H, W, C) image and its pixel xyxy boxes left-right (its own inverse)."""
-    width = image.shape[1]
+    return image[:, ::-1], hflip_boxes(boxes, image.shape[1])
+
+
+def hflip_boxes(boxes, width):
+    """Pixel xyxy boxes of a ``width`` wide image, mirrored left-right."""
     flipped = boxes.copy()
     flipped[:, 0], flipped[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
-    return image[:, ::-1], flipped
+    return flipped
 
 
 class Resize:
@@ -273,13 +327,20 @@ class Resize:
         if image.dtype == np.uint8:
             resized = np.asarray(Image.fromarray(image).resize(target, Image.BILINEAR))
         else:
-            channels = [Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32))
-                        .resize(target, Image.BILINEAR) for c in range(image.shape[2])]
-            resized = np.stack([np.asarray(c) for c in channels], axis=-1)
+            resized = np.stack([self.resize_plane(image[..., c]) for c in range(image.shape[2])],
+                               axis=-1)
+        return resized, self.scale_boxes(boxes, height, width), labels
+
+    def resize_plane(self, plane):
+        """One float32 (H, W) channel -> (size, size), bilinear, in PIL's float mode "F"."""
+        plane = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
+        return np.asarray(plane.resize((self.size, self.size), Image.BILINEAR))
+
+    def scale_boxes(self, boxes, height, width):
+        """Pixel boxes of a (height, width) image -> pixel boxes of the size x size one."""
         scale = np.array([self.size / width, self.size / height] * 2, dtype=np.float32)
         # clip: float32 rounding can put an edge at size + 4e-6
-        boxes = np.clip(np.asarray(boxes, dtype=np.float32) * scale, 0, self.size)
-        return resized, boxes, labels
+        return np.clip(np.asarray(boxes, dtype=np.float32) * scale, 0, self.size)
 
     def __repr__(self) -> str:
         return f"Resize({self.size})"
@@ -289,9 +350,13 @@ class BoxesToUnit:
     """Pixel xyxy boxes -> [0, 1] xyxy, dividing by the current image width and height."""
 
     def __call__(self, image, boxes, labels, rng=None):
-        height, width = image.shape[:2]
+        return image, self.scale_boxes(boxes, *image.shape[:2]), labels
+
+    @staticmethod
+    def scale_boxes(boxes, height, width):
+        """Pixel boxes of a (height, width) image -> [0, 1] boxes."""
         scale = np.array([width, height, width, height], dtype=boxes.dtype)
-        return image, np.clip(boxes / scale, 0, 1), labels
+        return np.clip(boxes / scale, 0, 1)
 
     def __repr__(self) -> str:
         return "BoxesToUnit()"
@@ -305,9 +370,13 @@ class Normalize:
 
     def __call__(self, image, boxes, labels, rng=None):
         out = np.empty(image.shape, dtype=np.float32)
-        for c, (mean, std) in enumerate(zip(self.mean, self.std)):
-            out[..., c] = (image[..., c] - mean) / std   # per channel: faster than (H, W, 3) - (3,)
+        for c in range(len(self.mean)):                  # per channel: faster than (H, W, 3) - (3,)
+            out[..., c] = self.normalize_plane(image[..., c], c)
         return out, boxes, labels
+
+    def normalize_plane(self, plane, c):
+        """(plane - mean) / std of channel c."""
+        return (plane - self.mean[c]) / self.std[c]
 
     def __repr__(self) -> str:
         return f"Normalize(mean={self.mean}, std={self.std})"
@@ -325,13 +394,38 @@ class ToCHW:
 
 # ---------------------------------------------------------------- pipelines
 
+class TrainTransform(Compose):
+    """The SSD training pipeline (train_transform): a Compose of the steps above, with a fast path.
+
+    Called, it runs the steps one after another (the textbook version: every step on the
+    whole image), or, with minissd's fast paths on (the default; ``MINISSD_FAST=0`` or
+    ``minissd.nn.fast.set_enabled(False)`` turns them off), :func:`augment_fast.train_sample`:
+    the same random choices and the same numbers, computed only for the pixels that end up
+    in the output. Both give the same arrays, bit for bit (tests/datasets/test_augment_fast.py).
+    The fast path is taken only while ``transforms`` is still train_transform's sequence.
+    """
+
+    STEPS = (ToFloat, PhotometricDistort, Expand, RandomIoUCrop, RandomFlip, Resize, BoxesToUnit,
+             Normalize, ToCHW)
+
+    def fusable(self) -> bool:
+        """True if ``transforms`` is train_transform's sequence (Expand may be left out)."""
+        kinds = tuple(type(t) for t in self.transforms)
+        return kinds in (self.STEPS, self.STEPS[:2] + self.STEPS[3:])
+
+    def __call__(self, image, boxes, labels, rng=None):
+        if fast.enabled() and self.fusable():   # fast path: only the pixels that survive
+            return augment_fast.train_sample(self.transforms, image, boxes, labels, rng)
+        return super().__call__(image, boxes, labels, rng)      # textbook: step after step
+
+
 def train_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                    zoom_out: float = 4.0) -> Compose:
+                    zoom_out: float = 4.0) -> TrainTransform:
     """The SSD training pipeline: uint8 (H, W, 3) + pixel boxes -> (3, S, S) + [0, 1] boxes.
 
     ``zoom_out``: Expand's largest canvas / photo ratio (the paper's 4; 1 leaves it out).
     """
-    return Compose([
+    return TrainTransform([
         ToFloat(),
         PhotometricDistort(),
         *([Expand(fill=mean, max_ratio=zoom_out)] if zoom_out > 1 else []),
