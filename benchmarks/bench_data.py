@@ -3,9 +3,11 @@
     .venv/bin/python benchmarks/bench_data.py                       # ../shared/data/voc5-mini
     .venv/bin/python benchmarks/bench_data.py /path/to/VOC2007 --classes voc --images 1024
 
-First the cost of each step on one thread (mean over up to 200 images), then
-the DataLoader's throughput over ``--images`` images with 1 worker thread and with
-one per core (``--workers`` to choose), each the best of ``--repeats`` epochs.
+First the cost of each step on one thread (mean over up to 200 images), then the
+whole pipeline's cost per image as the textbook steps run it and as its fused fast path
+(``minissd.datasets.augment_fast``, the same output bit for bit) runs it, then the
+DataLoader's throughput over ``--images`` images with 1 worker thread and with one per
+core (``--workers`` to choose), textbook and fast, each the best of ``--repeats`` epochs.
 "CPUs busy" is the process's CPU time per second of wall time: near the worker
 count when the threads really run in parallel (PIL and NumPy release the GIL),
 lower when they wait for the GIL -- or for other programs sharing the cores.
@@ -23,6 +25,7 @@ import numpy as np
 from minissd.datasets.augment import train_transform
 from minissd.datasets.voc import VOC_CLASSES, VOCDataset, load_image
 from minissd.datasets.loader import DataLoader
+from minissd.nn.fast import fast_paths
 
 REPO = Path(__file__).resolve().parents[1]
 VOC5_CLASSES = ("bus", "car", "cat", "person", "train")
@@ -82,6 +85,16 @@ def step_times(dataset, transform, n):
     return {name: 1e3 * float(np.mean(v)) for name, v in times.items()}
 
 
+def pipeline_time(dataset, transform, n, fast):
+    """Mean ms per image of the whole pipeline after decoding, its fast path on or off."""
+    samples = [dataset.load(i) for i in range(n)]
+    with fast_paths(fast):
+        start = time.perf_counter()
+        for i, (image, boxes, labels) in enumerate(samples):
+            transform(image, boxes, labels, np.random.default_rng(i))
+    return 1e3 * (time.perf_counter() - start) / n
+
+
 def python_overhead(dataset, n):
     """Mean ms per image of the same pipeline on 8x8 pixels: the interpreter's share of the work.
 
@@ -126,7 +139,7 @@ def main():
     print(f"machine: {nproc} CPUs ({cpu_model()}), numpy {np.__version__}, "
           f"python {platform.python_version()}")
     print()
-    print("step (one thread)        ms / image")
+    print("textbook step (one thread)   ms / image")
     steps = step_times(dataset, transform, min(args.images, 200))
     for name, ms in steps.items():
         print(f"  {name:<22} {ms:8.2f}")
@@ -137,12 +150,22 @@ def main():
           f"{100 * overhead / total:.0f} %,")
     print(f"  {'':<22} {'':8}    so threads can scale to about {total / overhead:.0f} workers)")
     print()
-    print("DataLoader workers   images/s   speed-up   CPUs busy")
+    n = min(args.images, 200)
+    textbook, fused = (pipeline_time(dataset, transform, n, fast) for fast in (False, True))
+    print("whole pipeline after decoding (one thread)   ms / image")
+    print(f"  {'textbook (step after step)':<42} {textbook:6.2f}")
+    print(f"  {'fast path (augment_fast.train_sample)':<42} {fused:6.2f}   "
+          f"({textbook / fused:.2f}x faster)")
+    print()
+    print("DataLoader workers   path       images/s   speed-up   CPUs busy")
     base = None
     for w in workers:
-        speed, busy = loader_speed(subset, transform, args.batch_size, w, args.repeats)
-        base = base or speed
-        print(f"  {w:>17}   {speed:8.1f}   {speed / base:7.2f}x   {busy:9.2f}")
+        for fast in (False, True):
+            with fast_paths(fast):
+                speed, busy = loader_speed(subset, transform, args.batch_size, w, args.repeats)
+            base = base or speed
+            print(f"  {w:>17}   {'fast' if fast else 'textbook':<8}   {speed:8.1f}   "
+                  f"{speed / base:7.2f}x   {busy:9.2f}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ The training pipeline is the SSD paper's (section 2.2 and 3.6), following ssd.py
 
 Augmentation is CPU work (images come from PIL, one at a time), so this module uses
 NumPy directly; the loader moves whole batches to the GPU.
+
+Each random step first draws its choices (``draw`` / ``choose``: they look only at the
+image's size and the boxes) and then applies them. That split lets the pipeline's fast path,
+:mod:`minissd.datasets.augment_fast`, make every choice first and compute only the pixels the
+final crop keeps; :class:`TrainTransform` dispatches to it, and the two give equal arrays.
 """
 from __future__ import annotations
 
