@@ -158,6 +158,13 @@ class TrainConfig:
                 upper = f" and < {high}" if math.isfinite(high) else ""
                 raise self._error(name, f"must be a finite number {side} {low}{upper}")
 
+        def one_of(name):
+            choices = next(f for f in dataclasses.fields(self)
+                           if f.name == name).metadata["argparse"]["choices"]
+            if getattr(self, name) not in choices:
+                listed = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+                raise self._error(name, f"must be {listed}")
+
         if not isinstance(self.data, (list, tuple)) or not all(isinstance(d, str) for d in self.data):
             raise self._error("data", "must be a list of folder names")
         for name in ("split", "config", "out"):
@@ -181,8 +188,7 @@ class TrainConfig:
                                          for f in fractions)
                 or fractions != sorted(fractions)):
             raise self._error("decay_at", "must be increasing fractions of the run in (0, 1]")
-        if self.schedule not in ("step", "cosine"):
-            raise self._error("schedule", "must be 'step' or 'cosine'")
+        one_of("schedule")
         integer("seed", 0)
         integer("workers", 0)
         integer("log_every", 1)
@@ -191,8 +197,7 @@ class TrainConfig:
             raise self._error("eval_every", "needs --eval-split (a split of the same roots)")
         if self.max_minutes is not None:
             number("max_minutes", 0, open_low=True)
-        if self.augment not in ("ssd", "flip", "none"):
-            raise self._error("augment", "must be 'ssd', 'flip' or 'none'")
+        one_of("augment")
         number("zoom_out", 1)
         if self.init and self.resume:
             raise self._error("init", "--init starts a new run, --resume continues one: give one")
