@@ -449,14 +449,19 @@ class Trainer:
         self.resumed_from = os.fspath(path)
 
     def changed_settings(self, saved: dict) -> dict:
-        """{field: [checkpoint's value, this config's]} for the run-defining fields that differ."""
+        """{field: [checkpoint's value, this config's]} for the run-defining fields that differ.
+
+        A field the checkpoint's record lacks (it was written before the setting existed) ran
+        as the setting's default, which kept the old behaviour (``--schedule``: step).
+        """
         def norm(name, value):
             if name == "data":
                 return [os.path.normpath(os.path.abspath(d)) for d in value]
             return list(value) if isinstance(value, tuple) else value
-        now = self.tc.to_dict()
+        now, default = self.tc.to_dict(), TrainConfig().to_dict()
+        saved = {k: saved.get(k, default[k]) for k in self.tc.same_on_resume()}
         return {k: [saved[k], now[k]] for k in self.tc.same_on_resume()
-                if k in saved and norm(k, saved[k]) != norm(k, now[k])}
+                if norm(k, saved[k]) != norm(k, now[k])}
 
     def init_from(self, path, reset_heads=False):
         """Fine-tuning: the weights (and BatchNorm statistics) of the model in ``path``.

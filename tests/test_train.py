@@ -374,6 +374,24 @@ def test_resume_refuses_changed_settings_unless_override_which_is_recorded(shape
     assert [r.get("override") for r in log] == [None, None, {"lr": [0.001, 0.01]}, None]
 
 
+def test_a_setting_an_older_checkpoint_lacks_is_compared_as_its_default(shapes_root, tmp_path):
+    old = quiet(tiny(shapes_root, tmp_path))
+    meta = old.meta
+
+    def before_schedule_existed():
+        record = meta()
+        del record["train_config"]["schedule"]
+        return record
+    old.meta = before_schedule_existed
+    old.fit(epochs=1)
+    ckpt = str(tmp_path / "last.npz")
+    assert "schedule" not in read_checkpoint(ckpt)[1]["train_config"]
+    with pytest.raises(ValueError, match=re.escape("other settings (--schedule 'step' -> 'cosine')")):
+        quiet(tiny(shapes_root, tmp_path, resume=ckpt, schedule="cosine"))
+    same = quiet(tiny(shapes_root, tmp_path, resume=ckpt))
+    assert same.overridden == {} and same.step == 2
+
+
 def test_resume_with_no_epochs_left_says_so(shapes_root, tmp_path):
     quiet(tiny(shapes_root, tmp_path)).fit()
     for epochs in (1, 2):

@@ -50,7 +50,8 @@ class Compose:
         return image, boxes, labels
 
     def __repr__(self) -> str:
-        return "Compose([\n" + "".join(f"    {t!r},\n" for t in self.transforms) + "])"
+        steps = "".join(f"    {t!r},\n" for t in self.transforms)
+        return f"{type(self).__name__}([\n{steps}])"
 
 
 def trace(transforms, image, boxes, labels, seed=0):
@@ -146,10 +147,12 @@ class PhotometricDistort:
         return choice
 
     @staticmethod
-    def apply(image, choice):
+    def apply(image, choice, copy=True):
         """Distort a float32 (H, W, 3) image 0..255 as ``choice`` (from draw) says; pixel by
-        pixel, so a part of the image comes out as that part of the whole image's result."""
-        image = image.copy()
+        pixel, so a part of the image comes out as that part of the whole image's result.
+        copy=False lets the first steps write into ``image`` (a float32 array the caller owns)."""
+        if copy:
+            image = image.copy()
         if choice["brightness"] is not None:
             image += choice["brightness"]
         if choice["contrast_first"] and choice["contrast"] is not None:
@@ -419,9 +422,23 @@ class TrainTransform(Compose):
         return kinds in (self.STEPS, self.STEPS[:2] + self.STEPS[3:])
 
     def __call__(self, image, boxes, labels, rng=None):
+        check_sample(image, boxes, labels)
         if fast.enabled() and self.fusable():   # fast path: only the pixels that survive
             return augment_fast.train_sample(self.transforms, image, boxes, labels, rng)
         return super().__call__(image, boxes, labels, rng)      # textbook: step after step
+
+
+def check_sample(image, boxes, labels, where="train_transform"):
+    """Raise a ValueError naming the argument whose shape is wrong: image (H, W, 3) RGB with
+    H, W >= 1, boxes (n, 4) xyxy, labels (n,)."""
+    image_shape, box_shape, label_shape = np.shape(image), np.shape(boxes), np.shape(labels)
+    if len(image_shape) != 3 or image_shape[2] != 3 or min(image_shape[:2]) < 1:
+        raise ValueError(f"{where}: image has shape {image_shape}; expected (H, W, 3) RGB")
+    if len(box_shape) != 2 or box_shape[1] != 4:
+        raise ValueError(f"{where}: boxes have shape {box_shape}; expected (n, 4) xyxy")
+    if label_shape != box_shape[:1]:
+        raise ValueError(f"{where}: labels have shape {label_shape}; expected ({box_shape[0]},),"
+                         f" one per box")
 
 
 def train_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,

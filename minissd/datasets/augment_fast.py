@@ -61,7 +61,8 @@ def train_sample(steps, image, boxes, labels, rng):
     px0, px1 = max(x0 - left, 0), min(x1 - left, width)
     part = None
     if py0 < py1 and px0 < px1:
-        part = photometric.apply(image[py0:py1, px0:px1].astype(np.float32), colours)  # (h', w', 3)
+        part = image[py0:py1, px0:px1].astype(np.float32)                          # (h', w', 3)
+        part = photometric.apply(part, colours, copy=False)         # part is ours: no 2nd copy
     whole = part is not None and part.shape[:2] == (y1 - y0, x1 - x0)  # the patch is all photo
 
     # 3. Per channel: the patch of the canvas, mirrored, resized, normalised.

@@ -1,11 +1,13 @@
 """Augmentation: boxes stay inside the image and on their object; seeds replay draws."""
 import colorsys
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from minissd.datasets import augment as A
+from minissd.nn.fast import fast_paths
 from minissd.ssd.boxes import iou
 from minissd.datasets.voc import VOCDataset
 
@@ -281,9 +283,28 @@ def test_empty_boxes_go_through_the_training_pipeline():
 
 def test_compose_repr_lists_the_steps():
     text = repr(A.train_transform(300))
+    assert text.startswith("TrainTransform([\n") and repr(A.eval_transform(8)).startswith("Compose([")
     for step in ("PhotometricDistort", "Expand", "RandomIoUCrop", "RandomFlip", "Resize(300)",
                  "BoxesToUnit", "Normalize", "ToCHW"):
         assert step in text
+
+
+@pytest.mark.parametrize("image_shape, boxes_shape, labels_shape, named", [
+    ((50, 70), (1, 4), (1,), "image has shape (50, 70)"),          # grey, no channel axis
+    ((3, 50, 70), (1, 4), (1,), "image has shape (3, 50, 70)"),    # already CHW
+    ((0, 70, 3), (1, 4), (1,), "image has shape (0, 70, 3)"),
+    ((50, 70, 3), (4,), (1,), "boxes have shape (4,)"),
+    ((50, 70, 3), (1, 5), (1,), "boxes have shape (1, 5)"),
+    ((50, 70, 3), (2, 4), (1,), "labels have shape (1,); expected (2,)"),
+], ids=["grey", "chw", "no rows", "flat boxes", "5 numbers a box", "a label short"])
+@pytest.mark.parametrize("fast_on", [True, False], ids=["fast", "textbook"])
+def test_train_transform_names_the_wrong_shape(image_shape, boxes_shape, labels_shape, named,
+                                               fast_on):
+    transform = A.train_transform(32)
+    boxes = np.tile(np.float32([5, 5, 20, 20]), 2)[:int(np.prod(boxes_shape))].reshape(boxes_shape)
+    with fast_paths(fast_on), pytest.raises(ValueError, match=re.escape(named)):
+        transform(np.zeros(image_shape, np.uint8), boxes, np.ones(labels_shape, np.int64),
+                  np.random.default_rng(0))
 
 
 def test_trace_keeps_every_step_and_each_replays_alone():

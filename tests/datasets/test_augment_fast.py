@@ -99,3 +99,16 @@ def test_photometric_draw_then_apply_is_the_call_and_works_pixel_by_pixel():
     assert all(choice[k] is not None for k in ("brightness", "contrast", "saturation", "hue", "channels"))
     np.testing.assert_array_equal(distort.apply(image, choice), whole)
     np.testing.assert_array_equal(distort.apply(image[3:7, 2:9], choice), whole[3:7, 2:9])
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_photometric_apply_in_place_gives_the_same_numbers_and_copy_leaves_the_input(p):
+    rng = np.random.default_rng(4)
+    distort = A.PhotometricDistort(p=p)
+    for seed in range(8):
+        image = rng.uniform(-20, 280, (9, 11, 3)).astype(np.float32)   # clipping is exercised
+        before = image.copy()
+        choice = distort.draw(np.random.default_rng(seed))
+        copied = distort.apply(image, choice)
+        np.testing.assert_array_equal(image, before)                  # copy=True: input untouched
+        np.testing.assert_array_equal(distort.apply(image, choice, copy=False), copied)
