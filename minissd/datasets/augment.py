@@ -428,17 +428,17 @@ class TrainTransform(Compose):
         return super().__call__(image, boxes, labels, rng)      # textbook: step after step
 
 
-def check_sample(image, boxes, labels, where="train_transform"):
+def check_sample(image, boxes, labels):
     """Raise a ValueError naming the argument whose shape is wrong: image (H, W, 3) RGB with
     H, W >= 1, boxes (n, 4) xyxy, labels (n,)."""
     image_shape, box_shape, label_shape = np.shape(image), np.shape(boxes), np.shape(labels)
     if len(image_shape) != 3 or image_shape[2] != 3 or min(image_shape[:2]) < 1:
-        raise ValueError(f"{where}: image has shape {image_shape}; expected (H, W, 3) RGB")
+        raise ValueError(f"train_transform: image has shape {image_shape}; expected (H, W, 3) RGB")
     if len(box_shape) != 2 or box_shape[1] != 4:
-        raise ValueError(f"{where}: boxes have shape {box_shape}; expected (n, 4) xyxy")
+        raise ValueError(f"train_transform: boxes have shape {box_shape}; expected (n, 4) xyxy")
     if label_shape != box_shape[:1]:
-        raise ValueError(f"{where}: labels have shape {label_shape}; expected ({box_shape[0]},),"
-                         f" one per box")
+        raise ValueError(f"train_transform: labels have shape {label_shape}; expected "
+                         f"({box_shape[0]},), one per box")
 
 
 def train_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
