@@ -452,14 +452,14 @@ class Trainer:
         """{field: [checkpoint's value, this config's]} for the run-defining fields that differ.
 
         A field the checkpoint's record lacks (it was written before the setting existed) ran
-        as the setting's default, which kept the old behaviour (``--schedule``: step).
+        as the setting's default, which kept the old behaviour (``--schedule``: step):
+        :meth:`TrainConfig.from_dict` fills it in, as it does for the resumed run's config.
         """
         def norm(name, value):
             if name == "data":
                 return [os.path.normpath(os.path.abspath(d)) for d in value]
             return list(value) if isinstance(value, tuple) else value
-        now, default = self.tc.to_dict(), TrainConfig().to_dict()
-        saved = {k: saved.get(k, default[k]) for k in self.tc.same_on_resume()}
+        now, saved = self.tc.to_dict(), TrainConfig.from_dict(saved).to_dict()
         return {k: [saved[k], now[k]] for k in self.tc.same_on_resume()
                 if norm(k, saved[k]) != norm(k, now[k])}
 
