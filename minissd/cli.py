@@ -138,8 +138,17 @@ def _fractions(text):
         raise UserError(f"--decay-at: {text!r} is not comma-separated numbers") from None
 
 
+def _epochs(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"--epochs: {text!r} is neither a whole number nor auto") from None
+
+
 # text -> value for the TrainConfig fields whose option is not a plain int/float/str
-_TRAIN_PARSE = {"classes": _classes, "decay_at": _fractions}
+_TRAIN_PARSE = {"classes": _classes, "decay_at": _fractions, "epochs": _epochs}
 
 
 def _add_train_config(p):

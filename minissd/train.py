@@ -22,6 +22,8 @@ unless ``override``; ``init`` fine-tunes from a model's weights.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -87,7 +89,9 @@ class TrainConfig:
     config: str = setting("ssd-tiny", "ssd-tiny, ssd-cpu, ssd300 or ssd512", same=True)
     classes: list | None = setting(None, "comma-separated class names (default: classes.txt of "
                                          "the first root, else the 20 VOC classes)", same=True)
-    epochs: int = setting(30, "epochs of the whole run (the schedule is scaled to it)", same=True)
+    epochs: int | str = setting(30, "epochs of the whole run (the schedule is scaled to it); "
+                                    "auto: as many as --max-minutes holds on this machine, "
+                                    "planned from a timing of a few steps", same=True)
     batch_size: int = setting(32, "images per step", same=True)
     lr: float = setting(1e-3, "base learning rate", same=True)
     momentum: float = setting(0.9, "SGD momentum", same=True)
@@ -176,7 +180,15 @@ class TrainConfig:
             twice = sorted({c for c in self.classes if list(self.classes).count(c) > 1})
             if twice:
                 raise self._error("classes", f"lists {', '.join(twice)} more than once")
-        integer("epochs", 1)
+        if self.epochs == "auto":
+            if self.max_minutes is None:
+                raise self._error("epochs", "auto fills the time of --max-minutes: give it")
+            if self.resume:
+                raise self._error("epochs", "auto plans a new run; a resumed run keeps the "
+                                            "epochs its checkpoint planned")
+        elif (not isinstance(self.epochs, numbers.Integral) or isinstance(self.epochs, bool)
+              or self.epochs < 1):
+            raise self._error("epochs", "must be an integer >= 1 or auto")
         integer("batch_size", 1)
         number("lr", 0, open_low=True)
         number("momentum", 0, 1)
@@ -227,6 +239,16 @@ class TrainConfig:
         if "decay_at" in d:
             d["decay_at"] = tuple(d["decay_at"])
         return cls(**d)
+
+
+# --epochs auto plans for this share of --max-minutes: the machine's speed drifts (other jobs,
+# a shared host), and the stop at --max-minutes would cut off the last epochs at the lowest rate.
+AUTO_EPOCHS_MARGIN = 0.97
+
+
+def epochs_for_budget(budget_seconds, epoch_seconds, margin=AUTO_EPOCHS_MARGIN):
+    """The whole epochs of ``epoch_seconds`` that fit in ``margin`` of ``budget_seconds`` (may be 0)."""
+    return int(margin * budget_seconds // epoch_seconds)
 
 
 def pad_batch_targets(batch, xp):
@@ -372,6 +394,10 @@ class Trainer:
         self.criterion = MultiBoxLoss()
         self.optimizer = SGD(self.model, lr=tc.lr, momentum=tc.momentum,
                              weight_decay=tc.weight_decay)
+        self.plan = None              # --epochs auto: how the epochs were chosen
+        if tc.epochs == "auto":
+            self.plan = self.plan_epochs()
+            tc.epochs = self.plan["epochs"]      # the checkpoint records the number planned
         self.total_steps = tc.epochs * len(self.loader)
         if tc.schedule == "cosine":
             self.schedule = WarmupCosine.scaled(tc.lr, self.total_steps, tc.warmup_steps)
@@ -385,6 +411,8 @@ class Trainer:
         self.overrides = []           # settings changed on resume: [{step, epoch, changed}]
         self.overridden = {}          # those changed by this resume: {field: [old, new]}
         self._log_note = {}           # extra keys for the next log record
+        if self.plan:
+            self._log_note["plan"] = self.plan
         self._started = False         # fit() has claimed tc.out
         self._saved = None            # the last checkpoint this trainer wrote
         self._goal = tc.epochs        # the epochs fit() trains up to
@@ -626,6 +654,65 @@ class Trainer:
         if kind == "momentum":
             return f"the momentum buffer of {key}"
         return f"the {key} ({kind}) of layer {mod_name}"
+
+    # -- --epochs auto: the epochs an hour holds -------------------------------
+    @contextlib.contextmanager
+    def _throwaway_copy(self):
+        """Inside: train a copy of the model (fresh SGD, constant learning rate); the run's
+        weights, momentum, schedule and step are back after."""
+        tc, kept = self.tc, (self.model, self.optimizer, self.schedule, self.step)
+        self.model = copy.deepcopy(self.model)
+        self.optimizer = SGD(self.model, lr=tc.lr, momentum=tc.momentum,
+                             weight_decay=tc.weight_decay)
+        self.schedule = lambda step: tc.lr
+        try:
+            yield
+        finally:
+            self.model, self.optimizer, self.schedule, self.step = kept
+
+    def time_steps(self, min_seconds=10.0, min_steps=3):
+        """Seconds per training step on this machine, loading included: (seconds, steps timed).
+
+        Trains a throwaway copy of the model on epoch 0's batches; the run is untouched
+        (the loader draws each sample's augmentation from (seed, epoch, index)). The
+        first step (threads starting, buffers allocated) is not timed unless the epoch
+        has only one; timing stops once ``min_steps`` steps and ``min_seconds`` are timed,
+        or at the end of the epoch.
+        """
+        timed, steps, start = 0.0, 0, None
+        with self._throwaway_copy():
+            self.loader.set_epoch(0)
+            if len(self.loader) == 1:
+                start = time.perf_counter()
+            for batch in self.loader:
+                self.train_step(batch)
+                if start is None:
+                    start = time.perf_counter()
+                    continue
+                timed, steps = time.perf_counter() - start, steps + 1
+                if steps >= min_steps and timed >= min_seconds:
+                    break
+        return timed / steps, steps
+
+    def plan_epochs(self):
+        """``--epochs auto``: time a few steps, then plan the whole epochs ``tc.max_minutes``
+        holds (:func:`epochs_for_budget`). Returns the plan, which the first log record keeps."""
+        tc = self.tc
+        t0 = time.perf_counter()
+        step_s, steps = self.time_steps()
+        epoch_s = step_s * len(self.loader)
+        epochs = epochs_for_budget(60 * tc.max_minutes, epoch_s)
+        if epochs < 1:
+            raise UserError(f"TrainConfig.epochs (--epochs auto): one epoch of {len(self.loader)} "
+                            f"steps takes about {epoch_s / 60:.1f} min here, more than "
+                            f"--max-minutes {tc.max_minutes}: give more minutes or --epochs 1")
+        plan = {"epochs": epochs, "seconds_per_step": round(step_s, 4), "steps_timed": steps,
+                "seconds_per_epoch": round(epoch_s, 2), "budget_minutes": tc.max_minutes,
+                "margin": AUTO_EPOCHS_MARGIN, "timing_seconds": round(time.perf_counter() - t0, 2)}
+        self.log(f"--epochs auto: {steps} steps timed at {step_s:.3f} s each, about "
+                 f"{epoch_s:.1f} s an epoch: {epochs} epochs fill {AUTO_EPOCHS_MARGIN:.0%} of "
+                 f"{tc.max_minutes} min (rerun exactly with --epochs {epochs})")
+        return plan
 
     def fit(self, epochs=None):
         """Train from ``self.epoch`` up to ``epochs`` (default: the config's)."""

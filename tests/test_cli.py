@@ -340,6 +340,10 @@ def test_a_checkpoint_module_check_is_one_line(trained, tmp_path, capsys):
      "--classes: a class name is listed twice: circle"),
     (["train", "--data", "{data}", "--classes", "circle,square,circle,triangle", "--out", "{tmp}/r"],
      "--classes: a class name is listed twice: circle"),
+    (["train", "--data", "{data}", "--epochs", "ten", "--out", "{tmp}/r"],
+     "--epochs: 'ten' is neither a whole number nor auto"),
+    (["train", "--data", "{data}", "--epochs", "auto", "--out", "{tmp}/r"],
+     "--epochs): auto fills the time of --max-minutes: give it"),
     (["detect", "{data}/JPEGImages/000000.jpg", "--checkpoint", "{ckpt}", "--out", "{ckpt}"],
      "is a file, not a folder"),
     (["detect", "{data}/JPEGImages/000000.jpg", "--checkpoint", "{ckpt}", "--out", "{tmp}/d",
@@ -531,8 +535,8 @@ def test_export_refuses_to_write_over_its_input(trained, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("more, message", [
-    (["--epochs", "-3"], "TrainConfig.epochs (--epochs): must be an integer >= 1, got -3"),
-    (["--epochs", "0"], "TrainConfig.epochs (--epochs): must be an integer >= 1, got 0"),
+    (["--epochs", "-3"], "TrainConfig.epochs (--epochs): must be an integer >= 1 or auto, got -3"),
+    (["--epochs", "0"], "TrainConfig.epochs (--epochs): must be an integer >= 1 or auto, got 0"),
     (["--workers", "-1"], "TrainConfig.workers (--workers): must be an integer >= 0, got -1"),
     (["--max-minutes", "nan"], "TrainConfig.max_minutes (--max-minutes): must be a finite number > 0"),
     (["--batch-size", "64"], "split 'trainval' has 8 image(s), fewer than --batch-size 64"),

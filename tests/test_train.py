@@ -13,7 +13,7 @@ from minissd.checkpoint import load_model, read_checkpoint
 from minissd.nn.optim import WarmupCosine
 from minissd.ssd.model import SSD
 from minissd.train import (NonFiniteLossError, NonFiniteWeightsError, Progress, RunExistsError,
-                           Trainer, TrainConfig, truncate_log)
+                           Trainer, TrainConfig, epochs_for_budget, truncate_log)
 
 
 @pytest.fixture(scope="module")
@@ -467,9 +467,14 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
 # TrainConfig: validated, one field at a time
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("change, message", [
-    (dict(epochs=-3), r"TrainConfig.epochs \(--epochs\): must be an integer >= 1, got -3"),
-    (dict(epochs=0), r"TrainConfig.epochs \(--epochs\): must be an integer >= 1, got 0"),
+    (dict(epochs=-3), r"TrainConfig.epochs \(--epochs\): must be an integer >= 1 or auto, got -3"),
+    (dict(epochs=0), r"TrainConfig.epochs \(--epochs\): must be an integer >= 1 or auto, got 0"),
     (dict(epochs=2.5), r"TrainConfig.epochs \(--epochs\): must be an integer"),
+    (dict(epochs="many"), r"TrainConfig.epochs \(--epochs\): must be an integer >= 1 or auto, "
+                          r"got 'many'"),
+    (dict(epochs="auto"), r"TrainConfig.epochs \(--epochs\): auto fills the time of --max-minutes"),
+    (dict(epochs="auto", max_minutes=5, resume="b.npz"), r"TrainConfig.epochs \(--epochs\): auto "
+                                                         r"plans a new run"),
     (dict(batch_size=0), r"TrainConfig.batch_size \(--batch-size\): must be an integer >= 1"),
     (dict(workers=-1), r"TrainConfig.workers \(--workers\): must be an integer >= 0, got -1"),
     (dict(max_minutes=float("nan")), r"TrainConfig.max_minutes \(--max-minutes\): must be a finite "
@@ -517,3 +522,47 @@ def test_trainer_names_an_empty_split_and_a_too_small_one(shapes_root, tmp_path)
     with pytest.raises(ValueError, match=r"split 'test' has 4 image\(s\), fewer than --batch-size 8: "
                                          r"give --batch-size 4 or less"):
         Trainer(tiny(shapes_root, tmp_path, split="test", batch_size=8))
+
+
+# --- --epochs auto: the epochs --max-minutes holds ----------------------------------------
+def test_epochs_for_budget_counts_whole_epochs_in_the_margin():
+    assert epochs_for_budget(3600, 15) == 232            # 0.97 * 3600 / 15 = 232.8
+    assert epochs_for_budget(3600, 15, margin=1.0) == 240
+    assert epochs_for_budget(60, 100) == 0
+
+
+def test_timing_steps_leaves_the_run_untouched(shapes_root, tmp_path):
+    straight = quiet(tiny(shapes_root, tmp_path / "a")).fit()
+    timed = quiet(tiny(shapes_root, tmp_path / "b"))
+    seconds, steps = timed.time_steps(min_seconds=0.0, min_steps=5)
+    assert seconds > 0 and steps == 1                    # 2 steps an epoch: the first is not timed
+    assert timed.step == 0
+    timed.fit()
+    for k, v in params(straight.model).items():
+        np.testing.assert_array_equal(timed.model.state_dict()[k], v, err_msg=k)
+    one_batch = quiet(tiny(shapes_root, tmp_path / "c", batch_size=8))
+    assert one_batch.time_steps(min_seconds=0.0)[1] == 1    # a one-step epoch: that step, timed
+
+
+def test_epochs_auto_plans_from_the_timing_and_records_the_plan(shapes_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(Trainer, "time_steps", lambda self: (0.5, 3))   # 2 steps: 1 s an epoch
+    messages = []
+    trainer = Trainer(tiny(shapes_root, tmp_path, epochs="auto", max_minutes=0.05),
+                      log=messages.append)
+    assert trainer.tc.epochs == 2                        # 0.97 * 3 s // 1 s
+    assert trainer.total_steps == 4 and trainer.schedule.milestones == (2, 3)
+    assert "rerun exactly with --epochs 2" in messages[0]
+    trainer.fit()
+    first = json.loads(open(tmp_path / "train_log.jsonl").readline())
+    assert first["plan"] == {"epochs": 2, "seconds_per_step": 0.5, "steps_timed": 3,
+                             "seconds_per_epoch": 1.0, "budget_minutes": 0.05, "margin": 0.97,
+                             "timing_seconds": first["plan"]["timing_seconds"]}
+    assert read_checkpoint(tmp_path / "last.npz")[1]["train_config"]["epochs"] == 2
+    assert "plan" not in json.loads(open(tmp_path / "train_log.jsonl").readlines()[1])
+
+
+def test_epochs_auto_names_a_budget_shorter_than_one_epoch(shapes_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(Trainer, "time_steps", lambda self: (60.0, 3))  # 2 min an epoch
+    with pytest.raises(ValueError, match=r"--epochs auto\): one epoch of 2 steps takes about 2.0 "
+                                         r"min here, more than --max-minutes 1"):
+        Trainer(tiny(shapes_root, tmp_path, epochs="auto", max_minutes=1), log=lambda *_: None)
