@@ -394,6 +394,9 @@ class Trainer:
         self.criterion = MultiBoxLoss()
         self.optimizer = SGD(self.model, lr=tc.lr, momentum=tc.momentum,
                              weight_decay=tc.weight_decay)
+        self.step = 0
+        self.epoch = 0
+        self.schedule = None          # below, once the epochs are known
         self.plan = None              # --epochs auto: how the epochs were chosen
         if tc.epochs == "auto":
             self.plan = self.plan_epochs()
@@ -404,8 +407,6 @@ class Trainer:
         else:
             self.schedule = WarmupMultiStep.scaled(tc.lr, self.total_steps, tc.warmup_steps,
                                                    fractions=tuple(tc.decay_at))
-        self.step = 0
-        self.epoch = 0
         self.resumed_from = None      # the checkpoint this run continues, if any
         self._resumed_settings = {}   # its train_config
         self.overrides = []           # settings changed on resume: [{step, epoch, changed}]

@@ -561,6 +561,17 @@ def test_epochs_auto_plans_from_the_timing_and_records_the_plan(shapes_root, tmp
     assert "plan" not in json.loads(open(tmp_path / "train_log.jsonl").readlines()[1])
 
 
+def test_epochs_auto_times_a_copy_and_plans_before_the_schedule(shapes_root, tmp_path):
+    planned = quiet(tiny(shapes_root, tmp_path / "a", epochs="auto", max_minutes=0.5))
+    epochs = planned.tc.epochs
+    assert epochs == planned.plan["epochs"] >= 1 and planned.plan["steps_timed"] == 1
+    assert planned.total_steps == 2 * epochs and planned.step == 0
+    fixed = quiet(tiny(shapes_root, tmp_path / "b", epochs=epochs))
+    assert planned.schedule == fixed.schedule
+    for k, v in params(fixed.model).items():           # the timing trained a copy, not the model
+        np.testing.assert_array_equal(planned.model.state_dict()[k], v, err_msg=k)
+
+
 def test_epochs_auto_names_a_budget_shorter_than_one_epoch(shapes_root, tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "time_steps", lambda self: (60.0, 3))  # 2 min an epoch
     with pytest.raises(ValueError, match=r"--epochs auto\): one epoch of 2 steps takes about 2.0 "
