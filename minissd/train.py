@@ -39,7 +39,7 @@ from minissd.checkpoint import (read_checkpoint, read_meta, remove_temp_files, s
                                 section)
 from minissd.errors import UserError
 from minissd.nn import backend
-from minissd.nn.optim import SGD, WarmupCosine, WarmupMultiStep
+from minissd.nn.optim import SGD, WarmupCosine, WarmupMultiStep, default_warmup_steps
 from minissd.ssd.config import SSDConfig, get_config
 from minissd.ssd.loss import MultiBoxLoss
 from minissd.ssd.matching import match_batch, pad_targets
@@ -363,6 +363,8 @@ class Trainer:
     other run (or ``tc.overwrite``).
     """
 
+    clock = staticmethod(time.time)   # fit()'s clock: --max-minutes, the log's times, --epochs auto
+
     def __init__(self, tc: TrainConfig, dataset=None, log=print):
         from minissd.datasets.augment import get_transform
         from minissd.datasets.voc import VOCDataset
@@ -396,17 +398,11 @@ class Trainer:
                              weight_decay=tc.weight_decay)
         self.step = 0
         self.epoch = 0
-        self.schedule = None          # below, once the epochs are known
         self.plan = None              # --epochs auto: how the epochs were chosen
         if tc.epochs == "auto":
             self.plan = self.plan_epochs()
-            tc.epochs = self.plan["epochs"]      # the checkpoint records the number planned
         self.total_steps = tc.epochs * len(self.loader)
-        if tc.schedule == "cosine":
-            self.schedule = WarmupCosine.scaled(tc.lr, self.total_steps, tc.warmup_steps)
-        else:
-            self.schedule = WarmupMultiStep.scaled(tc.lr, self.total_steps, tc.warmup_steps,
-                                                   fractions=tuple(tc.decay_at))
+        self.schedule = self.make_schedule(tc.epochs)
         self.resumed_from = None      # the checkpoint this run continues, if any
         self._resumed_settings = {}   # its train_config
         self.overrides = []           # settings changed on resume: [{step, epoch, changed}]
@@ -657,11 +653,18 @@ class Trainer:
         return f"the {key} ({kind}) of layer {mod_name}"
 
     # -- --epochs auto: the epochs an hour holds -------------------------------
+    def make_schedule(self, epochs):
+        """The learning rate per step of a run of ``epochs`` epochs (``tc.schedule``)."""
+        tc, total = self.tc, epochs * len(self.loader)
+        if tc.schedule == "cosine":
+            return WarmupCosine.scaled(tc.lr, total, tc.warmup_steps)
+        return WarmupMultiStep.scaled(tc.lr, total, tc.warmup_steps, fractions=tuple(tc.decay_at))
+
     @contextlib.contextmanager
     def _throwaway_copy(self):
         """Inside: train a copy of the model (fresh SGD, constant learning rate); the run's
         weights, momentum, schedule and step are back after."""
-        tc, kept = self.tc, (self.model, self.optimizer, self.schedule, self.step)
+        tc, kept = self.tc, (self.model, self.optimizer, getattr(self, "schedule", None), self.step)
         self.model = copy.deepcopy(self.model)
         self.optimizer = SGD(self.model, lr=tc.lr, momentum=tc.momentum,
                              weight_decay=tc.weight_decay)
@@ -697,7 +700,9 @@ class Trainer:
 
     def plan_epochs(self):
         """``--epochs auto``: time a few steps, then plan the whole epochs ``tc.max_minutes``
-        holds (:func:`epochs_for_budget`). Returns the plan, which the first log record keeps."""
+        holds (:func:`epochs_for_budget`). Writes the epochs, and the warm-up they give, into
+        ``tc`` (so the checkpoint records them); returns the plan, which the first log record
+        keeps. :meth:`replan` corrects the epochs from the run's own speed."""
         tc = self.tc
         t0 = time.perf_counter()
         step_s, steps = self.time_steps()
@@ -707,39 +712,72 @@ class Trainer:
             raise UserError(f"TrainConfig.epochs (--epochs auto): one epoch of {len(self.loader)} "
                             f"steps takes about {epoch_s / 60:.1f} min here, more than "
                             f"--max-minutes {tc.max_minutes}: give more minutes or --epochs 1")
-        plan = {"epochs": epochs, "seconds_per_step": round(step_s, 4), "steps_timed": steps,
+        tc.epochs = epochs
+        if tc.warmup_steps is None:          # fixed now: a later plan moves only the decays
+            tc.warmup_steps = default_warmup_steps(epochs * len(self.loader))
+        plan = {"epochs": epochs, "warmup_steps": tc.warmup_steps,
+                "seconds_per_step": round(step_s, 4), "steps_timed": steps,
                 "seconds_per_epoch": round(epoch_s, 2), "budget_minutes": tc.max_minutes,
                 "margin": AUTO_EPOCHS_MARGIN, "timing_seconds": round(time.perf_counter() - t0, 2)}
         self.log(f"--epochs auto: {steps} steps timed at {step_s:.3f} s each, about "
                  f"{epoch_s:.1f} s an epoch: {epochs} epochs fill {AUTO_EPOCHS_MARGIN:.0%} of "
-                 f"{tc.max_minutes} min (rerun exactly with --epochs {epochs})")
+                 f"{tc.max_minutes} min; warm-up {tc.warmup_steps} steps")
         return plan
+
+    def replan(self, elapsed, epoch_s):
+        """``--epochs auto``, after an epoch: the epochs the rest of the budget holds at the
+        run's recent ``epoch_s`` seconds an epoch (the machine's speed drifts). Returns the
+        epochs planned now.
+
+        Only while the step schedule has not decayed yet, and only to a plan whose first
+        decay is still ahead: until then the learning rate depends on the warm-up alone
+        (fixed by :meth:`plan_epochs`), so the steps trained are those of the final plan,
+        and ``--epochs N --warmup-steps W`` (the checkpoint's) reruns the run exactly. The
+        cosine depends on the length at every step: its plan is not changed.
+        """
+        tc = self.tc
+        if self.plan is None or tc.schedule != "step":
+            return tc.epochs
+        if self.schedule.milestones and self.schedule.milestones[0] < self.step:
+            return tc.epochs                                   # decayed: the plan is fixed
+        epochs = self.epoch + epochs_for_budget(60 * tc.max_minutes - elapsed, epoch_s)
+        schedule = self.make_schedule(epochs)
+        if (epochs <= self.epoch or epochs == tc.epochs
+                or (schedule.milestones and schedule.milestones[0] < self.step)):
+            return tc.epochs
+        self.log(f"--epochs auto: {epoch_s:.1f} s an epoch lately: {epochs} epochs in all "
+                 f"(was {tc.epochs})")
+        tc.epochs, self.total_steps, self.schedule = epochs, epochs * len(self.loader), schedule
+        self._log_note["replan"] = {"epochs": epochs, "seconds_per_epoch": round(epoch_s, 2)}
+        return epochs
 
     def fit(self, epochs=None):
         """Train from ``self.epoch`` up to ``epochs`` (default: the config's)."""
         tc = self.tc
+        planned = epochs is None and self.plan is not None     # --epochs auto: replan() after each epoch
         epochs = self._goal = tc.epochs if epochs is None else epochs
         log_path = os.path.join(tc.out, LOG_NAME)
         if not self._started:
             self._start(log_path)
-        start = time.time()
+        start = self.clock()
+        ends = [start]                   # the time each epoch ended
         self.model.train()
         with open(log_path, "a" if self.step else "w") as log_file:   # a fresh run starts a fresh log
             while self.epoch < epochs:
                 progress = Progress(len(self.loader), f"epoch {self.epoch + 1}/{epochs}",
                                     every=tc.log_every, then=epochs - self.epoch - 1)
-                seen, t0 = 0, time.time()
+                seen, t0 = 0, self.clock()
                 sums = np.zeros(3)
                 self.loader.set_epoch(self.epoch)
                 for i, batch in enumerate(self.loader, 1):
                     losses = self.train_step(batch)
                     sums += losses
                     seen += len(batch.ids)
-                    ips = seen / max(time.time() - t0, 1e-9)
+                    ips = seen / max(self.clock() - t0, 1e-9)
                     record = {"step": self.step, "epoch": self.epoch, "loss": losses[0],
                               "loss_loc": losses[1], "loss_conf": losses[2],
                               "lr": self.optimizer.lr, "images_per_s": round(ips, 2),
-                              "time": round(time.time() - start, 3), **self._log_note}
+                              "time": round(self.clock() - start, 3), **self._log_note}
                     self._log_note = {}
                     log_file.write(json.dumps(record) + "\n")
                     progress.update(i, f"loss {losses[0]:.3f} (loc {losses[1]:.3f} conf "
@@ -749,17 +787,22 @@ class Trainer:
                 self.save(os.path.join(tc.out, "last.npz"))
                 mean = sums / max(i, 1)
                 self.log(f"epoch {self.epoch}: loss {mean[0]:.3f} (loc {mean[1]:.3f} conf "
-                         f"{mean[2]:.3f}), {seen / (time.time() - t0):.1f} img/s, "
+                         f"{mean[2]:.3f}), {seen / max(self.clock() - t0, 1e-9):.1f} img/s, "
                          f"checkpoint {os.path.join(tc.out, 'last.npz')}")
                 if tc.eval_every and (self.epoch % tc.eval_every == 0 or self.epoch == epochs or (
-                        tc.max_minutes is not None and time.time() - start > 60 * tc.max_minutes)):
+                        tc.max_minutes is not None and self.clock() - start > 60 * tc.max_minutes)):
                     record = self.evaluate()                     # the last epoch is always scored
-                    record["time"] = round(time.time() - start, 3)
+                    record["time"] = round(self.clock() - start, 3)
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
                     self.log(f"epoch {self.epoch}: mAP@0.5 (VOC07) on {tc.eval_split} "
                              f"{record['eval_map']:.3f} ({record['eval_seconds']:.1f} s)")
-                if tc.max_minutes is not None and time.time() - start > 60 * tc.max_minutes:
+                ends.append(self.clock())
+                if planned:                  # the recent epochs' speed, evaluations included
+                    recent = ends[-11:]
+                    epochs = self._goal = self.replan(ends[-1] - start, (recent[-1] - recent[0])
+                                                      / (len(recent) - 1))
+                if tc.max_minutes is not None and self.clock() - start > 60 * tc.max_minutes:
                     self.log(f"stopping after {self.epoch} epochs: time budget of "
                              f"{tc.max_minutes} min reached")
                     break

@@ -544,21 +544,51 @@ def test_timing_steps_leaves_the_run_untouched(shapes_root, tmp_path):
     assert one_batch.time_steps(min_seconds=0.0)[1] == 1    # a one-step epoch: that step, timed
 
 
-def test_epochs_auto_plans_from_the_timing_and_records_the_plan(shapes_root, tmp_path, monkeypatch):
+def test_epochs_auto_plans_from_the_timing_and_replans_from_the_run_s_speed(shapes_root, tmp_path,
+                                                                          monkeypatch):
     monkeypatch.setattr(Trainer, "time_steps", lambda self: (0.5, 3))   # 2 steps: 1 s an epoch
     messages = []
-    trainer = Trainer(tiny(shapes_root, tmp_path, epochs="auto", max_minutes=0.05),
+    trainer = Trainer(tiny(shapes_root, tmp_path / "auto", epochs="auto", max_minutes=0.1),
                       log=messages.append)
-    assert trainer.tc.epochs == 2                        # 0.97 * 3 s // 1 s
-    assert trainer.total_steps == 4 and trainer.schedule.milestones == (2, 3)
-    assert "rerun exactly with --epochs 2" in messages[0]
+    assert trainer.tc.epochs == 5                        # 0.97 * 6 s // 1 s
+    assert trainer.total_steps == 10 and trainer.schedule.milestones == (6, 8)
+    assert messages[0].startswith("--epochs auto: 3 steps timed at 0.500 s each, about 1.0 s an "
+                                  "epoch: 5 epochs fill 97% of 0.1 min; warm-up 2 steps")
+    trainer.clock = lambda: 1.0 * trainer.step            # the run is slower: 1 s a step
     trainer.fit()
-    first = json.loads(open(tmp_path / "train_log.jsonl").readline())
-    assert first["plan"] == {"epochs": 2, "seconds_per_step": 0.5, "steps_timed": 3,
-                             "seconds_per_epoch": 1.0, "budget_minutes": 0.05, "margin": 0.97,
-                             "timing_seconds": first["plan"]["timing_seconds"]}
-    assert read_checkpoint(tmp_path / "last.npz")[1]["train_config"]["epochs"] == 2
-    assert "plan" not in json.loads(open(tmp_path / "train_log.jsonl").readlines()[1])
+    # after epoch 1 (2 s): 1 + 0.97 * 4 s // 2 s = 2 epochs; its first decay (step 2) is not past
+    assert "2.0 s an epoch lately: 2 epochs in all (was 5)" in " ".join(messages)
+    assert (trainer.epoch, trainer.step, trainer.schedule.milestones) == (2, 4, (2, 3))
+    records = [json.loads(line) for line in open(tmp_path / "auto" / "train_log.jsonl")]
+    assert records[0]["plan"] == {"epochs": 5, "warmup_steps": 2, "seconds_per_step": 0.5,
+                                  "steps_timed": 3, "seconds_per_epoch": 1.0,
+                                  "budget_minutes": 0.1, "margin": 0.97,
+                                  "timing_seconds": records[0]["plan"]["timing_seconds"]}
+    assert records[2]["replan"] == {"epochs": 2, "seconds_per_epoch": 2.0}
+    assert [r["step"] for r in records if "plan" in r or "replan" in r] == [1, 3]
+    saved = read_checkpoint(tmp_path / "auto" / "last.npz")[1]["train_config"]
+    assert (saved["epochs"], saved["warmup_steps"]) == (2, 2)
+    rerun = quiet(tiny(shapes_root, tmp_path / "rerun", epochs=2, warmup_steps=2)).fit()
+    assert [r["lr"] for r in records] == [json.loads(line)["lr"] for line in
+                                          open(tmp_path / "rerun" / "train_log.jsonl")]
+    for k, v in params(rerun.model).items():             # --epochs 2 --warmup-steps 2 reruns it
+        np.testing.assert_array_equal(trainer.model.state_dict()[k], v, err_msg=k)
+
+
+def test_replan_keeps_a_plan_once_a_decay_is_or_would_be_past(shapes_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(Trainer, "time_steps", lambda self: (0.5, 3))
+    trainer = quiet(tiny(shapes_root, tmp_path, epochs="auto", max_minutes=0.1))   # 5 epochs
+    trainer.epoch, trainer.step = 2, 4
+    assert trainer.replan(elapsed=2.0, epoch_s=0.5) == 9         # faster: 2 + 0.97 * 4 // 0.5
+    assert trainer.schedule.milestones == (12, 15)
+    trainer.epoch, trainer.step = 3, 6
+    assert trainer.replan(elapsed=4.0, epoch_s=1.0) == 9         # 4 epochs: first decay (5) past
+    trainer.epoch, trainer.step = 7, 14
+    assert trainer.replan(elapsed=5.0, epoch_s=0.1) == 9         # decayed at 12: fixed
+    assert trainer.schedule.milestones == (12, 15) and trainer.total_steps == 18
+    cosine = quiet(tiny(shapes_root, tmp_path / "cos", epochs="auto", max_minutes=0.1,
+                        schedule="cosine"))
+    assert cosine.replan(elapsed=0.0, epoch_s=0.1) == 5          # the cosine keeps its length
 
 
 def test_epochs_auto_times_a_copy_and_plans_before_the_schedule(shapes_root, tmp_path):
