@@ -22,6 +22,7 @@ unless ``override``; ``init`` fine-tunes from a model's weights.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import dataclasses
@@ -147,11 +148,12 @@ class TrainConfig:
 
     def validate(self):
         """Refuse values that cannot make a run, naming the field; returns self."""
-        def integer(name, low):
+        def integer(name, low, also=None):
             value = getattr(self, name)
             if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
                     or value < low):
-                raise self._error(name, f"must be an integer >= {low}")
+                raise self._error(name, f"must be an integer >= {low}"
+                                        + (f" or {also}" if also else ""))
 
         def number(name, low, high=math.inf, open_low=False):
             value = getattr(self, name)
@@ -186,9 +188,8 @@ class TrainConfig:
             if self.resume:
                 raise self._error("epochs", "auto plans a new run; a resumed run keeps the "
                                             "epochs its checkpoint planned")
-        elif (not isinstance(self.epochs, numbers.Integral) or isinstance(self.epochs, bool)
-              or self.epochs < 1):
-            raise self._error("epochs", "must be an integer >= 1 or auto")
+        else:
+            integer("epochs", 1, also="auto")
         integer("batch_size", 1)
         number("lr", 0, open_low=True)
         number("momentum", 0, 1)
@@ -760,7 +761,7 @@ class Trainer:
         if not self._started:
             self._start(log_path)
         start = self.clock()
-        ends = [start]                   # the time each epoch ended
+        ends = collections.deque([start], maxlen=11)   # when the last 10 epochs ended
         self.model.train()
         with open(log_path, "a" if self.step else "w") as log_file:   # a fresh run starts a fresh log
             while self.epoch < epochs:
@@ -799,9 +800,8 @@ class Trainer:
                              f"{record['eval_map']:.3f} ({record['eval_seconds']:.1f} s)")
                 ends.append(self.clock())
                 if planned:                  # the recent epochs' speed, evaluations included
-                    recent = ends[-11:]
-                    epochs = self._goal = self.replan(ends[-1] - start, (recent[-1] - recent[0])
-                                                      / (len(recent) - 1))
+                    epochs = self._goal = self.replan(ends[-1] - start,
+                                                      (ends[-1] - ends[0]) / (len(ends) - 1))
                 if tc.max_minutes is not None and self.clock() - start > 60 * tc.max_minutes:
                     self.log(f"stopping after {self.epoch} epochs: time budget of "
                              f"{tc.max_minutes} min reached")
