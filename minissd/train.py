@@ -399,15 +399,16 @@ class Trainer:
                              weight_decay=tc.weight_decay)
         self.step = 0
         self.epoch = 0
-        self.plan = None              # --epochs auto: how the epochs were chosen
-        if tc.epochs == "auto":
-            self.plan = self.plan_epochs()
-        self.total_steps = tc.epochs * len(self.loader)
-        self.schedule = self.make_schedule(tc.epochs)
         self.resumed_from = None      # the checkpoint this run continues, if any
         self._resumed_settings = {}   # its train_config
         self.overrides = []           # settings changed on resume: [{step, epoch, changed}]
         self.overridden = {}          # those changed by this resume: {field: [old, new]}
+        self.plan = None              # --epochs auto: how the epochs were chosen
+        if tc.epochs == "auto":
+            self.check_out()          # refuse a taken --out before the timing, not after it
+            self.plan = self.plan_epochs()
+        self.total_steps = tc.epochs * len(self.loader)
+        self.schedule = self.make_schedule(tc.epochs)
         self._log_note = {}           # extra keys for the next log record
         if self.plan:
             self._log_note["plan"] = self.plan

@@ -602,6 +602,16 @@ def test_epochs_auto_times_a_copy_and_plans_before_the_schedule(shapes_root, tmp
         np.testing.assert_array_equal(planned.model.state_dict()[k], v, err_msg=k)
 
 
+def test_epochs_auto_refuses_a_folder_holding_a_run_before_timing(shapes_root, tmp_path,
+                                                                   monkeypatch):
+    quiet(tiny(shapes_root, tmp_path, epochs=1)).fit()
+    def timed(self):
+        raise AssertionError("timed the steps before checking --out")
+    monkeypatch.setattr(Trainer, "time_steps", timed)
+    with pytest.raises(RunExistsError, match=r"holds a run \(last.npz, train_log.jsonl\)"):
+        quiet(tiny(shapes_root, tmp_path, epochs="auto", max_minutes=1))
+
+
 def test_epochs_auto_names_a_budget_shorter_than_one_epoch(shapes_root, tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "time_steps", lambda self: (60.0, 3))  # 2 min an epoch
     with pytest.raises(ValueError, match=r"--epochs auto\): one epoch of 2 steps takes about 2.0 "
