@@ -1,8 +1,10 @@
 """Checkpoints: one ``.npz`` with the model, the optimiser state and a JSON record.
 
 A checkpoint holds the model's arrays (``model.<layer>.<name>``), the momentum
-buffers (``optim.<...>``) and, as a uint8 array ``__meta__``, a JSON record of
-the config, the class names, the epoch and the step -- no pickle. It is
+buffers (``optim.<...>``), with ``--ema`` the weights' moving average
+(``ema.<layer>.<name>``: what ``load_model`` and ``export_model`` then use) and, as a
+uint8 array ``__meta__``, a JSON record of the config, the class names, the epoch and the
+step -- no pickle. It is
 written atomically (a temporary file, then a rename), with a readable copy of
 the JSON beside it (``last.json``). ``export_model`` drops the optimiser state
 for shipping a model; ``load_model`` gives back a ready ``SSD`` in eval mode.
@@ -50,8 +52,10 @@ def remove_temp_files(folder) -> list:
     return [os.path.basename(p) for p in found]
 
 
-def save_checkpoint(path, model, optimizer, meta: dict):
-    """Write model + optimiser + JSON meta to one ``.npz`` atomically, and ``.json`` beside it.
+def save_checkpoint(path, model, optimizer, meta: dict, average=None):
+    """Write model + optimiser (+ the weights' moving average, ``average``: a
+    :class:`~minissd.nn.optim.WeightAverage`) + JSON meta to one ``.npz`` atomically, and
+    ``.json`` beside it.
 
     Refuses (``ValueError`` naming the array) to write NaN or inf, so a poisoned
     state never replaces a good checkpoint.
@@ -60,6 +64,8 @@ def save_checkpoint(path, model, optimizer, meta: dict):
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_arrays, optim_meta = optimizer.state_dict() if optimizer is not None else ({}, None)
     arrays.update({f"optim.{k}": v for k, v in optim_arrays.items()})
+    if average is not None:
+        arrays.update({f"ema.{k}": v for k, v in average.state_dict()[0].items()})
     bad = non_finite(arrays)
     if bad is not None:
         raise UserError(f"refusing to write {path}: array {bad[0]!r} holds {bad[1]} NaN or "
@@ -128,8 +134,14 @@ def read_checkpoint(path):
 
 
 def section(arrays, prefix):
-    """The arrays whose key starts with ``prefix`` ('model.', 'optim.'), keyed without it."""
+    """The arrays whose key starts with ``prefix`` ('model.', 'optim.', 'ema.'), keyed without it."""
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def model_weights(arrays):
+    """The weights a checkpoint's model is used with: the moving average of a run trained
+    with ``--ema`` (``ema.*``), else its own (``model.*``)."""
+    return section(arrays, "ema.") or section(arrays, "model.")
 
 
 def export_model(src, dst):
@@ -146,8 +158,8 @@ def export_model(src, dst):
         raise UserError(f"export: {dst} would overwrite its input {src} (and the run could no "
                         "longer be resumed); give another file name")
     arrays, meta = read_checkpoint(src)
-    model = {f"model.{k}": v for k, v in section(arrays, "model.").items()}
-    meta = {k: v for k, v in meta.items() if k not in ("format", "optimizer")}
+    model = {f"model.{k}": v for k, v in model_weights(arrays).items()}     # --ema: the average
+    meta = {k: v for k, v in meta.items() if k not in ("format", "optimizer", "ema")}
     meta["exported_from"] = os.path.basename(src)
     _write_checkpoint(dst, model, meta, optimizer_meta=None)
 
@@ -161,5 +173,5 @@ def load_model(path, device="cpu", class_names=None):
     cfg = SSDConfig.from_dict(meta["config"])
     arch = SSDArch.from_dict(meta["arch"]) if "arch" in meta else None   # older ones: the registry's
     model = SSD(cfg, len(meta["class_names"]), arch=arch)
-    model.load_state_dict(section(arrays, "model."), source=str(path))
+    model.load_state_dict(model_weights(arrays), source=str(path))
     return model.to(device).eval(), meta

@@ -212,8 +212,10 @@ def cmd_train(args):
         dataset = _open_dataset(tc.data, tc.eval_split, classes, keep_difficult=True)
         done = trainer.last_eval                         # --eval-every scored the last step (VOC07)
         same = done is not None and done["step"] == trainer.step and args.metric == "voc07"
-        _evaluate(Detector(trainer.model), dataset, args.metric,
-                  plot=os.path.join(tc.out, "pr_curves.png"), result=done["result"] if same else None)
+        with trainer.evaluated():                       # --ema: the average
+            _evaluate(Detector(trainer.model), dataset, args.metric,
+                      plot=os.path.join(tc.out, "pr_curves.png"),
+                      result=done["result"] if same else None)
 
 
 def cmd_evaluate(args):

@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from minissd.checkpoint import (read_checkpoint, read_meta, remove_temp_files, save_checkpoint,
-                                section)
+                                model_weights, section)
 from minissd.errors import UserError
 from minissd.nn import backend
-from minissd.nn.optim import SGD, WarmupCosine, WarmupMultiStep, default_warmup_steps
+from minissd.nn.optim import (SGD, WarmupCosine, WarmupMultiStep, WeightAverage,
+                               default_warmup_steps)
 from minissd.ssd.config import SSDConfig, get_config
 from minissd.ssd.loss import MultiBoxLoss
 from minissd.ssd.matching import match_batch, pad_targets
@@ -97,6 +98,9 @@ class TrainConfig:
     lr: float = setting(1e-3, "base learning rate", same=True)
     momentum: float = setting(0.9, "SGD momentum", same=True)
     weight_decay: float = setting(5e-4, "L2 weight decay", same=True)
+    ema: float = setting(0.0, "also keep an exponential moving average of the weights with this "
+                              "decay (e.g. 0.999); evaluations, evaluate, detect and export use "
+                              "it (0: off)", same=True)
     warmup_steps: int | None = setting(None, "steps of linear warm-up (default: 5 % of the run, "
                                              "at most 500)", same=True)
     decay_at: tuple = setting((2 / 3, 5 / 6), "comma-separated fractions of the run where the "
@@ -206,6 +210,7 @@ class TrainConfig:
         integer("workers", 0)
         integer("log_every", 1)
         integer("eval_every", 0)
+        number("ema", 0, 1)
         if self.eval_every and not self.eval_split:
             raise self._error("eval_every", "needs --eval-split (a split of the same roots)")
         if self.max_minutes is not None:
@@ -397,6 +402,7 @@ class Trainer:
         self.criterion = MultiBoxLoss()
         self.optimizer = SGD(self.model, lr=tc.lr, momentum=tc.momentum,
                              weight_decay=tc.weight_decay)
+        self.average = WeightAverage(self.model, tc.ema) if tc.ema else None   # --ema
         self.step = 0
         self.epoch = 0
         self.resumed_from = None      # the checkpoint this run continues, if any
@@ -426,13 +432,14 @@ class Trainer:
     def meta(self):
         return {"config": self.cfg.to_dict(), "class_names": self.class_names,
                 "epoch": self.epoch, "step": self.step, "train_config": self.tc.to_dict(),
-                "overrides": self.overrides}
+                "overrides": self.overrides,
+                **({"ema": self.average.state_dict()[1]} if self.average is not None else {})}
 
     def save(self, path):
         """Write a checkpoint (finite, atomically), first removing what an interrupted save of
         this run's folder left behind."""
         remove_temp_files(os.path.dirname(os.path.abspath(path)))
-        save_checkpoint(path, self.model, self.optimizer, self.meta())
+        save_checkpoint(path, self.model, self.optimizer, self.meta(), average=self.average)
         self._saved = path
 
     def resume(self, path):
@@ -466,6 +473,10 @@ class Trainer:
                             f"--override to change them")
         self.model.load_state_dict(section(arrays, "model."), source=str(path))
         self.optimizer.load_state_dict(section(arrays, "optim."), meta["optimizer"])
+        if self.average is not None:
+            self.average = WeightAverage(self.model, self.tc.ema)   # --override turned --ema on: from here
+            if meta.get("ema") is not None:
+                self.average.load_state_dict(section(arrays, "ema."), meta["ema"], source=str(path))
         self.epoch, self.step = epoch, step
         self._resumed_settings = meta.get("train_config") or {}
         self.overrides = list(meta.get("overrides") or [])
@@ -505,11 +516,13 @@ class Trainer:
             raise UserError(f"{path}: the model was trained for classes {meta['class_names']}, "
                             f"the data set has {self.class_names}: give --reset-heads to "
                             f"re-initialise the class heads for the new list")
-        state = section(arrays, "model.")
+        state = model_weights(arrays)                        # a run's --ema average, if it has one
         if reset_heads:
             fresh = self.model.state_dict()
             state = {k: (fresh[k] if k.startswith("conf.") else v) for k, v in state.items()}
         self.model.load_state_dict(state, source=str(path))
+        if self.average is not None:
+            self.average = WeightAverage(self.model, self.tc.ema)     # averaging from these weights
 
     # -- the run folder ----------------------------------------------------------
     def check_out(self):
@@ -577,14 +590,21 @@ class Trainer:
             self._eval_dataset = VOCDataset([(root, tc.eval_split) for root in tc.data],
                                             class_names=self.class_names, keep_difficult=True)
         t0 = time.time()
-        result, _ = evaluate_dataset(Detector(self.model), self._eval_dataset, use_07_metric=True,
-                                     progress=image_progress(f"evaluate {tc.eval_split}"))
+        with self.evaluated():
+            result, _ = evaluate_dataset(Detector(self.model), self._eval_dataset,
+                                         use_07_metric=True,
+                                         progress=image_progress(f"evaluate {tc.eval_split}"))
         self.model.train()                                       # Detector switched it to eval
         self.last_eval = {"step": self.step, "result": result}
         return {"step": self.step, "epoch": self.epoch, "eval_split": tc.eval_split,
                 "eval_map": float(result["map"]),
                 "eval_ap": {n: float(ap) for n, ap in zip(self.class_names, result["ap"])},
                 "eval_seconds": round(time.time() - t0, 3)}
+
+    def evaluated(self):
+        """A ``with`` in which ``self.model`` holds the weights evaluations use: the average
+        (--ema) or, without it, its own."""
+        return self.average.applied() if self.average is not None else contextlib.nullcontext()
 
     # -- one step --------------------------------------------------------------
     def train_step(self, batch):
@@ -617,6 +637,8 @@ class Trainer:
                 f"the network's order (loss {float(loss):.4g}, lr {self.optimizer.lr:.3g}); "
                 f"images in the batch: {', '.join(map(str, batch.ids))}. Lower the learning "
                 f"rate.{self._kept()}")
+        if self.average is not None:
+            self.average.update()
         self.step += 1
         return float(loss), float(self.criterion.loss_loc), float(self.criterion.loss_conf)
 
@@ -666,15 +688,16 @@ class Trainer:
     def _throwaway_copy(self):
         """Inside: train a copy of the model (fresh SGD, constant learning rate); the run's
         weights, momentum, schedule and step are back after."""
-        tc, kept = self.tc, (self.model, self.optimizer, getattr(self, "schedule", None), self.step)
-        self.model = copy.deepcopy(self.model)
+        tc, kept = self.tc, (self.model, self.optimizer, getattr(self, "schedule", None), self.step,
+                             self.average)
+        self.model, self.average = copy.deepcopy(self.model), None
         self.optimizer = SGD(self.model, lr=tc.lr, momentum=tc.momentum,
                              weight_decay=tc.weight_decay)
         self.schedule = lambda step: tc.lr
         try:
             yield
         finally:
-            self.model, self.optimizer, self.schedule, self.step = kept
+            self.model, self.optimizer, self.schedule, self.step, self.average = kept
 
     def time_steps(self, min_seconds=10.0, min_steps=3):
         """Seconds per training step on this machine, loading included: (seconds, steps timed).

@@ -9,7 +9,7 @@ import pytest
 
 from minissd.nn.module import load_npz
 from minissd.datasets.synthetic import write_shapes_dataset
-from minissd.checkpoint import load_model, read_checkpoint
+from minissd.checkpoint import export_model, load_model, read_checkpoint
 from minissd.nn.optim import WarmupCosine
 from minissd.ssd.model import SSD
 from minissd.train import (NonFiniteLossError, NonFiniteWeightsError, Progress, RunExistsError,
@@ -484,6 +484,7 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     (dict(lr=-1e-3), r"TrainConfig.lr \(--lr\)"),
     (dict(momentum=1.0), r"TrainConfig.momentum \(--momentum\): must be a finite number >= 0 and < 1"),
     (dict(weight_decay=-1.0), r"TrainConfig.weight_decay \(--weight-decay\)"),
+    (dict(ema=1.0), r"TrainConfig.ema \(--ema\): must be a finite number >= 0 and < 1, got 1.0"),
     (dict(warmup_steps=-1), r"TrainConfig.warmup_steps \(--warmup-steps\): must be an integer >= 0"),
     (dict(decay_at=(0.8, 0.5)), r"TrainConfig.decay_at \(--decay-at\): must be increasing fractions"),
     (dict(decay_at=(0.5, 1.5)), r"TrainConfig.decay_at \(--decay-at\)"),
@@ -617,3 +618,67 @@ def test_epochs_auto_names_a_budget_shorter_than_one_epoch(shapes_root, tmp_path
     with pytest.raises(ValueError, match=r"--epochs auto\): one epoch of 2 steps takes about 2.0 "
                                          r"min here, more than --max-minutes 1"):
         Trainer(tiny(shapes_root, tmp_path, epochs="auto", max_minutes=1), log=lambda *_: None)
+
+
+# --------------------------------------------------------------------------- #
+# --ema: a moving average of the weights beside the run
+# --------------------------------------------------------------------------- #
+def test_ema_is_kept_checkpointed_and_is_the_model_that_is_evaluated_and_exported(shapes_root,
+                                                                                   tmp_path):
+    from minissd.datasets.voc import VOCDataset
+    from minissd.evaluation.inference import Detector, evaluate_dataset
+    plain = quiet(tiny(shapes_root, tmp_path / "plain", epochs=3, lr=1e-2)).fit()
+    tc = tiny(shapes_root, tmp_path / "ema", epochs=3, lr=1e-2, ema=0.5, eval_every=3,
+              eval_split="test")
+    trainer = quiet(tc).fit()
+    own = params(trainer.model)
+    for k, v in params(plain.model).items():            # the average never feeds back
+        np.testing.assert_array_equal(own[k], v, err_msg=k)
+    average = {k: np.asarray(v) for k, v in trainer.average.state_dict()[0].items()}
+    assert trainer.average.updates == trainer.step == 6
+    assert any(not np.array_equal(average[k], own[k]) for k in own)
+    arrays, meta = read_checkpoint(tmp_path / "ema" / "last.npz")
+    assert meta["ema"] == {"decay": 0.5, "updates": 6}
+    for k in own:                                        # model.*: the run's own weights, to resume
+        np.testing.assert_array_equal(arrays[f"model.{k}"], own[k], err_msg=k)
+        np.testing.assert_array_equal(arrays[f"ema.{k}"], average[k], err_msg=k)
+    model, _ = load_model(tmp_path / "ema" / "last.npz")  # evaluate, detect: the average
+    export_model(tmp_path / "ema" / "last.npz", tmp_path / "shipped.npz")
+    exported, exported_meta = load_model(tmp_path / "shipped.npz")
+    assert "ema" not in exported_meta and not any(k.startswith("ema.")
+                                                  for k in read_checkpoint(tmp_path / "shipped.npz")[0])
+    for k in own:
+        np.testing.assert_array_equal(model.state_dict()[k], average[k], err_msg=k)
+        np.testing.assert_array_equal(exported.state_dict()[k], average[k], err_msg=k)
+    logged = [json.loads(l) for l in open(tmp_path / "ema" / "train_log.jsonl") if "eval_map" in l]
+    result, _ = evaluate_dataset(Detector(model), VOCDataset([(shapes_root, "test")],
+                                                              keep_difficult=True))
+    assert logged[-1]["eval_map"] == pytest.approx(result["map"], abs=1e-9)
+    for k, v in params(trainer.model).items():           # the evaluation gave the weights back
+        np.testing.assert_array_equal(v, own[k], err_msg=k)
+    tuned = quiet(tiny(shapes_root, tmp_path / "ft", init=str(tmp_path / "ema" / "last.npz"),
+                       epochs=1))
+    for k in own:                                        # --init starts from the average too
+        np.testing.assert_array_equal(tuned.model.state_dict()[k], average[k], err_msg=k)
+
+
+def test_ema_resumes_exactly_and_is_untouched_by_the_step_timing(shapes_root, tmp_path):
+    straight = quiet(tiny(shapes_root, tmp_path / "a", ema=0.9)).fit()
+    first = quiet(tiny(shapes_root, tmp_path / "b", ema=0.9))
+    first.time_steps(min_seconds=0.0, min_steps=1)
+    assert first.average.updates == 0
+    first.fit(epochs=1)
+    resumed = quiet(tiny(shapes_root, tmp_path / "c", ema=0.9))
+    resumed.resume(tmp_path / "b" / "last.npz")
+    assert resumed.average.updates == 2
+    resumed.fit()
+    a, c = straight.average.state_dict()[0], resumed.average.state_dict()[0]
+    for k in a:
+        np.testing.assert_array_equal(c[k], a[k], err_msg=k)
+    quiet(tiny(shapes_root, tmp_path / "e")).fit(epochs=1)        # a run without --ema
+    late = quiet(tiny(shapes_root, tmp_path / "e", ema=0.9, override=True,
+                      resume=str(tmp_path / "e" / "last.npz")))
+    assert late.overridden == {"ema": [0.0, 0.9]}            # --override turns it on: from here
+    assert late.average.updates == 0
+    for k, v in late.average.state_dict()[0].items():
+        np.testing.assert_array_equal(v, late.model.state_dict()[k], err_msg=k)

@@ -1,4 +1,5 @@
-"""SGD with momentum and weight decay, and SSD's learning-rate schedule (and a cosine one).
+"""SGD with momentum and weight decay, a moving average of the weights, and SSD's
+learning-rate schedule (and a cosine one).
 
 SSD (and ssd.pytorch) train with SGD, momentum 0.9, weight decay 5e-4, a short
 linear warm-up and a multi-step decay (x0.1 at fixed iterations). The update is
@@ -10,6 +11,7 @@ PyTorch's:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -76,6 +78,64 @@ class SGD:
         self.lr, self.momentum = meta["lr"], meta["momentum"]
         self.weight_decay, self.nesterov = meta["weight_decay"], meta["nesterov"]
         self.steps = int(meta["steps"])
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights (Polyak averaging), for evaluation.
+
+    After each optimiser step, for every parameter and BatchNorm statistic ``p``:
+
+        d      = min(decay, (1 + t) / (10 + t))      # t: the updates so far, this one included
+        avg    = d * avg + (1 - d) * p
+
+    The ramp ``(1 + t) / (10 + t)`` (TensorFlow's ``ExponentialMovingAverage`` with
+    ``num_updates``) lets the first steps' random weights fade at once. The average never
+    feeds back into training; :meth:`applied` swaps it into the model for an evaluation
+    or an export. ``decay`` 0.999 averages over about the last 1000 steps.
+    """
+
+    def __init__(self, model, decay):
+        if not 0 < decay < 1:
+            raise UserError(f"WeightAverage: decay must be in (0, 1), got {decay}")
+        self.model, self.decay, self.updates = model, float(decay), 0
+        self.average = {name: store[key].copy() for name, store, key in model._named_state()}
+
+    def update(self):
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, store, key in self.model._named_state():
+            avg = self.average[name]
+            self.average[name] = (d * avg + (1 - d) * store[key]).astype(avg.dtype)
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The model holds the average inside the ``with``, its own weights again after it."""
+        state = list(self.model._named_state())
+        own = {name: store[key] for name, store, key in state}
+        try:
+            for name, store, key in state:
+                store[key] = self.average[name]
+            yield self.model
+        finally:
+            for name, store, key in state:
+                store[key] = own[name]
+
+    def state_dict(self):
+        """The averages (as NumPy, keyed by the model's names) and ``{decay, updates}``."""
+        return ({k: backend.to_numpy(v) for k, v in self.average.items()},
+                {"decay": self.decay, "updates": self.updates})
+
+    def load_state_dict(self, arrays, meta, source="weight average"):
+        missing = sorted(set(self.average) - set(arrays))
+        if missing:
+            raise UserKeyError(f"{source}: no average for {len(missing)} array(s): "
+                               f"{', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else ""))
+        for name, old in self.average.items():
+            if tuple(arrays[name].shape) != tuple(old.shape):
+                raise UserError(f"{source}: the average of {name!r} has shape "
+                                f"{tuple(arrays[name].shape)}, the model's {tuple(old.shape)}")
+            self.average[name] = get_array_module(old).asarray(arrays[name], dtype=old.dtype)
+        self.decay, self.updates = float(meta["decay"]), int(meta["updates"])
 
 
 def warmup_scale(step: int, warmup_steps: int, warmup_factor: float) -> float:

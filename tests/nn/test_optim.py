@@ -4,8 +4,8 @@ import pytest
 
 from minissd.nn.backend import to_numpy
 from minissd.nn.module import Module, load_npz, save_npz
-from minissd.nn.optim import (SGD, WarmupCosine, WarmupMultiStep, default_warmup_steps,
-                               warmup_scale)
+from minissd.nn.optim import (SGD, WarmupCosine, WarmupMultiStep, WeightAverage,
+                               default_warmup_steps, warmup_scale)
 
 
 class Params(Module):
@@ -238,3 +238,85 @@ def test_warmup_scale_is_linear_from_the_factor_to_one(step, scale):
 @pytest.mark.parametrize("total, warmup", [(0, 1), (19, 1), (40, 2), (10_000, 500), (10**6, 500)])
 def test_default_warmup_steps_is_5_percent_within_1_and_500(total, warmup):
     assert default_warmup_steps(total) == warmup
+
+
+# --- WeightAverage (--ema) ---------------------------------------------------------------
+
+class WithBuffer(Params):
+    """Params plus a buffer (as BatchNorm's running mean): averaged too."""
+
+    def __init__(self, xp, w, b, m):
+        super().__init__(xp, w, b)
+        self.buffers["m"] = xp.asarray(m, dtype=xp.float64)
+
+
+def test_weight_average_matches_a_hand_computation(xp):
+    # decay 0.5: the ramp (1 + t) / (10 + t) is 2/11 at t = 1, 3/12 at t = 2, 4/13 ..., so
+    # d = min(0.5, ramp) is the ramp for t <= 8 and 0.5 after
+    model = WithBuffer(xp, [1.0, -2.0], [0.5], [0.0])
+    ema = WeightAverage(model, 0.5)
+    model.params["w"] = xp.asarray([3.0, 0.0])
+    model.buffers["m"] = xp.asarray([1.0])
+    ema.update()          # d = 2/11: avg = 2/11 * [1, -2] + 9/11 * [3, 0]
+    np.testing.assert_allclose(to_numpy(ema.average["w"]), [29 / 11, -4 / 11], rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(ema.average["m"]), [9 / 11], rtol=1e-12)
+    model.params["w"] = xp.asarray([0.0, 1.0])
+    ema.update()          # d = 3/12 = 1/4: avg = 1/4 * [29/11, -4/11] + 3/4 * [0, 1]
+    np.testing.assert_allclose(to_numpy(ema.average["w"]), [29 / 44, -1 / 11 + 3 / 4], rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(ema.average["b"]), [0.5], rtol=1e-12)   # unchanged
+    for _ in range(20):
+        ema.update()      # d = 0.5 from t = 9: the average closes in on the constant weights
+    np.testing.assert_allclose(to_numpy(ema.average["w"]), [0.0, 1.0], atol=1e-4)
+    assert ema.updates == 22
+
+
+def test_weight_average_is_applied_inside_the_with_only(xp):
+    model = WithBuffer(xp, [1.0, -2.0], [0.5], [0.0])
+    ema = WeightAverage(model, 0.9)
+    model.params["w"] = xp.asarray([3.0, 0.0])
+    ema.update()
+    own = {k: to_numpy(v).copy() for k, v in model.state_dict().items()}
+    with ema.applied() as m:
+        assert m is model
+        np.testing.assert_array_equal(to_numpy(model.params["w"]), to_numpy(ema.average["w"]))
+        assert not np.array_equal(to_numpy(model.params["w"]), own["w"])
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(to_numpy(v), own[k])
+    with pytest.raises(RuntimeError):          # restored after an error too
+        with ema.applied():
+            raise RuntimeError
+    np.testing.assert_array_equal(to_numpy(model.params["w"]), own["w"])
+
+
+def test_weight_average_state_dict_round_trip_continues_identically(xp, rng):
+    def run(model, ema, grads):
+        for g in grads:
+            model.params["w"] = model.params["w"] - 0.1 * xp.asarray(g)
+            ema.update()
+    grads = rng.normal(size=(6, 2))
+    a = WithBuffer(xp, [1.0, -2.0], [0.5], [0.0])
+    ema_a = WeightAverage(a, 0.8)
+    run(a, ema_a, grads)
+    b = WithBuffer(xp, [1.0, -2.0], [0.5], [0.0])
+    ema_b = WeightAverage(b, 0.8)
+    run(b, ema_b, grads[:3])
+    arrays, meta = ema_b.state_dict()
+    c = WithBuffer(xp, to_numpy(b.params["w"]), [0.5], [0.0])
+    ema_c = WeightAverage(c, 0.5)
+    ema_c.load_state_dict(arrays, meta)
+    assert (ema_c.decay, ema_c.updates) == (0.8, 3)
+    run(c, ema_c, grads[3:])
+    np.testing.assert_array_equal(to_numpy(ema_c.average["w"]), to_numpy(ema_a.average["w"]))
+
+
+def test_weight_average_names_a_bad_decay_a_missing_and_a_misshapen_array(xp):
+    model = WithBuffer(xp, [1.0, -2.0], [0.5], [0.0])
+    for decay in (0, 1, 1.5):
+        with pytest.raises(ValueError, match="decay must be in"):
+            WeightAverage(model, decay)
+    ema = WeightAverage(model, 0.9)
+    arrays, meta = ema.state_dict()
+    with pytest.raises(KeyError, match="no average for 1 array.*: m"):
+        ema.load_state_dict({k: v for k, v in arrays.items() if k != "m"}, meta, source="ck.npz")
+    with pytest.raises(ValueError, match="ck.npz: the average of 'w' has shape \\(3,\\)"):
+        ema.load_state_dict(dict(arrays, w=np.zeros(3)), meta, source="ck.npz")
