@@ -4,9 +4,8 @@ A checkpoint holds the model's arrays (``model.<layer>.<name>``), the momentum
 buffers (``optim.<...>``), with ``--ema`` the weights' moving average
 (``ema.<layer>.<name>``: what ``load_model`` and ``export_model`` then use) and, as a
 uint8 array ``__meta__``, a JSON record of the config, the class names, the epoch and the
-step -- no pickle. It is
-written atomically (a temporary file, then a rename), with a readable copy of
-the JSON beside it (``last.json``). ``export_model`` drops the optimiser state
+step -- no pickle. It is written atomically (a temporary file, then a rename), with a
+readable copy of the JSON beside it (``last.json``). ``export_model`` drops the optimiser state
 for shipping a model; ``load_model`` gives back a ready ``SSD`` in eval mode.
 
 Finite or nothing: :func:`save_checkpoint` refuses to write an array holding NaN

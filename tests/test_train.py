@@ -675,6 +675,9 @@ def test_ema_resumes_exactly_and_is_untouched_by_the_step_timing(shapes_root, tm
     a, c = straight.average.state_dict()[0], resumed.average.state_dict()[0]
     for k in a:
         np.testing.assert_array_equal(c[k], a[k], err_msg=k)
+    changed = quiet(tiny(shapes_root, tmp_path / "b", ema=0.99, override=True,
+                         resume=str(tmp_path / "b" / "last.npz")))
+    assert (changed.average.decay, changed.average.updates) == (0.99, 2)   # --override: the new decay
     quiet(tiny(shapes_root, tmp_path / "e")).fit(epochs=1)        # a run without --ema
     late = quiet(tiny(shapes_root, tmp_path / "e", ema=0.9, override=True,
                       resume=str(tmp_path / "e" / "last.npz")))

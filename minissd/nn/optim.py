@@ -91,7 +91,9 @@ class WeightAverage:
     The ramp ``(1 + t) / (10 + t)`` (TensorFlow's ``ExponentialMovingAverage`` with
     ``num_updates``) lets the first steps' random weights fade at once. The average never
     feeds back into training; :meth:`applied` swaps it into the model for an evaluation
-    or an export. ``decay`` 0.999 averages over about the last 1000 steps.
+    or an export. The average spans about the last ``1 / (1 - d)`` steps: a ninth of the
+    steps so far while the ramp is below ``decay``, and with ``decay`` 0.999 the last 1000
+    once the run passes step 8991.
     """
 
     def __init__(self, model, decay):
@@ -126,6 +128,8 @@ class WeightAverage:
                 {"decay": self.decay, "updates": self.updates})
 
     def load_state_dict(self, arrays, meta, source="weight average"):
+        """The averages and the count of updates of :meth:`state_dict`; the decay stays this
+        one's (a resumed run may change it with ``--override``)."""
         missing = sorted(set(self.average) - set(arrays))
         if missing:
             raise UserKeyError(f"{source}: no average for {len(missing)} array(s): "
@@ -135,7 +139,7 @@ class WeightAverage:
                 raise UserError(f"{source}: the average of {name!r} has shape "
                                 f"{tuple(arrays[name].shape)}, the model's {tuple(old.shape)}")
             self.average[name] = get_array_module(old).asarray(arrays[name], dtype=old.dtype)
-        self.decay, self.updates = float(meta["decay"]), int(meta["updates"])
+        self.updates = int(meta["updates"])
 
 
 def warmup_scale(step: int, warmup_steps: int, warmup_factor: float) -> float:
