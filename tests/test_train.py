@@ -624,9 +624,14 @@ def test_epochs_auto_names_a_budget_shorter_than_one_epoch(shapes_root, tmp_path
 # --ema: a moving average of the weights beside the run
 # --------------------------------------------------------------------------- #
 def test_ema_is_kept_checkpointed_and_is_the_model_that_is_evaluated_and_exported(shapes_root,
-                                                                                   tmp_path):
+                                                                                   tmp_path,
+                                                                                   monkeypatch):
     from minissd.datasets.voc import VOCDataset
+    from minissd.evaluation import inference
     from minissd.evaluation.inference import Detector, evaluate_dataset
+    scored = []                                          # the weights each evaluation scored
+    monkeypatch.setattr(inference, "evaluate_dataset", lambda detector, *a, **k: (
+        scored.append(params(detector.model)) or evaluate_dataset(detector, *a, **k)))
     plain = quiet(tiny(shapes_root, tmp_path / "plain", epochs=3, lr=1e-2)).fit()
     tc = tiny(shapes_root, tmp_path / "ema", epochs=3, lr=1e-2, ema=0.5, eval_every=3,
               eval_split="test")
@@ -650,6 +655,9 @@ def test_ema_is_kept_checkpointed_and_is_the_model_that_is_evaluated_and_exporte
     for k in own:
         np.testing.assert_array_equal(model.state_dict()[k], average[k], err_msg=k)
         np.testing.assert_array_equal(exported.state_dict()[k], average[k], err_msg=k)
+    assert len(scored) == 1                              # --eval-every 3: after the last epoch
+    for k in own:
+        np.testing.assert_array_equal(scored[0][k], average[k], err_msg=k)
     logged = [json.loads(l) for l in open(tmp_path / "ema" / "train_log.jsonl") if "eval_map" in l]
     result, _ = evaluate_dataset(Detector(model), VOCDataset([(shapes_root, "test")],
                                                               keep_difficult=True))
