@@ -473,8 +473,8 @@ class Trainer:
                             f"--override to change them")
         self.model.load_state_dict(section(arrays, "model."), source=str(path))
         self.optimizer.load_state_dict(section(arrays, "optim."), meta["optimizer"])
-        if self.average is not None:
-            self.average = WeightAverage(self.model, self.tc.ema)   # --override turned --ema on: from here
+        if self.average is not None:           # the checkpoint's average; or, where --override
+            self.average = WeightAverage(self.model, self.tc.ema)       # turned --ema on, a new one
             if meta.get("ema") is not None:
                 self.average.load_state_dict(section(arrays, "ema."), meta["ema"], source=str(path))
         self.epoch, self.step = epoch, step
