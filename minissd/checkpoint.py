@@ -63,8 +63,9 @@ def save_checkpoint(path, model, optimizer, meta: dict, average=None):
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_arrays, optim_meta = optimizer.state_dict() if optimizer is not None else ({}, None)
     arrays.update({f"optim.{k}": v for k, v in optim_arrays.items()})
-    if average is not None:
-        arrays.update({f"ema.{k}": v for k, v in average.state_dict()[0].items()})
+    if average is not None:                                          # ema.* and its {decay, updates}
+        average_arrays, meta["ema"] = average.state_dict()
+        arrays.update({f"ema.{k}": v for k, v in average_arrays.items()})
     bad = non_finite(arrays)
     if bad is not None:
         raise UserError(f"refusing to write {path}: array {bad[0]!r} holds {bad[1]} NaN or "

@@ -432,8 +432,7 @@ class Trainer:
     def meta(self):
         return {"config": self.cfg.to_dict(), "class_names": self.class_names,
                 "epoch": self.epoch, "step": self.step, "train_config": self.tc.to_dict(),
-                "overrides": self.overrides,
-                **({"ema": self.average.state_dict()[1]} if self.average is not None else {})}
+                "overrides": self.overrides}
 
     def save(self, path):
         """Write a checkpoint (finite, atomically), first removing what an interrupted save of
