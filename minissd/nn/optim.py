@@ -107,7 +107,7 @@ class WeightAverage:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for name, store, key in self.model._named_state():
             avg = self.average[name]
-            self.average[name] = (d * avg + (1 - d) * store[key]).astype(avg.dtype)
+            self.average[name] = (d * avg + (1 - d) * store[key]).astype(avg.dtype, copy=False)
 
     @contextlib.contextmanager
     def applied(self):
