@@ -8,9 +8,9 @@ import re
 import numpy as np
 import pytest
 
-from minissd.checkpoint import (export_model, load_model, non_finite, read_checkpoint, read_meta,
-                                remove_temp_files, save_checkpoint)
-from minissd.nn.optim import SGD
+from minissd.checkpoint import (export_model, load_model, model_weights, non_finite,
+                                read_checkpoint, read_meta, remove_temp_files, save_checkpoint)
+from minissd.nn.optim import SGD, WeightAverage
 from minissd.ssd.config import get_config
 from minissd.ssd.model import SSD
 
@@ -138,3 +138,29 @@ def test_export_refuses_its_input_and_a_folder(ckpt, tmp_path):
     arrays, meta = read_checkpoint(tmp_path / "model.npz")
     assert meta["optimizer"] is None and meta["exported_from"] == "last.npz"
     assert json.load(open(tmp_path / "model.json"))["class_names"] == ["a", "b"]
+
+
+def test_a_checkpoint_with_an_average_is_used_through_it(model, tmp_path):
+    average = WeightAverage(model, 0.9)
+    average.average = {k: v + 1 for k, v in average.average.items()}   # unlike the weights
+    average.updates = 7
+    path = str(tmp_path / "ema.npz")
+    save_checkpoint(path, model, SGD(model), META, average=average)
+    arrays, meta = read_checkpoint(path)
+    assert meta["ema"] == {"decay": 0.9, "updates": 7}
+    own, averaged = model.state_dict(), average.state_dict()[0]
+    for k in own:
+        np.testing.assert_array_equal(arrays[f"model.{k}"], own[k], err_msg=k)
+        np.testing.assert_array_equal(model_weights(arrays)[k], averaged[k], err_msg=k)
+        np.testing.assert_array_equal(load_model(path)[0].state_dict()[k], averaged[k], err_msg=k)
+    export_model(path, tmp_path / "shipped.npz")
+    shipped, shipped_meta = read_checkpoint(tmp_path / "shipped.npz")
+    assert "ema" not in shipped_meta and sorted(shipped) == sorted(f"model.{k}" for k in own)
+    for k in own:
+        np.testing.assert_array_equal(shipped[f"model.{k}"], averaged[k], err_msg=k)
+    plain = str(tmp_path / "plain.npz")                                # without one: its own weights
+    save_checkpoint(plain, model, SGD(model), META)
+    arrays, meta = read_checkpoint(plain)
+    assert "ema" not in meta and not any(k.startswith("ema.") for k in arrays)
+    for k in own:
+        np.testing.assert_array_equal(model_weights(arrays)[k], own[k], err_msg=k)
