@@ -21,12 +21,19 @@ ssd.pytorch's loop), and the others keep only their step-2 matches.
 matching: repeatedly take the (ground truth, default box) pair with the highest
 IoU left, match it, and remove both, so every object gets its *own* default
 box (while its IoU is > 0).
+
+``match_batch`` below is the whole-batch version, for NumPy and CuPy alike. On
+NumPy with SSD's rule it hands the work to :func:`minissd.ssd.fast.match_batch`
+(one photo at a time, its own objects only; the same targets bit for bit),
+unless the fast paths are off (``MINISSD_FAST=0``).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from minissd.nn import fast
 from minissd.nn.backend import get_array_module, to_numpy
+from minissd.ssd import fast as ssd_fast
 from minissd.ssd.boxes import VARIANCES, check_boxes, cxcywh_to_xyxy, encode, iou
 
 STRATEGIES = ("ssd", "bipartite")
@@ -114,6 +121,9 @@ def match_batch(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
     if G == 0:                                              # no objects anywhere: one padding row
         gt_boxes_xyxy = xp.zeros((B, 1, 4), dtype=gt_boxes_xyxy.dtype)
         gt_labels, valid = xp.zeros((B, 1), dtype="int64"), xp.zeros((B, 1), dtype=bool)
+    if strategy == "ssd" and xp is np and fast.enabled():   # fast path: photo by photo, its objects only
+        return ssd_fast.match_batch(gt_boxes_xyxy, gt_labels, valid, priors_cxcywh, iou_threshold,
+                                    variances)
 
     priors_xyxy = cxcywh_to_xyxy(priors_cxcywh)                                      # (P, 4)
     overlaps = xp.where(valid[:, :, None], iou(gt_boxes_xyxy, priors_xyxy), -1.0)     # (B, G, P)
