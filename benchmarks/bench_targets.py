@@ -83,7 +83,7 @@ def torch_match(truths, labels, priors, priors_xyxy, threshold, variances):
 def torch_mine(ce, positive, ratio):
     P = ce.shape[1]
     hardness = ce.masked_fill(positive, -float("inf"))
-    rank = hardness.argsort(1, descending=True, stable=True).argsort(1)
+    rank = torch.argsort(torch.argsort(hardness, dim=1, descending=True, stable=True), dim=1)
     num_pos = positive.sum(1, keepdim=True)
     return (rank < torch.minimum(ratio * num_pos, P - num_pos)) & ~positive
 
