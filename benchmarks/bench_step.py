@@ -6,9 +6,10 @@
 Loads ``--batches`` real training batches first (the loader's augmented photos, so
 that loading is not timed), then runs ``Trainer.train_step``'s phases on them one
 after another and prints, per phase, the wall and the CPU milliseconds of a step
-(median over the batches), for each thread count and with the training targets'
-textbook versions (matching and mining; ``minissd.ssd.matching`` and ``.loss``)
-and their fast paths (``minissd.ssd.fast``). A phase whose CPU time is close to
+(median over the batches and ``--repeats`` passes), for each thread count and with
+the training targets' textbook versions (matching and mining; ``minissd.ssd.matching``
+and ``.loss``) and their fast paths (``minissd.ssd.fast``), the two taking turns
+step by step. A phase whose CPU time is close to
 its wall time at 2 threads ran on one core. The layers' fast paths stay on.
 """
 from __future__ import annotations
@@ -37,7 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--classes", default="bus,car,cat,person,train")
     p.add_argument("--config", default="ssd-cpu")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    p.add_argument("--batches", type=int, default=6, help="batches loaded; the first is not timed")
+    p.add_argument("--batches", type=int, default=6, help="batches loaded")
+    p.add_argument("--repeats", type=int, default=2, help="passes over the batches")
     return p.parse_args(argv)
 
 
@@ -82,21 +84,26 @@ def main(argv=None):
         if len(batches) == args.batches:
             break
     print(f"{platform.node()}  {platform.processor() or platform.machine()}  numpy {np.__version__}  "
-          f"{args.config}, {len(batches) - 1} timed batches of {tc.batch_size} from {args.root}")
+          f"{args.config}, {len(batches)} batches x {args.repeats} of {tc.batch_size} from {args.root}")
     print(f"\nms per step, wall / CPU (median)   " + "".join(f"{p:>14}" for p in PHASES)
           + "           step   images/s")
     for n in [int(t) for t in args.threads.split(",")]:
         set_num_threads(n)
+        runs = {False: [], True: []}                  # textbook / fast targets, interleaved so that
+        for repeat in range(args.repeats):            # the machine's drifting speed hits both alike
+            for i, batch in enumerate(batches):
+                for fast_targets in ((False, True) if (i + repeat) % 2 else (True, False)):
+                    times = step_phases(trainer, batch, fast_targets)
+                    if i or repeat:                   # the very first steps warm up
+                        runs[fast_targets].append(times)
         for fast_targets in (False, True):
-            step_phases(trainer, batches[0], fast_targets)                   # warm-up
-            runs = [step_phases(trainer, b, fast_targets) for b in batches[1:]]
-            med = {p: [1000 * float(np.median([r[p][k] for r in runs])) for k in (0, 1)] for p in PHASES}
-            wall = 1000 * float(np.median([sum(r[p][0] for p in PHASES) for r in runs]))
-            cpu = 1000 * float(np.median([sum(r[p][1] for p in PHASES) for r in runs]))
+            rs = runs[fast_targets]
+            med = {p: [1000 * float(np.median([r[p][k] for r in rs])) for k in (0, 1)] for p in PHASES}
+            wall = 1000 * float(np.median([sum(r[p][0] for p in PHASES) for r in rs]))
+            cpu = 1000 * float(np.median([sum(r[p][1] for p in PHASES) for r in rs]))
             label = f"{n} thread{'s' if n > 1 else ' '}, targets {'fast' if fast_targets else 'textbook'}"
             print(f"  {label:<32}" + "".join(f"{w:7.0f} /{c:5.0f}" for w, c in med.values())
                   + f"  {wall:6.0f} /{cpu:5.0f}   {1000 * tc.batch_size / wall:7.1f}")
-
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,12 @@ set, as ``minissd train`` sees them) and times, per batch of 32, on one thread:
 
 Each number is the median of ``--repeats`` runs over all the batches. The fast paths
 are checked equal to the textbook versions here too, and torch's matching against them.
+
+``--train-epochs N`` then runs ``minissd train`` with the hour's settings (ssd-cpu,
+``--augment ssd``, ``--workers 2``, minissd's threads) for N epochs, the targets' fast
+paths on in odd epochs and off in even ones -- the same targets either way, so it is
+one run -- and prints each epoch's images/s: neighbouring epochs see the same machine,
+which a comparison of two separate runs on a shared host does not.
 """
 from __future__ import annotations
 
@@ -52,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--batches", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--train-epochs", type=int, default=0,
+                   help="then train this many epochs, the targets' fast paths in odd ones only")
     return p.parse_args(argv)
 
 
@@ -176,6 +184,51 @@ def main(argv=None):
           f"   textbook/fast   fast/torch")
     for name, (a, b, c) in (("matching", (m_text, m_fast, m_torch)), ("mining", (n_text, n_fast, n_torch))):
         print(f"  {name:<34} {a:9.1f} {b:9.1f} {c:7.1f}   {a / b:12.1f}x   {b / c:9.2f}")
+
+
+    if args.train_epochs:
+        train_alternating(args)
+
+
+class EpochSwitch:
+    """Stands in for minissd.nn.fast in the matching and loss modules: on in odd epochs."""
+    on = False
+
+    @staticmethod
+    def enabled():
+        return EpochSwitch.on
+
+
+def train_alternating(args):
+    import json
+    import tempfile
+
+    from minissd import cli
+    from minissd.ssd import loss, matching
+    from minissd.train import Trainer
+
+    matching.fast = loss.fast = EpochSwitch        # the layers keep minissd.nn.fast's switch
+    step = Trainer.train_step
+
+    def train_step(self, batch):
+        EpochSwitch.on = bool(self.epoch % 2)
+        return step(self, batch)
+
+    Trainer.train_step = train_step
+    out = tempfile.mkdtemp(prefix="bench-targets-")
+    cli.main(["train", "--data", args.root, "--classes", args.classes, "--config", args.config,
+              "--epochs", str(args.train_epochs), "--lr", "3e-3", "--decay-at", "0.85,0.95",
+              "--augment", "ssd", "--workers", "2", "--out", out, "--overwrite"])
+    ends = {}
+    with open(os.path.join(out, "train_log.jsonl")) as f:
+        for record in map(json.loads, f):
+            if "step" in record and "time" in record:
+                ends.setdefault(record["epoch"], []).append(record["time"])
+    print("\nepoch  targets    images/s   (from the end of the epoch before: its checkpoint included)")
+    for epoch in sorted(ends)[1:]:
+        seconds = max(ends[epoch]) - max(ends[epoch - 1])
+        print(f"  {epoch:3d}  {'fast' if epoch % 2 else 'textbook':<9} "
+              f"{args.batch_size * len(ends[epoch]) / seconds:8.1f}")
 
 
 if __name__ == "__main__":
