@@ -28,8 +28,11 @@ which a comparison of two separate runs on a shared host does not.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -184,8 +187,6 @@ def main(argv=None):
           f"   textbook/fast   fast/torch")
     for name, (a, b, c) in (("matching", (m_text, m_fast, m_torch)), ("mining", (n_text, n_fast, n_torch))):
         print(f"  {name:<34} {a:9.1f} {b:9.1f} {c:7.1f}   {a / b:12.1f}x   {b / c:9.2f}")
-
-
     if args.train_epochs:
         train_alternating(args)
 
@@ -200,9 +201,6 @@ class EpochSwitch:
 
 
 def train_alternating(args):
-    import json
-    import tempfile
-
     from minissd import cli
     from minissd.ssd import loss, matching
     from minissd.train import Trainer
@@ -217,7 +215,7 @@ def train_alternating(args):
     Trainer.train_step = train_step
     out = tempfile.mkdtemp(prefix="bench-targets-")
     cli.main(["train", "--data", args.root, "--classes", args.classes, "--config", args.config,
-              "--epochs", str(args.train_epochs), "--lr", "3e-3", "--decay-at", "0.85,0.95",
+              "--epochs", str(args.train_epochs), "--batch-size", str(args.batch_size), "--lr", "3e-3", "--decay-at", "0.85,0.95",
               "--augment", "ssd", "--workers", "2", "--out", out, "--overwrite"])
     ends = {}
     with open(os.path.join(out, "train_log.jsonl")) as f:
@@ -229,6 +227,7 @@ def train_alternating(args):
         seconds = max(ends[epoch]) - max(ends[epoch - 1])
         print(f"  {epoch:3d}  {'fast' if epoch % 2 else 'textbook':<9} "
               f"{args.batch_size * len(ends[epoch]) / seconds:8.1f}")
+    shutil.rmtree(out)
 
 
 if __name__ == "__main__":
