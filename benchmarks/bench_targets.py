@@ -21,9 +21,10 @@ are checked equal to the textbook versions here too, and torch's matching agains
 
 ``--train-epochs N`` then runs ``minissd train`` with the hour's settings (ssd-cpu,
 ``--augment ssd``, ``--workers 2``, minissd's threads) for N epochs, the targets' fast
-paths on in odd epochs and off in even ones -- the same targets either way, so it is
-one run -- and prints each epoch's images/s: neighbouring epochs see the same machine,
-which a comparison of two separate runs on a shared host does not.
+paths on in every other step -- the same targets either way, so it is one run -- and
+prints the steps' times (the log's clock, loading included) of each kind: neighbouring
+steps see the same machine and photos alike, which two separate runs on a shared host,
+or alternate epochs (whose photos differ in their augmentation), do not.
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--train-epochs", type=int, default=0,
-                   help="then train this many epochs, the targets' fast paths in odd ones only")
+                   help="then train this many epochs, the targets' fast paths in every other step")
     return p.parse_args(argv)
 
 
@@ -191,13 +192,13 @@ def main(argv=None):
         train_alternating(args)
 
 
-class EpochSwitch:
-    """Stands in for minissd.nn.fast in the matching and loss modules: on in odd epochs."""
+class StepSwitch:
+    """Stands in for minissd.nn.fast in the matching and loss modules: on in every other step."""
     on = False
 
     @staticmethod
     def enabled():
-        return EpochSwitch.on
+        return StepSwitch.on
 
 
 def train_alternating(args):
@@ -205,29 +206,30 @@ def train_alternating(args):
     from minissd.ssd import loss, matching
     from minissd.train import Trainer
 
-    matching.fast = loss.fast = EpochSwitch        # the layers keep minissd.nn.fast's switch
+    matching.fast = loss.fast = StepSwitch         # the layers keep minissd.nn.fast's switch
     step = Trainer.train_step
 
     def train_step(self, batch):
-        EpochSwitch.on = bool(self.epoch % 2)
+        StepSwitch.on = self.step % 2 == 1
         return step(self, batch)
 
     Trainer.train_step = train_step
     out = tempfile.mkdtemp(prefix="bench-targets-")
     cli.main(["train", "--data", args.root, "--classes", args.classes, "--config", args.config,
-              "--epochs", str(args.train_epochs), "--batch-size", str(args.batch_size), "--lr", "3e-3", "--decay-at", "0.85,0.95",
-              "--augment", "ssd", "--workers", "2", "--out", out, "--overwrite"])
-    ends = {}
+              "--epochs", str(args.train_epochs), "--batch-size", str(args.batch_size), "--lr", "3e-3",
+              "--decay-at", "0.85,0.95", "--augment", "ssd", "--workers", "2", "--out", out, "--overwrite"])
     with open(os.path.join(out, "train_log.jsonl")) as f:
-        for record in map(json.loads, f):
-            if "step" in record and "time" in record:
-                ends.setdefault(record["epoch"], []).append(record["time"])
-    print("\nepoch  targets    images/s   (from the end of the epoch before: its checkpoint included)")
-    for epoch in sorted(ends)[1:]:
-        seconds = max(ends[epoch]) - max(ends[epoch - 1])
-        print(f"  {epoch:3d}  {'fast' if epoch % 2 else 'textbook':<9} "
-              f"{args.batch_size * len(ends[epoch]) / seconds:8.1f}")
+        ends = [(r["step"], r["time"]) for r in map(json.loads, f) if "step" in r and "time" in r]
     shutil.rmtree(out)
+    seconds = {False: [], True: []}                # step k ran fast targets if k - 1 is odd
+    for (_, before), (k, end) in zip(ends[1:], ends[2:]):      # the first steps warm up
+        seconds[(k - 1) % 2 == 1].append(end - before)
+    print(f"\nthe hour's command, {args.train_epochs} epochs, the targets' fast paths in every other step")
+    print("targets    steps   median s   mean s   images/s (from the mean)")
+    for fast_targets in (False, True):
+        s = np.asarray(seconds[fast_targets])
+        print(f"  {'fast' if fast_targets else 'textbook':<9}{len(s):6d} {np.median(s):10.3f} {s.mean():8.3f}"
+              f" {args.batch_size / s.mean():10.1f}")
 
 
 if __name__ == "__main__":
