@@ -45,6 +45,7 @@ from minissd.datasets.augment import train_transform  # noqa: E402
 from minissd.datasets.loader import DataLoader  # noqa: E402
 from minissd.datasets.voc import VOCDataset  # noqa: E402
 from minissd.nn.fast import fast_paths  # noqa: E402
+from minissd.ssd.boxes import cxcywh_to_xyxy  # noqa: E402
 from minissd.ssd.config import get_config  # noqa: E402
 from minissd.ssd.loss import MultiBoxLoss  # noqa: E402
 from minissd.ssd.matching import match_batch  # noqa: E402
@@ -124,7 +125,7 @@ def main(argv=None):
         if len(batches) == args.batches:
             break
     priors = default_boxes(cfg)                                        # (P, 4) float32
-    priors_xyxy = np.concatenate([priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2], 1)
+    priors_xyxy = cxcywh_to_xyxy(priors)                               # (P, 4)
     variances = cfg.variances
     print(f"{platform.node()}  {platform.processor() or platform.machine()}  numpy {np.__version__}  "
           f"torch {torch.__version__}  one thread")
@@ -182,7 +183,7 @@ def main(argv=None):
     t_mining = [(torch.from_numpy(ce), torch.from_numpy(pos)) for ce, pos in mining]
     n_text = median_ms(mine_textbook, mining, args.repeats)
     n_fast = median_ms(mine_fast, mining, args.repeats)
-    n_torch = median_ms(lambda ce, pos: torch_mine(ce, pos, 3), t_mining, args.repeats)
+    n_torch = median_ms(lambda ce, pos: torch_mine(ce, pos, crit.neg_pos_ratio), t_mining, args.repeats)
 
     print(f"\nms per batch of {args.batch_size} (median of {args.repeats})   textbook      fast   torch"
           f"   textbook/fast   fast/torch")
