@@ -47,6 +47,9 @@ class SSDConfig:
     variances: tuple = VARIANCES      # (centre, size) scaling of the encoded offsets
     clip: Optional[str] = "corners"   # default boxes to the image: "corners" (Caffe), "cxcywh"
                                       # (ssd.pytorch) or None; see minissd.ssd.priors
+    box_centres: Optional[tuple] = None  # (M,) per map, the centres of a cell's copies of its boxes,
+                                      # (x, y) in cells from the cell's corner; None: one copy at
+                                      # (0.5, 0.5) on every map, the paper's tiling
 
     def __post_init__(self):
         # JSON gives lists; keep tuples so configs compare and hash predictably.
@@ -56,12 +59,24 @@ class SSDConfig:
         # minissd <= 0.1 had clip: bool (checkpoints store it in their JSON): True clipped corners
         if isinstance(self.clip, bool):
             self.clip = LEGACY_CLIP[self.clip]
+        if self.box_centres is not None:
+            try:
+                self.box_centres = tuple(tuple(tuple(c) for c in cs) for cs in self.box_centres)
+            except TypeError:
+                raise UserError(f"SSDConfig {self.name!r}: box_centres must list, per map, (x, y) "
+                                f"centres, e.g. ((0.25, 0.5), (0.75, 0.5)); got {self.box_centres!r}")
         self.validate()
+
+    def centres(self, k: int) -> tuple:
+        """Where map k's copies of a cell's boxes are centred: (x, y) in cells from its corner."""
+        return ((0.5, 0.5),) if self.box_centres is None else self.box_centres[k]
 
     @property
     def num_boxes_per_location(self) -> tuple:
-        """Default boxes per cell of each map: 2 squares + 2 per aspect ratio (SSD300: 4,6,6,6,4,4)."""
-        return tuple(2 + 2 * len(ar) for ar in self.aspect_ratios)
+        """Default boxes per cell of each map: (2 squares + 2 per aspect ratio) x centres per cell
+        (SSD300: 4, 6, 6, 6, 4, 4)."""
+        return tuple((2 + 2 * len(ar)) * len(self.centres(k))
+                     for k, ar in enumerate(self.aspect_ratios))
 
     @property
     def boxes_per_map(self) -> tuple:
@@ -107,11 +122,26 @@ class SSDConfig:
             bad("variances", f"must be two positive numbers, got {self.variances}")
         if self.clip not in CLIP_MODES:
             bad("clip", f"must be one of {CLIP_MODES}, got {self.clip!r}")
+        if self.box_centres is not None:
+            if len(self.box_centres) != m:
+                bad("box_centres", f"has {len(self.box_centres)} entries but feature_maps has {m}")
+            for k, cs in enumerate(self.box_centres):
+                if not cs:
+                    bad("box_centres", f"[{k}] is empty: a map needs at least one centre, (0.5, 0.5)")
+                if len(set(cs)) != len(cs):
+                    bad("box_centres", f"[{k}] = {cs} repeats a centre")
+                for c in cs:
+                    if len(c) != 2 or any(not isinstance(v, numbers.Real) or not 0 <= v <= 1
+                                          for v in c):
+                        bad("box_centres", f"[{k}] has {c!r}: a centre is (x, y), each in [0, 1] "
+                                           "(cells from the cell's top-left corner)")
         return self
 
     def to_dict(self) -> dict:
         """Plain lists and numbers, ready for json.dump (checkpoints)."""
         d = dataclasses.asdict(self)
+        if d["box_centres"] is None:          # the paper's tiling: JSON as before the field existed
+            del d["box_centres"]
         for f, v in d.items():
             if isinstance(v, tuple):
                 d[f] = [list(x) if isinstance(x, tuple) else x for x in v]

@@ -11,6 +11,13 @@ and owns, in this order (the order of the prediction head's channels):
 Boxes are listed map by map, cell by cell in row-major order, box by box, so
 SSD300 gives 38*38*4 + 19*19*6 + 10*10*6 + 5*5*6 + 3*3*4 + 1*1*4 = 8732.
 
+A denser tiling (``cfg.box_centres``, not in the paper; FaceBoxes' "anchor densification"
+does the same for small faces): a map may put its cell's boxes at several centres
+inside the cell, e.g. ((0.25, 0.5), (0.75, 0.5)) puts one copy at cx = (j + 0.25) * step
+and one at (j + 0.75) * step. The copies follow each other inside the cell's block,
+centre by centre, each in the order above. Thin objects (people) whose centre falls
+between two cells then still find a box of their width close enough for IoU >= 0.5.
+
 Keeping boxes in the image, ``cfg.clip``:
 
 * ``"corners"`` (minissd's default; Caffe's PriorBox ``clip``, ChainerCV): the
@@ -55,14 +62,18 @@ def default_boxes(cfg: SSDConfig, xp=numpy, dtype="float32"):
     cfg.validate()
     per_map = []
     for k, f in enumerate(cfg.feature_maps):           # a handful of maps; cells are vectorised
-        centres = (xp.arange(f, dtype="float64") + 0.5) * cfg.steps[k] / cfg.image_size
-        cy, cx = xp.meshgrid(centres, centres, indexing="ij")                # (f, f), row i, col j
         wh = xp.asarray(box_shapes(cfg, k), dtype="float64")                 # (A, 2)
         A = wh.shape[0]
-        c = xp.stack([cx, cy], axis=-1).reshape(f * f, 1, 2)                 # (f*f, 1, 2)
-        c = xp.broadcast_to(c, (f * f, A, 2))                                # (f*f, A, 2)
         s = xp.broadcast_to(wh[None], (f * f, A, 2))                         # (f*f, A, 2)
-        per_map.append(xp.concatenate([c, s], axis=-1).reshape(f * f * A, 4))
+        copies = []
+        for x0, y0 in cfg.centres(k):                  # the paper: one copy, at (0.5, 0.5)
+            xs = (xp.arange(f, dtype="float64") + x0) * cfg.steps[k] / cfg.image_size   # (f,)
+            ys = (xp.arange(f, dtype="float64") + y0) * cfg.steps[k] / cfg.image_size   # (f,)
+            cy, cx = xp.meshgrid(ys, xs, indexing="ij")                      # (f, f), row i, col j
+            c = xp.stack([cx, cy], axis=-1).reshape(f * f, 1, 2)             # (f*f, 1, 2)
+            c = xp.broadcast_to(c, (f * f, A, 2))                            # (f*f, A, 2)
+            copies.append(xp.concatenate([c, s], axis=-1))                   # (f*f, A, 4)
+        per_map.append(xp.stack(copies, axis=1).reshape(-1, 4))              # (f*f*copies*A, 4)
     priors = xp.concatenate(per_map, axis=0)                                 # (P, 4)
     if cfg.clip == "corners":
         priors = xyxy_to_cxcywh(xp.clip(cxcywh_to_xyxy(priors), 0.0, 1.0))

@@ -62,8 +62,9 @@ def _shape_styles(cfg):
 
 
 def _shape_keys(cfg, k):
-    """The keys of _shape_styles for map k's boxes, in box_shapes order."""
-    return ["s", "s'"] + [(a, side) for a in cfg.aspect_ratios[k] for side in ("wide", "tall")]
+    """The keys of _shape_styles for a cell's boxes on map k: box_shapes order, once per centre."""
+    keys = ["s", "s'"] + [(a, side) for a in cfg.aspect_ratios[k] for side in ("wide", "tall")]
+    return keys * len(cfg.centres(k))
 
 
 def draw_default_boxes_at(image, cfg, cells, point=None, map_names=None, columns: int = 3,
@@ -104,9 +105,9 @@ def draw_default_boxes_at(image, cfg, cells, point=None, map_names=None, columns
             raise ValueError(f"draw_default_boxes_at: map {k} ({names[k]}) has {len(keys)} boxes "
                              f"per cell, got {len(boxes)}")
         ax.imshow(image, extent=(0, S, S, 0))
-        centres = (np.arange(f) + 0.5) * step                                      # pixels
-        cx, cy = np.meshgrid(centres, centres)
-        ax.plot(cx.ravel(), cy.ravel(), ".", color="k", ms=1 if f > 40 else 1.5 if f > 20 else 4)
+        for x0, y0 in cfg.centres(k):                          # the paper: one, (0.5, 0.5)
+            cx, cy = np.meshgrid((np.arange(f) + x0) * step, (np.arange(f) + y0) * step)  # pixels
+            ax.plot(cx.ravel(), cy.ravel(), ".", color="k", ms=1 if f > 40 else 1.5 if f > 20 else 4)
         for (bx, by, bw, bh), key in zip(boxes, keys):
             _, colour, style, lw = styles[key]
             ax.add_patch(Rectangle((bx - bw / 2, by - bh / 2), bw, bh, fill=False, ec=colour,

@@ -86,6 +86,17 @@ def test_dict_round_trip_through_json(name):
     assert back == cfg
 
 
+def test_box_centres_round_trip_and_old_json():
+    """A tiled config survives JSON; the paper's tiling writes no box_centres key (checkpoints as
+    before the field existed) and JSON without the key loads as the paper's tiling."""
+    tiled = dataclasses.replace(SSD300, box_centres=(((0.25, 0.5), (0.75, 0.5)),) + (((0.5, 0.5),),) * 5)
+    back = SSDConfig.from_dict(json.loads(json.dumps(tiled.to_dict())))
+    assert back == tiled and back.num_boxes_per_location == (8, 6, 6, 6, 4, 4)
+    assert "box_centres" not in SSD300.to_dict()
+    assert SSDConfig.from_dict(SSD300.to_dict()).box_centres is None
+    assert SSD300.centres(0) == ((0.5, 0.5),) and tiled.centres(0) == ((0.25, 0.5), (0.75, 0.5))
+
+
 def test_from_dict_names_bad_keys():
     d = SSD300.to_dict()
     d["colour"] = "red"
@@ -106,6 +117,12 @@ BAD_FIELDS = [
     ("feature_maps", (38.0, 19, 10, 5, 3, 1), "feature_maps"),
     ("clip", "xyxy", r"clip must be one of \('corners', 'cxcywh', None\), got 'xyxy'"),
     ("clip", 1, "clip must be one of"),
+    ("box_centres", (((0.5, 0.5),),) * 5, "box_centres has 5 entries but feature_maps has 6"),
+    ("box_centres", (((0.5, 0.5),),) * 5 + ((),), r"box_centres \[5\] is empty"),
+    ("box_centres", (((0.5, 0.5), (0.5, 0.5)),) + (((0.5, 0.5),),) * 5, r"box_centres \[0\] .* repeats"),
+    ("box_centres", (((0.5, 1.5),),) + (((0.5, 0.5),),) * 5, r"box_centres \[0\] has \(0.5, 1.5\)"),
+    ("box_centres", (((0.5,),),) + (((0.5, 0.5),),) * 5, r"a centre is \(x, y\)"),
+    ("box_centres", ((0.5, 0.5),) * 6, "box_centres must list, per map, "),
 ]
 
 

@@ -100,3 +100,57 @@ def test_head_order_matches_per_map_blocks(xp):
         assert np.ptp(block[:, :, :, 2:], axis=(0, 1)).max() == 0     # same shapes in every cell
         start += f * f * a
     assert start == 8732
+
+
+# --- a denser tiling: several centres per cell (cfg.box_centres) --------------------------------
+ONE_CENTRE = dataclasses.replace(SSD_TINY, box_centres=tuple(((0.5, 0.5),) for _ in SSD_TINY.feature_maps))
+TWO_ACROSS = ((0.25, 0.5), (0.75, 0.5))
+TILED = dataclasses.replace(SSD_TINY, clip=None,
+                            box_centres=(TWO_ACROSS, ((0.25, 0.25), (0.75, 0.25), (0.25, 0.75),
+                                                      (0.75, 0.75)), ((0.5, 0.5),), ((0.5, 0.5),),
+                                         ((0.5, 0.5),)))
+
+
+def test_one_centre_per_cell_is_the_papers_tiling_to_the_bit(xp):
+    a = to_numpy(default_boxes(SSD_TINY, xp=xp, dtype="float64"))
+    b = to_numpy(default_boxes(ONE_CENTRE, xp=xp, dtype="float64"))
+    np.testing.assert_array_equal(a, b)
+    assert ONE_CENTRE.num_boxes_per_location == SSD_TINY.num_boxes_per_location
+
+
+def test_tiled_counts():
+    # ssd-tiny: 16x16x4 + 8x8x6 + 4x4x6 + 2x2x4 + 1x1x4 = 1524; map 1 twice, map 2 four times
+    assert TILED.num_boxes_per_location == (8, 24, 6, 4, 4)
+    assert TILED.num_priors == 1524 + 16 * 16 * 4 + 8 * 8 * 6 * 3
+    assert default_boxes(TILED).shape == (TILED.num_priors, 4)
+
+
+def test_tiled_order_cell_then_centre_then_shape(xp):
+    """Within a cell's block: the boxes of its first centre in box_shapes order, then the next centre's."""
+    p = to_numpy(default_boxes(TILED, xp=xp, dtype="float64"))
+    plain = to_numpy(default_boxes(dataclasses.replace(SSD_TINY, clip=None), dtype="float64"))
+    start = plain_start = 0
+    for k, (f, step) in enumerate(zip(TILED.feature_maps, TILED.steps)):
+        centres = TILED.centres(k)
+        a = SSD_TINY.num_boxes_per_location[k]
+        block = p[start:start + f * f * len(centres) * a].reshape(f, f, len(centres), a, 4)
+        ref = plain[plain_start:plain_start + f * f * a].reshape(f, f, a, 4)
+        for n, (x0, y0) in enumerate(centres):
+            cx = (np.arange(f) + x0) * step / 128                        # cells' columns j
+            cy = (np.arange(f) + y0) * step / 128                        # cells' rows i
+            np.testing.assert_allclose(block[:, :, n, :, 0], np.broadcast_to(cx[None, :, None], (f, f, a)),
+                                       rtol=1e-12)
+            np.testing.assert_allclose(block[:, :, n, :, 1], np.broadcast_to(cy[:, None, None], (f, f, a)),
+                                       rtol=1e-12)
+            np.testing.assert_array_equal(block[:, :, n, :, 2:], ref[..., 2:])   # the same shapes
+        start += f * f * len(centres) * a
+        plain_start += f * f * a
+    assert start == len(p)
+
+
+def test_tiling_by_hand():
+    """ssd-tiny map 1 (16x16, step 8 of 128 px), centres a quarter cell either side of the middle."""
+    p = default_boxes(TILED, dtype="float64")
+    np.testing.assert_allclose(p[0], [2 / 128, 4 / 128, 0.1, 0.1], rtol=1e-12)      # cell (0, 0), x 0.25
+    np.testing.assert_allclose(p[4], [6 / 128, 4 / 128, 0.1, 0.1], rtol=1e-12)      # same cell, x 0.75
+    np.testing.assert_allclose(p[8], [10 / 128, 4 / 128, 0.1, 0.1], rtol=1e-12)     # cell (0, 1)

@@ -38,6 +38,29 @@ def test_draw_default_boxes_at_draws_each_map_s_centres_and_one_cell_s_boxes():
     plt.close("all")
 
 
+def test_draw_default_boxes_at_a_tiled_map_draws_every_copy_and_its_centres():
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from minissd.ssd.config import get_config
+    from minissd.ssd.priors import default_boxes
+
+    cfg = get_config("ssd-tiny")
+    cfg = dataclasses.replace(cfg, box_centres=(((0.25, 0.5), (0.75, 0.5)),) + (((0.5, 0.5),),) * 4)
+    priors = default_boxes(cfg, dtype="float64")
+    offsets = np.cumsum([0] + [f * f * a for f, a in zip(cfg.feature_maps, cfg.num_boxes_per_location)])
+    cells = [(0, 0, priors[offsets[k]:offsets[k] + a]) for k, a in enumerate(cfg.num_boxes_per_location)]
+    S = cfg.image_size
+    fig = viz.draw_default_boxes_at(np.zeros((S, S, 3), np.uint8), cfg, cells)
+    ax = fig.axes[0]
+    assert len([p for p in ax.patches if isinstance(p, Rectangle)]) == 8          # 4 shapes x 2 centres
+    xs = np.concatenate([line.get_xdata() for line in ax.lines])
+    assert len(xs) == 2 * 16 * 16 and xs.min() == pytest.approx(0.25 * 8)        # both copies' centres
+    plt.close("all")
+
+
 def test_draw_box_shapes_draws_every_shape_and_counts_the_boxes_per_map():
     import matplotlib.pyplot as plt
 
