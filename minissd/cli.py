@@ -91,7 +91,7 @@ def cmd_summary(args):
     print(summary(SSD(cfg, args.num_classes, seed=0)))
 
 
-def _evaluate(detector, dataset, metric, plot=None, class_names=None, result=None):
+def _evaluate(detector, dataset, metric, plot=None, class_names=None, result=None, errors=False):
     from minissd.evaluation.inference import evaluate_dataset
     from minissd.evaluation.metrics import format_ap_table
     if len(dataset) == 0:
@@ -99,11 +99,17 @@ def _evaluate(detector, dataset, metric, plot=None, class_names=None, result=Non
                  for root, split in dataset.sources]
         raise UserError(f"{', '.join(files)}: lists no images, nothing to evaluate")
     use_07 = metric == "voc07"
+    detections = None
     if result is None:                                   # else: scored already (train --eval-every)
         from minissd.train import image_progress
-        result, _ = evaluate_dataset(detector, dataset, use_07_metric=use_07,
-                                     progress=image_progress("evaluate"))
+        result, detections = evaluate_dataset(detector, dataset, use_07_metric=use_07,
+                                              progress=image_progress("evaluate"))
     print(format_ap_table(result, class_names or dataset.class_names))
+    if errors:                                           # what the false positives are, per class
+        assert detections is not None, "_evaluate: errors=True needs the detections, not a result"
+        from minissd.evaluation.metrics import format_error_breakdown
+        truths = [dataset.annotation(i) for i in range(len(dataset))]
+        print(format_error_breakdown(detections, truths, class_names or dataset.class_names))
     if plot:
         import matplotlib
         matplotlib.use("Agg")
@@ -223,7 +229,7 @@ def cmd_evaluate(args):
     from minissd.checkpoint import load_model
     model, meta = load_model(args.checkpoint, device=args.device, class_names=_classes(args.classes))
     dataset = _open_dataset(args.data, args.split, meta["class_names"], keep_difficult=True)
-    _evaluate(Detector(model), dataset, args.metric, plot=args.plot)
+    _evaluate(Detector(model), dataset, args.metric, plot=args.plot, errors=args.errors)
 
 
 def picture_names(paths):
@@ -351,6 +357,9 @@ def build_parser():
     p.add_argument("--metric", default="voc07", choices=["voc07", "voc10"],
                    help="VOC2007 11-point AP or VOC2010+ all-point AP")
     p.add_argument("--plot", help="write precision-recall curves to this PNG")
+    p.add_argument("--errors", action="store_true",
+                   help="also print, per class, what its best detections are: correct, duplicate, "
+                        "localisation, confusion with another class, background (Hoiem et al. 2012)")
     _add_device(p)
     p.set_defaults(func=cmd_evaluate)
 

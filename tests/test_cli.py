@@ -43,6 +43,17 @@ def test_evaluate_prints_map_last(trained, capsys, tmp_path):
     assert os.path.getsize(plot) > 0
 
 
+def test_evaluate_errors_prints_each_class_s_mistakes(trained, capsys):
+    data, ckpt = trained
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", data, "--split", "test", "--errors"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("class") and "localisation" in line)
+    assert header.split()[2:] == ["correct", "duplicate", "localisation", "confusion", "background"]
+    rows = [line.split() for line in out.splitlines() if line.endswith("%")]
+    assert rows and all(abs(sum(float(v[:-1]) for v in r[2:]) - 100) < 0.3 for r in rows)
+    assert out.strip().splitlines()[-1].startswith("mAP@0.5 (VOC07): ")
+
+
 def test_detect_draws_images(trained, tmp_path, capsys):
     data, ckpt = trained
     image = os.path.join(data, "JPEGImages", "000008.jpg")

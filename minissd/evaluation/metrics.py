@@ -340,3 +340,82 @@ def recall_by_height(detections, ground_truths, image_heights, label, bins=(0, 0
                      "covered": float((best[group] > 0).mean()) if group.any() else float("nan"),
                      "median_score": float(np.median(best[group])) if group.any() else float("nan")})
     return rows
+
+
+# ---------------------------------------------------------------- what a model's mistakes are
+# Hoiem, Chodpathumwitan and Dai, "Diagnosing Error in Object Detectors" (ECCV 2012): walk down a
+# class's detections, best score first, and name each false positive by what it overlaps.
+ERROR_KINDS = ("correct", "duplicate", "localisation", "confusion", "background")
+
+
+def error_kinds(detections, ground_truths, label, iou_threshold=0.5, near_iou=0.1):
+    """Each detection of class ``label``, in the order AP walks them, and what kind it is.
+
+    detections / ground_truths: as :func:`evaluate_voc`. Detections are sorted by score, best
+    first (stable, as evaluate_voc), and judged exactly as evaluate_voc judges them; those it
+    ignores (on a difficult object) are left out. Every other one is an index into ERROR_KINDS:
+
+    correct       a true positive;
+    duplicate     its best object of the class, IoU > iou_threshold, was found by a better one;
+    localisation  near an object of the class, near_iou <= IoU <= iou_threshold (box off);
+    confusion     not that, but IoU >= near_iou with an object of another class;
+    background    IoU < near_iou with every object.
+
+    -> (scores (K,) float64, kinds (K,) int8), plus the number of non-difficult objects of the class.
+    """
+    dets, gts = _check_inputs(detections, ground_truths)
+    scores_all, kinds_all, num_objects = [], [], 0
+    for (boxes, labels, scores), (gt_boxes, gt_labels, difficult) in zip(dets, gts):
+        same = gt_labels == label
+        num_objects += int(np.sum(~difficult[same]))
+        det = np.flatnonzero(labels == label)
+        if det.size == 0:
+            continue
+        det = det[np.argsort(-scores[det], kind="stable")]              # this image, best first
+        ious = box_iou_voc(boxes[det], gt_boxes[same])                  # (D, G_same)
+        outcome = match_image(ious, difficult[same], iou_threshold)     # evaluate_voc's verdicts
+        best_same = ious.max(axis=1, initial=0.0)                       # (D,)
+        best_other = box_iou_voc(boxes[det], gt_boxes[~same]).max(axis=1, initial=0.0)
+        kinds = np.select([outcome == TRUE_POSITIVE, best_same > iou_threshold,
+                           best_same >= near_iou, best_other >= near_iou],
+                          [0, 1, 2, 3], default=4).astype(np.int8)
+        keep = outcome != IGNORED
+        scores_all.append(scores[det][keep])
+        kinds_all.append(kinds[keep])
+    scores_all = np.concatenate(scores_all) if scores_all else np.zeros(0)
+    kinds_all = np.concatenate(kinds_all) if kinds_all else np.zeros(0, np.int8)
+    order = np.argsort(-scores_all, kind="stable")                      # as evaluate_voc sorts
+    return scores_all[order], kinds_all[order], num_objects
+
+
+def error_breakdown(kinds, num_objects, tops=(0.25, 0.5, 1, 2, 4)):
+    """Shares of each kind among the best ``t * num_objects`` detections, for t in ``tops``.
+
+    kinds: from :func:`error_kinds`. -> rows of {"top": n, "share": (len(ERROR_KINDS),) float},
+    "top" is the number looked at: fewer than t * num_objects when the class has fewer
+    detections (NaN shares when it has none).
+    """
+    kinds = np.asarray(kinds, dtype=np.int64)
+    rows = []
+    for t in tops:
+        top = kinds[:max(1, int(round(t * num_objects)))]
+        share = (np.bincount(top, minlength=len(ERROR_KINDS)) / len(top) if len(top)
+                 else np.full(len(ERROR_KINDS), np.nan))
+        rows.append({"top": len(top), "share": share})
+    return rows
+
+
+def format_error_breakdown(detections, ground_truths, class_names, **options):
+    """The table ``minissd evaluate --errors`` prints: per class, error_breakdown's rows."""
+    lines = [f"{'class':8s} {'best':>6s}  " + "  ".join(f"{k:>12s}" for k in ERROR_KINDS)]
+    for label, name in enumerate(class_names, start=1):
+        _, kinds, n = error_kinds(detections, ground_truths, label, **options)
+        if len(kinds) == 0:
+            lines.append(f"{name:8s} no detections ({n} objects)")
+            continue
+        for row in error_breakdown(kinds, n):
+            lines.append(f"{name:8s} {row['top']:6d}  " +
+                         "  ".join(f"{100 * s:11.1f}%" for s in row["share"]))
+    lines.append(f"(best n: the class's n best detections; n = a quarter, half, 1, 2, 4 times its "
+                 f"non-difficult objects)")
+    return "\n".join(lines)

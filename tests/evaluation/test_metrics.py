@@ -360,3 +360,68 @@ def test_recall_by_height_groups_the_objects_and_finds_their_best_detection():
         recall_by_height(detections, truths, [100, 200], person)
     with pytest.raises(ValueError, match=r"detections\[0\]: boxes"):     # the metric's own checks
         recall_by_height([(detections[0][0][:2],) + detections[0][1:]], truths, [100], person)
+
+
+# ---------------------------------------------------------------- error kinds (Hoiem et al.)
+def _kinds_scene():
+    """Two people, a car and a difficult person; one detection of each kind, scores 0.9 .. 0.4."""
+    person, car = 1, 2
+    truths = [(np.array([[0, 0, 9, 19], [30, 0, 39, 19], [60, 60, 79, 79], [90, 0, 99, 19]], float),
+               np.array([person, person, car, person]), np.array([False, False, False, True]))]
+    detections = [(np.array([[0, 0, 9, 19],          # correct
+                             [0, 0, 9, 18],          # duplicate of the first person
+                             [33, 0, 44, 19],        # the second person, IoU 0.47: localisation
+                             [61, 61, 79, 79],       # on the car: confusion
+                             [90, 0, 99, 19],        # on the difficult person: ignored
+                             [100, 100, 120, 120]],  # nothing there: background
+                            float),
+                   np.full(6, person), np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4]))]
+    return detections, truths, person
+
+
+def test_error_kinds_names_each_detection_and_drops_the_ignored():
+    from minissd.evaluation.metrics import ERROR_KINDS, error_kinds
+    detections, truths, person = _kinds_scene()
+    scores, kinds, n = error_kinds(detections, truths, person)
+    assert n == 2                                                   # the difficult one not counted
+    np.testing.assert_array_equal(scores, [0.9, 0.8, 0.7, 0.6, 0.4])
+    assert [ERROR_KINDS[k] for k in kinds] == ["correct", "duplicate", "localisation",
+                                               "confusion", "background"]
+    # near_iou decides localisation against background: at 0.5 the 0.47 box is neither
+    _, kinds, _ = error_kinds(detections, truths, person, near_iou=0.5)
+    assert ERROR_KINDS[kinds[2]] == "background"
+
+
+def test_error_kinds_agree_with_evaluate_voc_on_random_scenes(rng):
+    """The correct ones, counted down the list, are evaluate_voc's true positives, rank by rank."""
+    from minissd.evaluation.metrics import error_kinds
+    detections, truths = [], []
+    for _ in range(6):
+        g = rng.integers(0, 6)
+        xy = rng.uniform(0, 80, (g, 2))
+        gt = np.concatenate([xy, xy + rng.uniform(5, 40, (g, 2))], axis=1)
+        d = rng.integers(0, 15)
+        pick = rng.integers(0, max(g, 1), d)
+        base = gt[pick] if g else rng.uniform(0, 80, (d, 4))
+        boxes = np.sort((base + rng.normal(0, 4, (d, 4))).reshape(d, 2, 2), axis=1).reshape(d, 4)
+        truths.append((gt, rng.integers(1, 3, g), rng.random(g) < 0.2))
+        detections.append((boxes, rng.integers(1, 3, d), rng.random(d).round(1)))    # ties too
+    result = evaluate_voc(detections, truths, num_classes=2)
+    assert (result["num_positives"] > 0).all()
+    for c in (1, 2):
+        _, kinds, n = error_kinds(detections, truths, c)
+        assert n == result["num_positives"][c - 1]
+        np.testing.assert_array_equal(np.cumsum(kinds == 0) / n, result["recall"][c - 1])
+
+
+def test_error_breakdown_shares_and_the_printed_table():
+    from minissd.evaluation.metrics import error_breakdown, error_kinds, format_error_breakdown
+    detections, truths, person = _kinds_scene()
+    _, kinds, n = error_kinds(detections, truths, person)
+    rows = error_breakdown(kinds, n, tops=(0.5, 1, 4))
+    assert [r["top"] for r in rows] == [1, 2, 5]                     # 4 x 2 = 8, but only 5 exist
+    np.testing.assert_allclose(rows[1]["share"], [0.5, 0.5, 0, 0, 0])
+    np.testing.assert_allclose(rows[2]["share"], [0.2] * 5)
+    table = format_error_breakdown(detections, truths, ["person", "car"])
+    assert "localisation" in table.splitlines()[0]
+    assert "car      no detections (1 objects)" in table
