@@ -416,6 +416,6 @@ def format_error_breakdown(detections, ground_truths, class_names, **options):
         for row in error_breakdown(kinds, n):
             lines.append(f"{name:8s} {row['top']:6d}  " +
                          "  ".join(f"{100 * s:11.1f}%" for s in row["share"]))
-    lines.append(f"(best n: the class's n best detections; n = a quarter, half, 1, 2, 4 times its "
-                 f"non-difficult objects)")
+    lines.append("(best n: the class's n best detections; n = a quarter, half, 1, 2, 4 times its "
+                 "non-difficult objects)")
     return "\n".join(lines)

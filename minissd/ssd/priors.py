@@ -16,7 +16,9 @@ does the same for small faces): a map may put its cell's boxes at several centre
 inside the cell, e.g. ((0.25, 0.5), (0.75, 0.5)) puts one copy at cx = (j + 0.25) * step
 and one at (j + 0.75) * step. The copies follow each other inside the cell's block,
 centre by centre, each in the order above. Thin objects (people) whose centre falls
-between two cells then still find a box of their width close enough for IoU >= 0.5.
+between two cells then still find a box of their width close enough for IoU >= 0.5
+(more of them are covered; whether the detector learns them better is another question:
+on voc5-mini it did not, models/README.md "Why the people fail").
 
 Keeping boxes in the image, ``cfg.clip``:
 
