@@ -126,6 +126,20 @@ def match_image(ious, difficult, iou_threshold=0.5):
     return outcome
 
 
+def _judge_class(det, gt, c, iou_threshold):
+    """One image's detections of class c, judged: (their indices, best first (stable); the image's
+    class-c ground-truth mask (G,); their IoUs with those objects (D_c, G_c); match_image's verdicts).
+
+    det = (boxes, labels, scores), gt = (boxes, labels, difficult), as _check_inputs gives them.
+    """
+    (boxes, labels, scores), (gt_boxes, gt_labels, difficult) = det, gt
+    gt_c = gt_labels == c
+    det_c = np.flatnonzero(labels == c)
+    det_c = det_c[np.argsort(-scores[det_c], kind="stable")]            # this image, best first
+    ious = box_iou_voc(boxes[det_c], gt_boxes[gt_c])                    # (D_c, G_c)
+    return det_c, gt_c, ious, match_image(ious, difficult[gt_c], iou_threshold)
+
+
 def judge_image(boxes, labels, scores, gt_boxes, gt_labels, difficult=None, iou_threshold=0.5):
     """VOC's verdict on one image's detections, class by class, as ``evaluate_voc`` gives it.
 
@@ -222,16 +236,12 @@ def evaluate_voc(detections, ground_truths, num_classes=None, iou_threshold=0.5,
     num_positives = np.zeros(num_classes, dtype=np.int64)
     for c in range(1, num_classes + 1):
         scores_c, outcomes_c = [], []
-        for (boxes, labels, scores), (gt_boxes, gt_labels, difficult) in zip(dets, gts):
-            gt_c = gt_labels == c
-            num_positives[c - 1] += int(np.sum(~difficult[gt_c]))
-            det_c = np.flatnonzero(labels == c)
-            if det_c.size == 0:
-                continue
-            det_c = det_c[np.argsort(-scores[det_c], kind="stable")]    # this image, best first
-            ious = box_iou_voc(boxes[det_c], gt_boxes[gt_c])            # (D_c, G_c)
-            scores_c.append(scores[det_c])
-            outcomes_c.append(match_image(ious, difficult[gt_c], iou_threshold))
+        for det, gt in zip(dets, gts):
+            det_c, gt_c, _, outcome = _judge_class(det, gt, c, iou_threshold)
+            num_positives[c - 1] += int(np.sum(~gt[2][gt_c]))          # non-difficult objects
+            if det_c.size:
+                scores_c.append(det[2][det_c])
+                outcomes_c.append(outcome)
         scores_c = np.concatenate(scores_c) if scores_c else np.zeros(0)
         outcomes_c = np.concatenate(outcomes_c) if outcomes_c else np.zeros(0, dtype=np.int8)
         # The stable global sort keeps each image's own order (same scores, same sort).
@@ -365,15 +375,12 @@ def error_kinds(detections, ground_truths, label, iou_threshold=0.5, near_iou=0.
     """
     dets, gts = _check_inputs(detections, ground_truths)
     scores_all, kinds_all, num_objects = [], [], 0
-    for (boxes, labels, scores), (gt_boxes, gt_labels, difficult) in zip(dets, gts):
-        same = gt_labels == label
+    for image_dets, image_gts in zip(dets, gts):
+        (boxes, _, scores), (gt_boxes, _, difficult) = image_dets, image_gts
+        det, same, ious, outcome = _judge_class(image_dets, image_gts, label, iou_threshold)  # AP's verdicts
         num_objects += int(np.sum(~difficult[same]))
-        det = np.flatnonzero(labels == label)
         if det.size == 0:
             continue
-        det = det[np.argsort(-scores[det], kind="stable")]              # this image, best first
-        ious = box_iou_voc(boxes[det], gt_boxes[same])                  # (D, G_same)
-        outcome = match_image(ious, difficult[same], iou_threshold)     # evaluate_voc's verdicts
         best_same = ious.max(axis=1, initial=0.0)                       # (D,)
         best_other = box_iou_voc(boxes[det], gt_boxes[~same]).max(axis=1, initial=0.0)
         kinds = np.select([outcome == TRUE_POSITIVE, best_same > iou_threshold,
