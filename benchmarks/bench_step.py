@@ -105,5 +105,6 @@ def main(argv=None):
             print(f"  {label:<32}" + "".join(f"{w:7.0f} /{c:5.0f}" for w, c in med.values())
                   + f"  {wall:6.0f} /{cpu:5.0f}   {1000 * tc.batch_size / wall:7.1f}")
 
+
 if __name__ == "__main__":
     main()
