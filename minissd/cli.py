@@ -229,7 +229,7 @@ def cmd_evaluate(args):
     from minissd.checkpoint import load_model
     model, meta = load_model(args.checkpoint, device=args.device, class_names=_classes(args.classes))
     dataset = _open_dataset(args.data, args.split, meta["class_names"], keep_difficult=True)
-    _evaluate(Detector(model), dataset, args.metric, plot=args.plot, errors=args.errors)
+    _evaluate(Detector(model, flip=args.flip), dataset, args.metric, plot=args.plot, errors=args.errors)
 
 
 def picture_names(paths):
@@ -268,11 +268,11 @@ def cmd_detect(args):
         # (a threshold before NMS keeps the same boxes as Detect's 0.01 and one after it: a box
         # above it is only ever suppressed, or cut from its class's 200, by higher-scoring ones)
         detector = Detector.from_ssd_pytorch(args.ssd_pytorch_weights, device=args.device,
-                                             conf_threshold=args.threshold)
+                                             conf_threshold=args.threshold, flip=args.flip)
         meta = {"class_names": detector.class_names}
     else:
         model, meta = load_model(args.checkpoint, device=args.device)
-        detector = Detector(model, conf_threshold=args.threshold)
+        detector = Detector(model, conf_threshold=args.threshold, flip=args.flip)
     paths = list(args.images)
     if args.data:
         dataset = _open_dataset([args.data], args.split, meta["class_names"], keep_difficult=False)
@@ -360,6 +360,9 @@ def build_parser():
     p.add_argument("--errors", action="store_true",
                    help="also print, per class, what its best detections are: correct, duplicate, "
                         "localisation, confusion with another class, background (Hoiem et al. 2012)")
+    p.add_argument("--flip", action="store_true",
+                   help="test-time flipping: also run each image mirrored and average each default "
+                        "box's prediction with its mirror box's (twice the network's work)")
     _add_device(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -376,6 +379,9 @@ def build_parser():
     p.add_argument("--out", required=True, help="folder for the drawn images")
     p.add_argument("--threshold", type=float, default=0.5, help="minimum score to draw")
     p.add_argument("--grid", help="also write all drawn images as one picture here")
+    p.add_argument("--flip", action="store_true",
+                   help="test-time flipping: also run each image mirrored and average each default "
+                        "box's prediction with its mirror box's (twice the network's work)")
     _add_device(p)
     p.set_defaults(func=cmd_detect)
 

@@ -54,6 +54,32 @@ def test_evaluate_errors_prints_each_class_s_mistakes(trained, capsys):
     assert out.strip().splitlines()[-1].startswith("mAP@0.5 (VOC07): ")
 
 
+def test_evaluate_flip_scores_the_flipping_detector(trained, capsys):
+    """--flip: the mAP of Detector(model, flip=True), to the printed digit."""
+    from minissd.checkpoint import load_model
+    from minissd.datasets.voc import VOCDataset
+    from minissd.evaluation.inference import Detector, evaluate_dataset
+    data, ckpt = trained
+    model, meta = load_model(ckpt)
+    dataset = VOCDataset([(data, "test")], class_names=meta["class_names"], keep_difficult=True)
+    printed = {}
+    for flip in (False, True):
+        assert main(["evaluate", "--checkpoint", ckpt, "--data", data, "--split", "test"]
+                    + ["--flip"] * flip) == 0
+        printed[flip] = capsys.readouterr().out.strip().splitlines()[-1]
+        expected = evaluate_dataset(Detector(model, flip=flip), dataset)[0]["map"]
+        assert printed[flip] == f"mAP@0.5 (VOC07): {expected:.3f}"
+    detections = [evaluate_dataset(Detector(model, flip=flip), dataset)[1] for flip in (False, True)]
+    assert any(len(a[0]) != len(b[0]) or not (a[2] == b[2]).all() for a, b in zip(*detections))
+
+
+def test_detect_flip_draws_images(trained, tmp_path, capsys):
+    data, ckpt = trained
+    image = os.path.join(data, "JPEGImages", "000008.jpg")
+    assert main(["detect", image, "--checkpoint", ckpt, "--out", str(tmp_path / "det"), "--flip"]) == 0
+    assert os.path.isfile(tmp_path / "det" / "000008.png")
+
+
 def test_detect_draws_images(trained, tmp_path, capsys):
     data, ckpt = trained
     image = os.path.join(data, "JPEGImages", "000008.jpg")
@@ -104,7 +130,7 @@ def test_detect_with_ssd_pytorch_weights(trained, tmp_path, capsys, monkeypatch)
     image = os.path.join(data, "JPEGImages", "000008.jpg")
     assert main(["detect", image, "--ssd-pytorch-weights", path, "--out", str(tmp_path),
                  "--threshold", "0.0"]) == 0
-    assert calls == [(path, {"device": "cpu", "conf_threshold": 0.0})]
+    assert calls == [(path, {"device": "cpu", "conf_threshold": 0.0, "flip": False})]
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith(f"{image}: ") and (" a 0." in line or " b 0." in line)
     assert os.path.isfile(tmp_path / "000008.png")

@@ -6,6 +6,11 @@
 ``Detector(model)`` runs a minissd model (ImageNet-normalised input, minissd's priors and
 detection step); ``Detector.from_ssd_pytorch(path)`` runs ssd.pytorch's published SSD300
 the way ssd.pytorch does (see minissd.interop.weights).
+
+``Detector(model, flip=True)`` is test-time flipping: the network also sees every image
+mirrored left-right, and each default box's prediction is averaged with its mirror box's
+prediction on the mirrored image (``flip_average``) before the detection step. Twice the
+network's work for a few hundredths of mAP (models/README.md, "Test-time flipping").
 """
 from __future__ import annotations
 
@@ -15,8 +20,31 @@ from typing import Optional
 import numpy as np
 
 from minissd.nn import backend
-from minissd.ssd.postprocess import SSD_PYTORCH_DETECT, DetectConfig, detect
-from minissd.ssd.priors import default_boxes
+from minissd.ssd.boxes import VARIANCES, decode, encode
+from minissd.ssd.postprocess import SSD_PYTORCH_DETECT, DetectConfig, detect, softmax
+from minissd.ssd.priors import default_boxes, mirror_index
+
+
+def flip_average(loc, conf_logits, loc_flipped, conf_flipped, priors_cxcywh, mirror,
+                 variances=VARIANCES):
+    """Average each default box's prediction with its mirror box's on the mirrored image.
+
+    loc, conf_logits (B, P, 4), (B, P, C+1): the network on the images; loc_flipped,
+    conf_flipped: on the images flipped left-right; mirror (P,): box i's mirror box
+    (:func:`minissd.ssd.priors.mirror_index`). Box m = mirror[i] of the flipped image sees
+    what box i sees, mirrored: its class probabilities are averaged with box i's as they
+    are, and the box it predicts is decoded, flipped back (x -> 1 - x) and encoded as an
+    offset from box i, then the two offsets are averaged. Returns (loc (B, P, 4),
+    log-probabilities (B, P, C+1)): logits whose softmax is the averaged probabilities,
+    so ``detect`` takes them as they are.
+    """
+    xp = backend.get_array_module(loc, conf_logits, loc_flipped, conf_flipped)
+    boxes = decode(loc_flipped[:, mirror], priors_cxcywh[mirror], variances)   # (B, P, 4) xyxy, mirrored
+    boxes = xp.stack([1 - boxes[..., 2], boxes[..., 1], 1 - boxes[..., 0], boxes[..., 3]], axis=-1)
+    loc_back = encode(boxes, priors_cxcywh, variances)                         # (B, P, 4) offsets from box i
+    probs = (softmax(conf_logits, axis=2) + softmax(conf_flipped[:, mirror], axis=2)) / 2  # (B, P, C+1)
+    tiny = np.finfo(probs.dtype).tiny                  # a probability that underflowed to 0
+    return (loc + loc_back) / 2, xp.log(xp.maximum(probs, tiny))
 
 
 class Detector:
@@ -27,15 +55,19 @@ class Detector:
     preprocess: uint8 (H, W, 3) RGB -> float32 (3, S, S); default: resize with PIL's bilinear
         and normalise with the ImageNet mean and std (minissd's evaluation transform).
     class_names: the names of labels 1..C, kept for whoever draws the detections.
+    flip: test-time flipping: run the network on each image and on its mirror image and
+        average the two per default box (``flip_average``); twice the network's work.
     """
 
     def __init__(self, model, config: Optional[DetectConfig] = None, preprocess=None,
-                 class_names=None, **options):
+                 class_names=None, flip=False, **options):
         self.model = model.eval()
         self.cfg = model.cfg
         xp = backend.get_array_module(next(model.parameters()))
         self.xp = xp
         self.priors = xp.asarray(default_boxes(self.cfg), dtype=xp.float32)   # (P, 4)
+        self.flip = bool(flip)
+        self.mirror = mirror_index(self.cfg, xp=xp) if self.flip else None   # (P,) mirror boxes
         self.config = dataclasses.replace(config or DetectConfig(), **options)
         if preprocess is None:
             from minissd.datasets.augment import eval_transform
@@ -83,7 +115,12 @@ class Detector:
     def predict_batch(self, images_chw, sizes):
         """images (B, 3, S, S) float32 and their original (H, W) -> per image (boxes px, labels, scores)."""
         xp = self.xp
-        loc, conf = self.model.forward(xp.asarray(images_chw))       # (B, P, 4), (B, P, C+1)
+        images = xp.asarray(images_chw)                              # (B, 3, S, S)
+        loc, conf = self.model.forward(images)                       # (B, P, 4), (B, P, C+1)
+        if self.flip:                                                # test-time flipping
+            loc_f, conf_f = self.model.forward(xp.ascontiguousarray(images[..., ::-1]))
+            loc, conf = flip_average(loc, conf, loc_f, conf_f, self.priors, self.mirror,
+                                     self.cfg.variances)
         results = detect(loc, conf, self.priors, self.config, variances=self.cfg.variances)
         out = []
         for (boxes, labels, scores), (h, w) in zip(results, sizes):

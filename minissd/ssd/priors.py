@@ -44,6 +44,7 @@ import math
 
 import numpy
 
+from minissd.errors import UserError
 from minissd.ssd.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 from minissd.ssd.config import SSDConfig
 
@@ -82,3 +83,40 @@ def default_boxes(cfg: SSDConfig, xp=numpy, dtype="float32"):
     elif cfg.clip == "cxcywh":
         priors = xp.clip(priors, 0.0, 1.0)
     return priors.astype(dtype)
+
+
+def mirror_index(cfg: SSDConfig, xp=numpy):
+    """(P,) int64: for each default box, the index of its mirror image (left <-> right).
+
+    Box (map k, row i, column j, centre (x0, y0), shape t) mirrors to (k, i, f_k - 1 - j,
+    (1 - x0, y0), t): a left-right flip keeps every shape (a 2:1 box stays 2:1) and sends
+    column j to column f_k - 1 - j. Used by test-time flipping
+    (:func:`minissd.evaluation.inference.flip_average`). The mirror is exact when every
+    f_k * step_k = image_size (ssd-tiny, ssd-cpu, SSD512); SSD300's first three maps span
+    304-320 px of its 300, so there the mirrored centres are up to 4-20 px off (and the
+    clipped border boxes differ in size by up to 0.07 of the side): the nearest box of the
+    same shape, not its exact mirror.
+    A ``box_centres`` entry whose centres are not mirror images of each other has no mirror:
+    a UserError names it.
+    """
+    cfg.validate()
+    index, offset = [], 0
+    for k, f in enumerate(cfg.feature_maps):
+        centres = [tuple(c) for c in cfg.centres(k)]
+        A = len(box_shapes(cfg, k))                                      # shapes per centre
+        swap = []
+        for x0, y0 in centres:                                           # (1 - x0, y0) is which copy?
+            mirror = [n for n, (x1, y1) in enumerate(centres)
+                      if math.isclose(x1, 1 - x0, abs_tol=1e-9) and y1 == y0]
+            if not mirror:
+                raise UserError(f"SSDConfig {cfg.name!r}: box_centres[{k}] = {tuple(centres)} has no "
+                                f"mirror image of centre ({x0}, {y0}) (no ({1 - x0:g}, {y0}) among them), "
+                                f"so its default boxes cannot be flipped left-right")
+            swap.append(mirror[0])
+        n = len(centres)
+        i, j, c, t = numpy.meshgrid(numpy.arange(f), numpy.arange(f), numpy.arange(n), numpy.arange(A),
+                                    indexing="ij")                        # (f, f, n, A) each
+        mirrored = ((i * f + (f - 1 - j)) * n + numpy.asarray(swap)[c]) * A + t
+        index.append(offset + mirrored.reshape(-1))                      # (f*f*n*A,)
+        offset += f * f * n * A
+    return xp.asarray(numpy.concatenate(index).astype("int64"))

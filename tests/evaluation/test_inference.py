@@ -129,3 +129,97 @@ def test_detector_takes_a_detect_config():
     assert Detector(OracleModel(cfg, 3, []), nms_threshold=0.6).config == DetectConfig(nms_threshold=0.6)
     with pytest.raises(TypeError, match="top"):
         Detector(OracleModel(cfg, 3, []), topk=3)
+
+
+# --------------------------------------------------------------------------- #
+# Test-time flipping: flip_average and Detector(flip=True)
+# --------------------------------------------------------------------------- #
+def mirror_xyxy(boxes):
+    """(..., 4) xyxy in [0, 1] -> the boxes flipped left-right."""
+    return np.stack([1 - boxes[..., 2], boxes[..., 1], 1 - boxes[..., 0], boxes[..., 3]], axis=-1)
+
+
+def random_boxes(rng, shape):
+    """(*shape, 4) xyxy boxes with positive sides inside [0, 1]."""
+    lo = rng.uniform(0, 0.7, (*shape, 2))
+    return np.concatenate([lo, lo + rng.uniform(0.05, 0.3, (*shape, 2))], axis=-1)
+
+
+@pytest.mark.parametrize("name", ["ssd-tiny", "ssd300"])
+def test_flip_average_of_agreeing_views_is_either_view(name):
+    """When the flipped image's prediction is exactly the mirror of the image's, averaging the two
+    changes nothing: the boxes decode to the same boxes, the probabilities are the same (float64).
+    ssd300: its mirror boxes are not exact mirrors; flip_average re-encodes, so the boxes still agree."""
+    from minissd.evaluation.inference import flip_average
+    from minissd.ssd.boxes import decode, encode
+    from minissd.ssd.postprocess import softmax
+    from minissd.ssd.priors import mirror_index
+    cfg = get_config(name)
+    rng = np.random.default_rng(0)
+    priors, m = default_boxes(cfg, dtype="float64"), mirror_index(cfg)
+    truth = random_boxes(rng, (2, cfg.num_priors))                   # (B, P, 4) what box i sees
+    logits = rng.normal(size=(2, cfg.num_priors, 4)) * 3             # (B, P, C+1)
+    loc = encode(truth, priors)
+    # on the mirrored image, box m[i] sees box i's object mirrored and gives box i's scores
+    loc_f = encode(mirror_xyxy(truth)[:, m], priors)
+    conf_f = logits[:, m]
+    out_loc, out_logp = flip_average(loc, logits, loc_f, conf_f, priors, m)
+    np.testing.assert_allclose(decode(out_loc, priors), truth, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(softmax(out_logp, axis=2), softmax(logits, axis=2), rtol=1e-12)
+
+
+def test_flip_average_averages_probabilities_and_offsets(xp):
+    """Two views that disagree: probabilities averaged, offsets (from box i) averaged (float64)."""
+    from minissd.nn.backend import to_numpy
+    from minissd.evaluation.inference import flip_average
+    from minissd.ssd.boxes import encode
+    from minissd.ssd.postprocess import softmax
+    from minissd.ssd.priors import mirror_index
+    cfg = get_config("ssd-tiny")
+    rng = np.random.default_rng(1)
+    priors, m = default_boxes(cfg, dtype="float64"), mirror_index(cfg)
+    a, b = random_boxes(rng, (1, cfg.num_priors)), random_boxes(rng, (1, cfg.num_priors))
+    conf, conf_f = rng.normal(size=(2, 1, cfg.num_priors, 3)) * 3
+    out_loc, out_logp = (to_numpy(v) for v in flip_average(
+        *(xp.asarray(v) for v in (encode(a, priors), conf, encode(mirror_xyxy(b)[:, m], priors), conf_f,
+                                  priors, m))))
+    np.testing.assert_allclose(out_loc, (encode(a, priors) + encode(b, priors)) / 2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.exp(out_logp), (softmax(conf, axis=2) + softmax(conf_f[:, m], axis=2)) / 2,
+                               rtol=1e-12)
+
+
+def test_flip_average_survives_an_underflowed_probability():
+    from minissd.evaluation.inference import flip_average
+    from minissd.ssd.priors import mirror_index
+    cfg = get_config("ssd-tiny")
+    priors, m = default_boxes(cfg), mirror_index(cfg)
+    conf = np.zeros((1, cfg.num_priors, 3), np.float32)
+    conf[..., 0] = 200.0                                             # the other two: exp(-200) = 0 in float32
+    loc = np.zeros((1, cfg.num_priors, 4), np.float32)
+    _, logp = flip_average(loc, conf, loc, conf, priors, m)
+    assert np.isfinite(logp).all() and (logp[..., 1:] < -80).all()
+
+
+def test_flipping_detector_treats_an_image_and_its_mirror_alike():
+    """Flipping averages a view with its mirror view, so the detections of the mirrored input are
+    the mirrored detections, whatever the (random, untrained) weights: scores exactly (a + b = b + a),
+    boxes to float32 rounding. Without flipping an untrained network is not symmetric."""
+    from minissd.ssd.model import SSD
+    cfg = get_config("ssd-tiny")
+    model = SSD(cfg, 3, seed=0)
+    x = np.random.default_rng(0).normal(size=(2, 3, 128, 128)).astype(np.float32)
+    x_m = np.ascontiguousarray(x[..., ::-1])
+    sizes = [(90, 120), (128, 64)]
+    for flip in (True, False):
+        detector = Detector(model, flip=flip, top_k=50)
+        found = []
+        for a, b, (h, w) in zip(detector.predict_batch(x, sizes), detector.predict_batch(x_m, sizes), sizes):
+            order_a, order_b = np.lexsort((a[1], a[2])), np.lexsort((b[1], b[2]))
+            same = (len(a[2]) == len(b[2]) and np.array_equal(a[2][order_a], b[2][order_b])
+                    and np.array_equal(a[1][order_a], b[1][order_b]))
+            if same:
+                unit = np.array([w, h, w, h], np.float32)
+                np.testing.assert_allclose(mirror_xyxy(a[0][order_a] / unit), b[0][order_b] / unit,
+                                           rtol=0, atol=1e-5)   # ~10 float32 steps on O(1) numbers: ~1e-6
+            found.append(same and len(a[2]) > 0)
+        assert all(found) if flip else not any(found)

@@ -7,8 +7,9 @@ import pytest
 
 from minissd.nn.backend import get_array_module, to_numpy
 from minissd.ssd.boxes import cxcywh_to_xyxy, iou
-from minissd.ssd.config import SSD300, SSD512, SSD_TINY
-from minissd.ssd.priors import default_boxes
+from minissd.ssd.config import SSD300, SSD512, SSD_CPU, SSD_TINY
+from minissd.errors import UserError
+from minissd.ssd.priors import default_boxes, mirror_index
 
 UNCLIPPED = dataclasses.replace(SSD300, clip=None)
 CXCYWH = dataclasses.replace(SSD300, clip="cxcywh")          # ssd.pytorch's clamp
@@ -154,3 +155,55 @@ def test_tiling_by_hand():
     np.testing.assert_allclose(p[0], [2 / 128, 4 / 128, 0.1, 0.1], rtol=1e-12)      # cell (0, 0), x 0.25
     np.testing.assert_allclose(p[4], [6 / 128, 4 / 128, 0.1, 0.1], rtol=1e-12)      # same cell, x 0.75
     np.testing.assert_allclose(p[8], [10 / 128, 4 / 128, 0.1, 0.1], rtol=1e-12)     # cell (0, 1)
+
+
+# --------------------------------------------------------------------------- #
+# mirror_index: each default box's left-right mirror image (test-time flipping)
+# --------------------------------------------------------------------------- #
+def mirrored(priors):
+    """(P, 4) cxcywh -> the same boxes flipped left-right (cx -> 1 - cx)."""
+    out = priors.copy()
+    out[:, 0] = 1 - out[:, 0]
+    return out
+
+
+@pytest.mark.parametrize("cfg", [SSD_TINY, SSD_CPU, SSD512, TILED, dataclasses.replace(SSD_CPU, clip=None)],
+                         ids=["ssd-tiny", "ssd-cpu", "ssd512", "tiled", "ssd-cpu-unclipped"])
+def test_mirror_index_gives_each_box_its_mirror_image(xp, cfg):
+    """Where every map spans the image (f_k * step_k = image_size), box mirror[i] is box i flipped."""
+    m = to_numpy(mirror_index(cfg, xp=xp))
+    p = default_boxes(cfg, dtype="float64")
+    assert m.shape == (cfg.num_priors,) and m.dtype == np.int64
+    np.testing.assert_array_equal(np.sort(m), np.arange(cfg.num_priors))    # a permutation
+    np.testing.assert_array_equal(m[m], np.arange(cfg.num_priors))          # that undoes itself
+    np.testing.assert_allclose(p[m], mirrored(p), rtol=0, atol=1e-12)
+    assert (m != np.arange(cfg.num_priors)).any()
+
+
+def test_mirror_index_by_hand():
+    """ssd-tiny: map 1 is 16x16 with 4 boxes a cell; cell (0, 0) mirrors to (0, 15), cell (2, 3) to (2, 12);
+    the last map's single cell is its own mirror."""
+    m = mirror_index(SSD_TINY)
+    assert m[:4].tolist() == [15 * 4, 15 * 4 + 1, 15 * 4 + 2, 15 * 4 + 3]
+    assert m[(2 * 16 + 3) * 4 + 2] == (2 * 16 + 12) * 4 + 2
+    assert m[-4:].tolist() == [1520, 1521, 1522, 1523]
+    # TILED's map 1: two centres a cell, x = 0.25 and 0.75: the copies swap as the columns do
+    t = mirror_index(TILED)
+    assert t[0] == (15 * 2 + 1) * 4 and t[4] == (15 * 2 + 0) * 4
+
+
+def test_mirror_index_of_ssd300_is_the_nearest_box_of_the_same_shape():
+    """SSD300's first maps span 304-320 px of its 300 (38 x 8, 10 x 32): the mirrored centres are off
+    by up to 20 px (unclipped), the sizes are the same."""
+    m = mirror_index(UNCLIPPED)
+    p = default_boxes(UNCLIPPED, dtype="float64")
+    np.testing.assert_array_equal(p[m][:, 1:], p[:, 1:])
+    off = np.abs(p[m][:, 0] - mirrored(p)[:, 0]) * 300
+    assert off.max() == pytest.approx(20) and np.median(off) > 0
+    np.testing.assert_array_equal(m[m], np.arange(8732))
+
+
+def test_mirror_index_needs_mirrored_centres():
+    lopsided = dataclasses.replace(SSD_TINY, box_centres=(((0.25, 0.5),), *ONE_CENTRE.box_centres[1:]))
+    with pytest.raises(UserError, match=r"box_centres\[0\].*no mirror image of centre \(0.25, 0.5\)"):
+        mirror_index(lopsided)
