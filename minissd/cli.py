@@ -335,6 +335,10 @@ def cmd_export(args):
     print(f"wrote {args.out} (model weights and config, no optimiser state)")
 
 
+FLIP_HELP = ("test-time flipping: also run each image mirrored and average each default box's "
+             "prediction with its mirror box's (twice the network's work)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="minissd", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true",
@@ -360,9 +364,7 @@ def build_parser():
     p.add_argument("--errors", action="store_true",
                    help="also print, per class, what its best detections are: correct, duplicate, "
                         "localisation, confusion with another class, background (Hoiem et al. 2012)")
-    p.add_argument("--flip", action="store_true",
-                   help="test-time flipping: also run each image mirrored and average each default "
-                        "box's prediction with its mirror box's (twice the network's work)")
+    p.add_argument("--flip", action="store_true", help=FLIP_HELP)
     _add_device(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -379,9 +381,7 @@ def build_parser():
     p.add_argument("--out", required=True, help="folder for the drawn images")
     p.add_argument("--threshold", type=float, default=0.5, help="minimum score to draw")
     p.add_argument("--grid", help="also write all drawn images as one picture here")
-    p.add_argument("--flip", action="store_true",
-                   help="test-time flipping: also run each image mirrored and average each default "
-                        "box's prediction with its mirror box's (twice the network's work)")
+    p.add_argument("--flip", action="store_true", help=FLIP_HELP)
     _add_device(p)
     p.set_defaults(func=cmd_detect)
 
