@@ -313,9 +313,10 @@ def hflip(image, boxes):
 
 
 def hflip_boxes(boxes, width):
-    """Pixel xyxy boxes of a ``width`` wide image, mirrored left-right."""
+    """Pixel xyxy boxes (..., 4) of a ``width`` wide image, mirrored left-right (width 1: boxes
+    in [0, 1], as test-time flipping uses it)."""
     flipped = boxes.copy()
-    flipped[:, 0], flipped[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
+    flipped[..., 0], flipped[..., 2] = width - boxes[..., 2], width - boxes[..., 0]
     return flipped
 
 

@@ -20,6 +20,7 @@ from typing import Optional
 
 import numpy as np
 
+from minissd.datasets.augment import eval_transform, hflip_boxes
 from minissd.nn import backend
 from minissd.ssd.boxes import VARIANCES, decode, encode
 from minissd.ssd.postprocess import SSD_PYTORCH_DETECT, DetectConfig, detect, softmax
@@ -41,7 +42,7 @@ def flip_average(loc, conf_logits, loc_flipped, conf_flipped, priors_cxcywh, mir
     """
     xp = backend.get_array_module(loc, conf_logits, loc_flipped, conf_flipped)
     boxes = decode(loc_flipped[:, mirror], priors_cxcywh[mirror], variances)   # (B, P, 4) xyxy, mirrored
-    boxes = xp.stack([1 - boxes[..., 2], boxes[..., 1], 1 - boxes[..., 0], boxes[..., 3]], axis=-1)
+    boxes = hflip_boxes(boxes, 1.0)                                            # flipped back
     loc_back = encode(boxes, priors_cxcywh, variances)                         # (B, P, 4) offsets from box i
     probs = (softmax(conf_logits, axis=2) + softmax(conf_flipped[:, mirror], axis=2)) / 2  # (B, P, C+1)
     tiny = np.finfo(probs.dtype).tiny                  # a probability that underflowed to 0
@@ -71,7 +72,6 @@ class Detector:
         self.mirror = mirror_index(self.cfg, xp=xp) if self.flip else None   # (P,) mirror boxes
         self.config = dataclasses.replace(config or DetectConfig(), **options)
         if preprocess is None:
-            from minissd.datasets.augment import eval_transform
             transform = eval_transform(self.cfg.image_size)
             empty_boxes, empty_labels = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
             preprocess = lambda image: transform(image, empty_boxes, empty_labels, None)[0]  # noqa: E731
