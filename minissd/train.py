@@ -7,7 +7,7 @@ One step is the whole algorithm of the paper in six lines::
     loss = criterion.forward(loc, conf, loc_t, conf_t)     # smooth L1 + mined CE, / N
     dloc, dconf = criterion.backward()
     model.backward(dloc, dconf)                             # fills every layer's grads
-    optimizer.step()                                        # momentum SGD + weight decay
+    optimizer.step()                                        # momentum SGD (or AdamW)
 
 Checkpoints (:mod:`minissd.checkpoint`) are written at every epoch's end. The
 loader's order depends only on (seed, epoch), so ``resume`` from an epoch
@@ -15,7 +15,7 @@ boundary continues exactly; the log is cut back to the checkpoint's step, so
 each step is logged once.
 
 No lost or poisoned work: after every update the trainer checks that each
-parameter, BatchNorm statistic and momentum buffer is finite, and stops before
+parameter, BatchNorm statistic and optimiser buffer is finite, and stops before
 anything non-finite can be saved. A new run never writes into a folder that
 holds another (``overwrite`` replaces it); ``resume`` refuses changed settings
 unless ``override``; ``init`` fine-tunes from a model's weights.
@@ -40,7 +40,7 @@ from minissd.checkpoint import (read_checkpoint, read_meta, remove_temp_files, s
                                 model_weights, section)
 from minissd.errors import UserError
 from minissd.nn import backend
-from minissd.nn.optim import (SGD, WarmupCosine, WarmupMultiStep, WeightAverage,
+from minissd.nn.optim import (SGD, AdamW, WarmupCosine, WarmupMultiStep, WeightAverage,
                                default_warmup_steps)
 from minissd.ssd.config import SSDConfig, get_config
 from minissd.ssd.loss import MultiBoxLoss
@@ -58,7 +58,7 @@ class NonFiniteLossError(NonFiniteError):
 
 
 class NonFiniteWeightsError(NonFiniteError):
-    """An update made a parameter, BatchNorm statistic or momentum buffer NaN or infinite."""
+    """An update made a parameter, BatchNorm statistic or optimiser buffer NaN or infinite."""
 
 
 class RunExistsError(UserError):
@@ -96,8 +96,14 @@ class TrainConfig:
                                     "planned from a timing of a few steps", same=True)
     batch_size: int = setting(32, "images per step", same=True)
     lr: float = setting(1e-3, "base learning rate", same=True)
-    momentum: float = setting(0.9, "SGD momentum", same=True)
-    weight_decay: float = setting(5e-4, "L2 weight decay", same=True)
+    optimizer: str = setting("sgd", "sgd: momentum SGD with L2 weight decay (the paper's); adamw: "
+                                    "Adam with decoupled weight decay on the weights (give it "
+                                    "its own --lr and --weight-decay, e.g. 1e-3 and 0.05)",
+                             same=True, choices=["sgd", "adamw"])
+    momentum: float = setting(0.9, "SGD momentum; with --optimizer adamw, Adam's beta1",
+                              same=True)
+    weight_decay: float = setting(5e-4, "weight decay: L2 in the gradient (sgd); decoupled, "
+                                        "times the learning rate (adamw)", same=True)
     ema: float = setting(0.0, "also keep an exponential moving average of the weights with this "
                               "decay (e.g. 0.999); evaluations, evaluate, detect and export use "
                               "it (0: off)", same=True)
@@ -206,6 +212,7 @@ class TrainConfig:
                 or fractions != sorted(fractions)):
             raise self._error("decay_at", "must be increasing fractions of the run in (0, 1]")
         one_of("schedule")
+        one_of("optimizer")
         integer("seed", 0)
         integer("workers", 0)
         integer("log_every", 1)
@@ -255,6 +262,14 @@ AUTO_EPOCHS_MARGIN = 0.97
 def epochs_for_budget(budget_seconds, epoch_seconds, margin=AUTO_EPOCHS_MARGIN):
     """The whole epochs of ``epoch_seconds`` that fit in ``margin`` of ``budget_seconds`` (may be 0)."""
     return int(margin * budget_seconds // epoch_seconds)
+
+
+def make_optimizer(model, tc):
+    """The optimiser of ``tc.optimizer`` over ``model``'s parameters (its learning rate is
+    set by the schedule each step)."""
+    if tc.optimizer == "adamw":
+        return AdamW(model, lr=tc.lr, betas=(tc.momentum, 0.999), weight_decay=tc.weight_decay)
+    return SGD(model, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
 
 
 def pad_batch_targets(batch, xp):
@@ -400,8 +415,7 @@ class Trainer:
         self.model = SSD(self.cfg, len(self.class_names), seed=tc.seed).to(tc.device)
         self.priors = self.xp.asarray(default_boxes(self.cfg), dtype=self.xp.float32)  # (P, 4)
         self.criterion = MultiBoxLoss()
-        self.optimizer = SGD(self.model, lr=tc.lr, momentum=tc.momentum,
-                             weight_decay=tc.weight_decay)
+        self.optimizer = make_optimizer(self.model, tc)
         self.average = WeightAverage(self.model, tc.ema) if tc.ema else None   # --ema
         self.step = 0
         self.epoch = 0
@@ -442,7 +456,7 @@ class Trainer:
         self._saved = path
 
     def resume(self, path):
-        """Continue the run of checkpoint ``path``: weights, momentum, epoch and step.
+        """Continue the run of checkpoint ``path``: weights, optimiser state, epoch and step.
 
         Refuses another class list or config, an exported model (no optimiser
         state: use ``init``), a run already past ``tc.epochs``, and settings that
@@ -611,7 +625,7 @@ class Trainer:
 
         Raises :class:`NonFiniteLossError` before the update if the loss is not
         finite, and :class:`NonFiniteWeightsError` after it if the update made a
-        parameter, BatchNorm statistic or momentum buffer NaN or infinite.
+        parameter, BatchNorm statistic or optimiser buffer NaN or infinite.
         """
         xp = self.xp
         images = xp.asarray(batch.images)                           # (B, 3, S, S)
@@ -657,22 +671,23 @@ class Trainer:
         """The first array of the training state holding NaN or inf, in words; None if none does.
 
         Checks each layer's parameters and BatchNorm statistics in the network's order,
-        then the momentum buffers: one reduction per array, one copy to the host.
+        then the optimiser's buffers: one reduction per array, one copy to the host.
         """
         xp = self.xp
         places = [(mod_name, kind, store, key)
                   for mod_name, mod in self.model.named_modules()
                   for kind, store in (("parameter", mod.params), ("statistic", mod.buffers))
                   for key in store]
-        places += [(None, "momentum", self.optimizer.buffers, k) for k in self.optimizer.buffers]
+        places += [(None, kind, {name: buf}, name)
+                   for kind, name, buf in self.optimizer.named_buffers()]
         finite = backend.to_numpy(xp.stack([xp.isfinite(store[key]).all()
                                              for _, _, store, key in places]))
         bad = np.flatnonzero(~finite)
         if not len(bad):
             return None
         mod_name, kind, _, key = places[bad[0]]                 # words only for the one that failed
-        if kind == "momentum":
-            return f"the momentum buffer of {key}"
+        if mod_name is None:                                    # the optimiser's state
+            return f"the {kind} of {key}"
         return f"the {key} ({kind}) of layer {mod_name}"
 
     # -- --epochs auto: the epochs an hour holds -------------------------------
@@ -685,13 +700,12 @@ class Trainer:
 
     @contextlib.contextmanager
     def _throwaway_copy(self):
-        """Inside: train a copy of the model (fresh SGD, constant learning rate); the run's
-        weights, momentum, schedule and step are back after."""
+        """Inside: train a copy of the model (a fresh optimiser, constant learning rate); the
+        run's weights, optimiser state, schedule and step are back after."""
         tc, kept = self.tc, (self.model, self.optimizer, getattr(self, "schedule", None), self.step,
                              self.average)
         self.model, self.average = copy.deepcopy(self.model), None
-        self.optimizer = SGD(self.model, lr=tc.lr, momentum=tc.momentum,
-                             weight_decay=tc.weight_decay)
+        self.optimizer = make_optimizer(self.model, tc)
         self.schedule = lambda step: tc.lr
         try:
             yield

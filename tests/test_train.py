@@ -10,7 +10,7 @@ import pytest
 from minissd.nn.module import load_npz
 from minissd.datasets.synthetic import write_shapes_dataset
 from minissd.checkpoint import export_model, load_model, read_checkpoint
-from minissd.nn.optim import WarmupCosine
+from minissd.nn.optim import AdamW, WarmupCosine
 from minissd.ssd.model import SSD
 from minissd.train import (NonFiniteLossError, NonFiniteWeightsError, Progress, RunExistsError,
                            Trainer, TrainConfig, epochs_for_budget, truncate_log)
@@ -276,6 +276,36 @@ def test_an_update_that_makes_the_weights_non_finite_stops_before_the_save(shape
     read_checkpoint(tmp_path / "last.npz")                   # finite, loadable
 
 
+def test_resume_continues_an_adamw_run_exactly(shapes_root, tmp_path):
+    adamw = dict(optimizer="adamw", lr=1e-3, weight_decay=0.05)
+    straight = Trainer(tiny(shapes_root, tmp_path / "a", **adamw), log=lambda *_: None).fit()
+    assert isinstance(straight.optimizer, AdamW) and straight.optimizer.steps == 4
+    Trainer(tiny(shapes_root, tmp_path / "b", **adamw), log=lambda *_: None).fit(epochs=1)
+    resumed = Trainer(tiny(shapes_root, tmp_path / "c", **adamw), log=lambda *_: None)
+    resumed.resume(tmp_path / "b" / "last.npz")
+    assert resumed.optimizer.steps == 2                  # the bias corrections go on from 3
+    resumed.fit()
+    a, c = params(straight.model), params(resumed.model)
+    for k in a:
+        np.testing.assert_array_equal(c[k], a[k], err_msg=k)
+    for kind, name, buf in straight.optimizer.named_buffers():
+        store = resumed.optimizer.exp_avg if "exp_avg)" in kind else resumed.optimizer.exp_avg_sq
+        np.testing.assert_array_equal(store[name], buf, err_msg=f"{kind} {name}")
+    # an SGD run is not an AdamW run: refused, as any changed setting is
+    with pytest.raises(ValueError, match=r"--optimizer 'adamw' -> 'sgd'"):
+        Trainer(tiny(shapes_root, tmp_path / "d", resume=str(tmp_path / "b" / "last.npz"),
+                     epochs=2), log=lambda *_: None)
+
+
+def test_first_non_finite_names_adamws_moments(shapes_root, tmp_path):
+    trainer = quiet(tiny(shapes_root, tmp_path, optimizer="adamw"))
+    trainer.train_step(next(iter(trainer.loader)))
+    assert trainer.first_non_finite() is None
+    v = trainer.optimizer.exp_avg_sq
+    v["conf.fc7.weight"] = v["conf.fc7.weight"] * np.nan
+    assert trainer.first_non_finite() == "the second moment (exp_avg_sq) of conf.fc7.weight"
+
+
 def test_first_non_finite_names_the_layer_statistic_or_momentum(shapes_root, tmp_path):
     trainer = quiet(tiny(shapes_root, tmp_path))
     assert trainer.first_non_finite() is None
@@ -490,6 +520,7 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     (dict(decay_at=(0.5, 1.5)), r"TrainConfig.decay_at \(--decay-at\)"),
     (dict(seed=-1), r"TrainConfig.seed \(--seed\): must be an integer >= 0"),
     (dict(schedule="poly"), r"TrainConfig.schedule \(--schedule\): must be 'step' or 'cosine'"),
+    (dict(optimizer="adam"), r"TrainConfig.optimizer \(--optimizer\): must be 'sgd' or 'adamw'"),
     (dict(log_every=0), r"TrainConfig.log_every \(--log-every\)"),
     (dict(augment="mixup"), r"TrainConfig.augment \(--augment\): must be 'ssd', 'flip' or 'none'"),
     (dict(zoom_out=0.5), r"TrainConfig.zoom_out \(--zoom-out\): must be a finite number >= 1"),

@@ -1,4 +1,4 @@
-"""SGD with momentum and weight decay, a moving average of the weights, and SSD's
+"""SGD with momentum and weight decay, AdamW, a moving average of the weights, and SSD's
 learning-rate schedule (and a cosine one).
 
 SSD (and ssd.pytorch) train with SGD, momentum 0.9, weight decay 5e-4, a short
@@ -8,6 +8,10 @@ PyTorch's:
     g   = grad + weight_decay * p
     buf = momentum * buf + g
     p   = p - lr * buf
+
+:class:`AdamW` (Loshchilov & Hutter 2019) is the alternative ``--optimizer adamw``
+measures: each weight's step divided by a running size of its gradients, and the
+weight decay taken out of the gradient (see its docstring).
 """
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ class SGD:
     def state_dict(self):
         """Momentum buffers (as NumPy, keyed ``momentum.<param name>``) and hyperparameters."""
         state = {f"momentum.{k}": backend.to_numpy(v) for k, v in self.buffers.items()}
-        return state, {"lr": self.lr, "momentum": self.momentum,
+        return state, {"type": "sgd", "lr": self.lr, "momentum": self.momentum,
                        "weight_decay": self.weight_decay, "nesterov": self.nesterov,
                        "steps": self.steps}
 
@@ -60,6 +64,9 @@ class SGD:
         if not isinstance(meta, dict):
             raise ValueError(f"SGD.load_state_dict: no optimiser state (got {meta!r}); an "
                              "exported model has none")
+        if meta.get("type", "sgd") != "sgd":              # older checkpoints: no type, SGD's
+            raise UserError(f"optimiser state: the checkpoint holds {meta['type']}'s state, "
+                            f"not SGD's")
         names = {name: mod.params[key] for name, mod, key in self.model.named_parameters()}
         buffers = {}
         for k, v in arrays.items():
@@ -78,6 +85,104 @@ class SGD:
         self.lr, self.momentum = meta["lr"], meta["momentum"]
         self.weight_decay, self.nesterov = meta["weight_decay"], meta["nesterov"]
         self.steps = int(meta["steps"])
+
+    def named_buffers(self):
+        """(kind, parameter name, array) for each array of state, for the NaN check's words."""
+        return [("momentum buffer", name, buf) for name, buf in self.buffers.items()]
+
+
+class AdamW:
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019; PyTorch's ``AdamW``).
+
+    For each parameter ``p`` with gradient ``g``, at step ``t`` (1, 2, ...):
+
+        m = beta1 * m + (1 - beta1) * g              # running mean of the gradient
+        v = beta2 * v + (1 - beta2) * g**2           # running mean of its square
+        p = p - lr * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + eps)
+              - lr * weight_decay * p                # decay on the weights (ndim > 1) only
+
+    Each weight moves by about ``lr`` whatever its gradient's scale, so one learning
+    rate suits the stem and the heads alike. The decay shrinks the weights directly
+    instead of entering ``g`` (which Adam's division would rescale); biases and
+    BatchNorm's scale and shift (1-d parameters) are not decayed, as is usual for
+    AdamW. ``m`` and ``v`` start at zero, so the first step moves each weight by
+    about ``lr`` in the direction of ``-g``.
+    """
+
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05):
+        beta1, beta2 = (float(b) for b in betas)
+        if lr < 0 or weight_decay < 0 or eps <= 0 or not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+            raise UserError(f"AdamW: lr and weight_decay must be >= 0, eps > 0 and both betas in "
+                            f"[0, 1), got lr={lr}, betas={tuple(betas)}, eps={eps}, "
+                            f"weight_decay={weight_decay}")
+        self.model = model
+        self.lr, self.betas, self.eps, self.weight_decay = lr, (beta1, beta2), eps, weight_decay
+        self.exp_avg = {}      # name -> m, created at the first step
+        self.exp_avg_sq = {}   # name -> v
+        self.steps = 0
+
+    def step(self):
+        lr, eps, weight_decay = float(self.lr), float(self.eps), float(self.weight_decay)
+        beta1, beta2 = self.betas
+        self.steps += 1
+        c1, c2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps    # bias corrections
+        for name, mod, key in self.model.named_parameters():
+            p, g = mod.params[key], mod.grads[key]
+            if g.shape != p.shape:
+                raise ValueError(f"AdamW: gradient of {name} has shape {g.shape}, parameter "
+                                 f"{p.shape}")
+            xp = get_array_module(p)
+            m = self.exp_avg.get(name, 0.0)
+            v = self.exp_avg_sq.get(name, 0.0)
+            m = beta1 * m + (1 - beta1) * g
+            v = beta2 * v + (1 - beta2) * (g * g)
+            self.exp_avg[name], self.exp_avg_sq[name] = m, v
+            update = (m / c1) / (xp.sqrt(v / c2) + eps)
+            if weight_decay and p.ndim > 1:
+                update = update + weight_decay * p
+            mod.params[key] = (p - lr * update).astype(p.dtype, copy=False)
+
+    def state_dict(self):
+        """m and v (as NumPy, keyed ``exp_avg.<param name>``, ``exp_avg_sq.<param name>``) and
+        the hyperparameters, ``type: adamw`` among them."""
+        state = {f"exp_avg.{k}": backend.to_numpy(v) for k, v in self.exp_avg.items()}
+        state.update({f"exp_avg_sq.{k}": backend.to_numpy(v) for k, v in self.exp_avg_sq.items()})
+        return state, {"type": "adamw", "lr": self.lr, "betas": list(self.betas),
+                       "eps": self.eps, "weight_decay": self.weight_decay, "steps": self.steps}
+
+    def load_state_dict(self, arrays, meta):
+        if not isinstance(meta, dict):
+            raise ValueError(f"AdamW.load_state_dict: no optimiser state (got {meta!r}); an "
+                             "exported model has none")
+        if meta.get("type", "sgd") != "adamw":
+            raise UserError(f"optimiser state: the checkpoint holds {meta.get('type', 'sgd')}'s "
+                            f"state, not AdamW's")
+        names = {name: mod.params[key] for name, mod, key in self.model.named_parameters()}
+        moments = {"exp_avg": {}, "exp_avg_sq": {}}
+        for k, v in arrays.items():
+            kind, _, name = k.partition(".")
+            if kind not in moments:
+                continue
+            if name not in names:
+                raise UserKeyError(f"optimiser state: {kind} for unknown parameter {name!r}")
+            if tuple(v.shape) != tuple(names[name].shape):
+                raise UserError(f"optimiser state: {kind} {name!r} has shape {tuple(v.shape)}, "
+                                f"the parameter {tuple(names[name].shape)}")
+            moments[kind][name] = get_array_module(names[name]).asarray(
+                v, dtype=names[name].dtype)
+        if set(moments["exp_avg"]) != set(moments["exp_avg_sq"]):
+            odd = sorted(set(moments["exp_avg"]) ^ set(moments["exp_avg_sq"]))
+            raise UserKeyError(f"optimiser state: exp_avg and exp_avg_sq differ on "
+                               f"{', '.join(odd[:8])}")
+        self.exp_avg, self.exp_avg_sq = moments["exp_avg"], moments["exp_avg_sq"]
+        self.lr, self.betas = meta["lr"], tuple(float(b) for b in meta["betas"])
+        self.eps, self.weight_decay = meta["eps"], meta["weight_decay"]
+        self.steps = int(meta["steps"])
+
+    def named_buffers(self):
+        """(kind, parameter name, array) for each array of state, for the NaN check's words."""
+        return ([("first moment (exp_avg)", k, m) for k, m in self.exp_avg.items()]
+                + [("second moment (exp_avg_sq)", k, v) for k, v in self.exp_avg_sq.items()])
 
 
 class WeightAverage:

@@ -1,10 +1,12 @@
-"""SGD (PyTorch's update) and the warm-up + multi-step learning-rate schedule."""
+"""SGD and AdamW (PyTorch's updates) and the warm-up + multi-step learning-rate schedule."""
+import math
+
 import numpy as np
 import pytest
 
 from minissd.nn.backend import to_numpy
 from minissd.nn.module import Module, load_npz, save_npz
-from minissd.nn.optim import (SGD, WarmupCosine, WarmupMultiStep, WeightAverage,
+from minissd.nn.optim import (SGD, AdamW, WarmupCosine, WarmupMultiStep, WeightAverage,
                                default_warmup_steps, warmup_scale)
 
 
@@ -138,6 +140,144 @@ def test_sgd_names_a_gradient_of_the_wrong_shape(xp):
     model.grads["w"] = xp.zeros(3)
     with pytest.raises(ValueError, match="gradient of w has shape"):
         SGD(model).step()
+
+
+# --------------------------------------------------------------------------- #
+# AdamW
+# --------------------------------------------------------------------------- #
+def adamw_by_hand(w, grads, lr, beta1, beta2, eps, weight_decay):
+    """AdamW on a list of floats, written out with Python's math: the oracle."""
+    w, m, v = list(w), [0.0] * len(w), [0.0] * len(w)
+    for t, g in enumerate(grads, start=1):
+        for i, gi in enumerate(g):
+            m[i] = beta1 * m[i] + (1 - beta1) * gi
+            v[i] = beta2 * v[i] + (1 - beta2) * gi * gi
+            step = (m[i] / (1 - beta1 ** t)) / (math.sqrt(v[i] / (1 - beta2 ** t)) + eps)
+            w[i] = w[i] - lr * step - lr * weight_decay * w[i]
+    return w
+
+
+def test_adamw_matches_a_hand_computation_and_spares_1d_parameters(xp):
+    # w is 2-d (a conv weight's kind): decayed; b is 1-d (a bias): not decayed
+    model = Params(xp, [[1.0, -2.0]], [0.5])
+    opt = AdamW(model, lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05)
+    grads = [((gw,), gb) for gw, gb in GRADS]
+    for i, ((gw,), gb) in enumerate(grads, start=1):
+        model.set_grads(xp, [gw], gb)
+        opt.step()
+        want_w = adamw_by_hand([1.0, -2.0], [g[0][0] for g in grads[:i]], 0.1, 0.9, 0.999, 1e-8,
+                               0.05)
+        want_b = adamw_by_hand([0.5], [g[1] for g in grads[:i]], 0.1, 0.9, 0.999, 1e-8, 0.0)
+        np.testing.assert_allclose(to_numpy(model.params["w"])[0], want_w, rtol=1e-12)
+        np.testing.assert_allclose(to_numpy(model.params["b"]), want_b, rtol=1e-12)
+    assert opt.steps == 3
+
+
+def test_adamw_first_step_is_lr_times_the_sign_of_the_gradient(xp):
+    model = Params(xp, [[1.0, -2.0, 3.0]], [0.5, 0.0])
+    opt = AdamW(model, lr=0.01, weight_decay=0.0)
+    model.set_grads(xp, [[1e-3, -50.0, 0.0]], [2.0, -2.0])
+    opt.step()
+    # m / c1 = g and sqrt(v / c2) = |g|: a step of lr * g / (|g| + eps), whatever g's scale
+    eps = 1e-8
+    want_w = [1.0 - 0.01 * 1e-3 / (1e-3 + eps), -2.0 + 0.01 * 50 / (50 + eps), 3.0]   # g = 0: none
+    want_b = [0.5 - 0.01 * 2 / (2 + eps), 0.01 * 2 / (2 + eps)]
+    np.testing.assert_allclose(to_numpy(model.params["w"]), [want_w], rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(model.params["b"]), want_b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("lr, betas, weight_decay", [(1e-3, (0.9, 0.999), 0.05),
+                                                     (0.1, (0.5, 0.9), 0.0),
+                                                     (0.02, (0.0, 0.99), 1e-2)])
+def test_adamw_matches_torch(xp, rng, lr, betas, weight_decay):
+    torch = pytest.importorskip("torch")
+    w0, b0 = rng.standard_normal((3, 2)), rng.standard_normal(2)
+    model = Params(xp, w0, b0)
+    opt = AdamW(model, lr=lr, betas=betas, weight_decay=weight_decay)
+    tw, tb = torch.tensor(w0, requires_grad=True), torch.tensor(b0, requires_grad=True)
+    topt = torch.optim.AdamW([{"params": [tw], "weight_decay": weight_decay},
+                              {"params": [tb], "weight_decay": 0.0}], lr=lr, betas=betas, eps=1e-8)
+    for _ in range(5):
+        gw, gb = rng.standard_normal((3, 2)), rng.standard_normal(2)
+        model.set_grads(xp, gw, gb)
+        opt.step()
+        tw.grad, tb.grad = torch.tensor(gw), torch.tensor(gb)
+        topt.step()
+    # float64: the two differ only in rounding (torch divides sqrt(v) by sqrt(c2))
+    np.testing.assert_allclose(to_numpy(model.params["w"]), tw.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(model.params["b"]), tb.detach().numpy(), rtol=1e-12)
+
+
+def test_adamw_keeps_float32_float32(xp):
+    model = Params(xp, [[1.0, 2.0]], [0.0], dtype="float32")
+    opt = AdamW(model, lr=0.1)
+    opt.lr = np.float64(0.05)
+    model.set_grads(xp, [[1.0, -1.0]], [1.0])
+    opt.step()
+    opt.step()
+    assert model.params["w"].dtype == xp.float32 and model.params["b"].dtype == xp.float32
+    assert all(a.dtype == xp.float32 for _, _, a in opt.named_buffers())
+    assert [(kind, name) for kind, name, _ in opt.named_buffers()] == [
+        ("first moment (exp_avg)", "w"), ("first moment (exp_avg)", "b"),
+        ("second moment (exp_avg_sq)", "w"), ("second moment (exp_avg_sq)", "b")]
+
+
+def test_adamw_state_dict_round_trip_gives_identical_steps(xp, rng, tmp_path):
+    w0, b0 = rng.standard_normal((2, 2)), rng.standard_normal(2)
+    grads = [(rng.standard_normal((2, 2)), rng.standard_normal(2)) for _ in range(4)]
+    a = Params(xp, w0, b0)
+    opt_a = AdamW(a, lr=0.1, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)
+    for gw, gb in grads[:2]:
+        a.set_grads(xp, gw, gb)
+        opt_a.step()
+    arrays, meta = opt_a.state_dict()
+    save_npz(tmp_path / "opt.npz", arrays)
+    b = Params(xp, to_numpy(a.params["w"]), to_numpy(a.params["b"]))
+    opt_b = AdamW(b, lr=0.5, weight_decay=0.0)                # replaced by the loaded state
+    opt_b.load_state_dict(load_npz(tmp_path / "opt.npz"), meta)
+    assert (opt_b.lr, opt_b.betas, opt_b.eps, opt_b.weight_decay, opt_b.steps) == \
+        (0.1, (0.8, 0.99), 1e-6, 0.1, 2)
+    for gw, gb in grads[2:]:           # the bias corrections go on from step 3, not from 1
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            model.set_grads(xp, gw, gb)
+            opt.step()
+        for key in ("w", "b"):
+            np.testing.assert_array_equal(to_numpy(b.params[key]), to_numpy(a.params[key]))
+
+
+def test_adamw_and_sgd_refuse_each_others_state_and_name_bad_arrays(xp):
+    model = Params(xp, [1.0, 2.0], [0.0])
+    sgd_arrays, sgd_meta = SGD(model).state_dict()
+    with pytest.raises(ValueError, match="holds sgd's state, not AdamW's"):
+        AdamW(model).load_state_dict(sgd_arrays, sgd_meta)
+    with pytest.raises(ValueError, match="holds sgd's state, not AdamW's"):
+        AdamW(model).load_state_dict({}, {"lr": 0.1, "momentum": 0.9})     # an old SGD record
+    adamw_arrays, adamw_meta = AdamW(model).state_dict()
+    with pytest.raises(ValueError, match="holds adamw's state, not SGD's"):
+        SGD(model).load_state_dict(adamw_arrays, adamw_meta)
+    meta = dict(adamw_meta)
+    with pytest.raises(KeyError, match="exp_avg for unknown parameter 'c'"):
+        AdamW(model).load_state_dict({"exp_avg.c": np.zeros(2)}, meta)
+    with pytest.raises(ValueError, match=r"exp_avg_sq 'w' has shape \(3,\), the parameter \(2,\)"):
+        AdamW(model).load_state_dict({"exp_avg_sq.w": np.zeros(3)}, meta)
+    with pytest.raises(KeyError, match="exp_avg and exp_avg_sq differ on w"):
+        AdamW(model).load_state_dict({"exp_avg.w": np.zeros(2)}, meta)
+    with pytest.raises(ValueError, match="no optimiser state .*exported model"):
+        AdamW(model).load_state_dict({}, None)
+
+
+@pytest.mark.parametrize("kwargs", [dict(lr=-1.0), dict(weight_decay=-1e-4), dict(eps=0.0),
+                                    dict(betas=(1.0, 0.999)), dict(betas=(0.9, -0.1))])
+def test_adamw_rejects_bad_hyperparameters(xp, kwargs):
+    with pytest.raises(ValueError, match="AdamW: lr and weight_decay must be >= 0"):
+        AdamW(Params(xp, [1.0], [0.0]), **kwargs)
+
+
+def test_adamw_names_a_gradient_of_the_wrong_shape(xp):
+    model = Params(xp, [1.0, 2.0], [0.0])
+    model.grads["w"] = xp.zeros(3)
+    with pytest.raises(ValueError, match="AdamW: gradient of w has shape"):
+        AdamW(model).step()
 
 
 # --------------------------------------------------------------------------- #
