@@ -9,7 +9,7 @@ negative mining), backward, SGD with momentum 0.9 and weight decay 5e-4 --
 on fixed random images and targets (~1.5 % positives), so that matching and
 data loading are not timed:
 
-  * ssd-tiny at batch 32;
+  * ssd-tiny and ssd-cpu at batch 32;
   * SSD300 at batch 8 and 32.
 
 PyTorch runs tests/torch_reference.py's TorchSSD (ssd.pytorch's layout)
@@ -20,7 +20,7 @@ before and after each step. Peak memory: for minissd the bytes CuPy's memory
 pool holds after the steps (the pool keeps what it once needed, so this is
 the peak it reserved), for torch ``torch.cuda.max_memory_reserved()``.
 
-With ``--data``: ``--steps`` real training steps of ssd-tiny through
+With ``--data``: ``--steps`` real training steps of ``--loader-config`` through
 minissd's DataLoader (SSD augmentation, ``--workers`` threads), timing how
 long each step waits for its batch: the GPU's idle fraction is
 wait / (wait + step). Needs torch (not a minissd dependency).
@@ -44,6 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--classes", help="comma-separated class names for --data (else its classes.txt)")
     p.add_argument("--workers", type=int, default=4, help="DataLoader threads for --data")
     p.add_argument("--steps", type=int, default=30, help="training steps for --data")
+    p.add_argument("--loader-config", default="ssd-cpu",
+                   help="the config those steps train (its input size sets the loader's work)")
     return p.parse_args(argv)
 
 
@@ -127,10 +129,10 @@ def bench_case(name, batch, rng, num_classes=20):
 
 
 def bench_loader(rng):
-    """(images/s, GPU idle fraction, mean wait ms, mean step ms) of real ssd-tiny training steps."""
+    """(images/s, GPU idle fraction, mean wait ms, mean step ms) of real training steps."""
     from minissd.train import TrainConfig, Trainer
     classes = [c for c in ARGS.classes.split(",") if c] if ARGS.classes else None
-    trainer = Trainer(TrainConfig(data=[ARGS.data], classes=classes, config="ssd-tiny",
+    trainer = Trainer(TrainConfig(data=[ARGS.data], classes=classes, config=ARGS.loader_config,
                                   device=ARGS.device, workers=ARGS.workers, batch_size=32,
                                   augment="ssd", lr=1e-3), log=lambda *_: None)
     trainer.model.train()
@@ -163,8 +165,8 @@ def main():
         ARGS.repeats, ARGS.warmup, ARGS.steps = 1, 1, min(ARGS.steps, 4)
     torch.backends.cudnn.benchmark = True
     rng = np.random.default_rng(0)
-    cases = [("ssd-tiny", 4), ("ssd300", 1), ("ssd300", 2)] if ARGS.quick else \
-        [("ssd-tiny", 32), ("ssd300", 8), ("ssd300", 32)]
+    cases = [("ssd-tiny", 4), ("ssd-cpu", 4), ("ssd300", 1), ("ssd300", 2)] if ARGS.quick else \
+        [("ssd-tiny", 32), ("ssd-cpu", 32), ("ssd300", 8), ("ssd300", 32)]
     gpu = torch.cuda.get_device_name() if ARGS.device == "cuda" else "none (--device cpu)"
     print(f"device {ARGS.device} ({gpu}); median of {ARGS.repeats} steps (+{ARGS.warmup} warm-up); "
           f"float32; numpy {np.__version__}, torch {torch.__version__}"
@@ -177,7 +179,7 @@ def main():
               f"{1e3 * batch / ms:>15.1f}{1e3 * batch / mt:>13.1f}{mib(mem_m):>13}{mib(mem_t):>11}")
     if ARGS.data:
         ips, idle, wait_ms, step_ms = bench_loader(rng)
-        print(f"data loader ({ARGS.workers} threads, SSD augmentation, ssd-tiny batch 32, "
+        print(f"data loader ({ARGS.workers} threads, SSD augmentation, {ARGS.loader_config} batch 32, "
               f"{ARGS.steps} steps): {ips:.1f} img/s, waits {wait_ms:.1f} ms per step for a batch "
               f"against {step_ms:.1f} ms of step: GPU idle {100 * idle:.0f} %")
 

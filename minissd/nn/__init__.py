@@ -10,5 +10,5 @@ fast        the CPU fast paths (chunks on threads, bands, tap blocks, kept colum
             tested equal to functional; off with fast.set_enabled(False) or MINISSD_FAST=0
 threads     minissd's thread pool and the OpenBLAS pinning (used by fast only)
 gradcheck   finite-difference gradient checks (float64, random upstream gradient)
-optim       SGD with momentum and weight decay; warm-up + multi-step learning rate
+optim       SGD with momentum and weight decay, AdamW; warm-up + multi-step learning rate
 """
