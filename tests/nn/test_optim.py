@@ -57,6 +57,20 @@ def test_sgd_without_momentum_is_plain_gradient_descent(xp):
 
 
 # (lr, momentum, weight_decay, nesterov)
+def step_beside_torch(xp, rng, torch, model, opt, tw, tb, topt, steps):
+    """``steps`` steps of ``opt`` on ``model`` and of torch's ``topt`` on the same float64
+    start ``tw``, ``tb``, with the same random gradients; then the weights must agree to
+    rounding (float64, so 1e-12)."""
+    for _ in range(steps):
+        gw, gb = rng.standard_normal(tw.shape), rng.standard_normal(tb.shape)
+        model.set_grads(xp, gw, gb)
+        opt.step()
+        tw.grad, tb.grad = torch.tensor(gw), torch.tensor(gb)
+        topt.step()
+    np.testing.assert_allclose(to_numpy(model.params["w"]), tw.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(model.params["b"]), tb.detach().numpy(), rtol=1e-12)
+
+
 TORCH_CASES = [
     (0.1, 0.9, 5e-4, False),
     (0.01, 0.9, 0.0, True),
@@ -74,14 +88,7 @@ def test_sgd_matches_torch(xp, rng, lr, momentum, weight_decay, nesterov):
     tw, tb = torch.tensor(w0, requires_grad=True), torch.tensor(b0, requires_grad=True)
     topt = torch.optim.SGD([tw, tb], lr=lr, momentum=momentum, weight_decay=weight_decay,
                            nesterov=nesterov)
-    for _ in range(4):
-        gw, gb = rng.standard_normal(4), rng.standard_normal(2)
-        model.set_grads(xp, gw, gb)
-        opt.step()
-        tw.grad, tb.grad = torch.tensor(gw), torch.tensor(gb)
-        topt.step()
-    np.testing.assert_allclose(to_numpy(model.params["w"]), tw.detach().numpy(), rtol=1e-12)
-    np.testing.assert_allclose(to_numpy(model.params["b"]), tb.detach().numpy(), rtol=1e-12)
+    step_beside_torch(xp, rng, torch, model, opt, tw, tb, topt, steps=4)
 
 
 def test_sgd_keeps_float32_float32(xp):
@@ -197,15 +204,8 @@ def test_adamw_matches_torch(xp, rng, lr, betas, weight_decay):
     tw, tb = torch.tensor(w0, requires_grad=True), torch.tensor(b0, requires_grad=True)
     topt = torch.optim.AdamW([{"params": [tw], "weight_decay": weight_decay},
                               {"params": [tb], "weight_decay": 0.0}], lr=lr, betas=betas, eps=1e-8)
-    for _ in range(5):
-        gw, gb = rng.standard_normal((3, 2)), rng.standard_normal(2)
-        model.set_grads(xp, gw, gb)
-        opt.step()
-        tw.grad, tb.grad = torch.tensor(gw), torch.tensor(gb)
-        topt.step()
     # float64: the two differ only in rounding (torch divides sqrt(v) by sqrt(c2))
-    np.testing.assert_allclose(to_numpy(model.params["w"]), tw.detach().numpy(), rtol=1e-12)
-    np.testing.assert_allclose(to_numpy(model.params["b"]), tb.detach().numpy(), rtol=1e-12)
+    step_beside_torch(xp, rng, torch, model, opt, tw, tb, topt, steps=5)
 
 
 def test_adamw_keeps_float32_float32(xp):
