@@ -56,7 +56,6 @@ def test_sgd_without_momentum_is_plain_gradient_descent(xp):
     assert opt.buffers == {}
 
 
-# (lr, momentum, weight_decay, nesterov)
 def step_beside_torch(xp, rng, torch, model, opt, tw, tb, topt, steps):
     """``steps`` steps of ``opt`` on ``model`` and of torch's ``topt`` on the same float64
     start ``tw``, ``tb``, with the same random gradients; then the weights must agree to
@@ -71,6 +70,7 @@ def step_beside_torch(xp, rng, torch, model, opt, tw, tb, topt, steps):
     np.testing.assert_allclose(to_numpy(model.params["b"]), tb.detach().numpy(), rtol=1e-12)
 
 
+# (lr, momentum, weight_decay, nesterov)
 TORCH_CASES = [
     (0.1, 0.9, 5e-4, False),
     (0.01, 0.9, 0.0, True),
