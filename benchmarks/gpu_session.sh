@@ -16,6 +16,7 @@
 #   bash benchmarks/gpu_session.sh prepare   # here, once
 #
 # Settings (environment): DATA (.dev/voc5-trainval), MAX_MINUTES (8), WORKERS (12),
+# LOADER (processes: train's loader workers; threads are bound by the interpreter lock there),
 # PYTHON (python3: the device's, which has CuPy and torch; nothing is installed there).
 # DEVICE=cpu QUICK=1 runs the same steps on NumPy, tiny, to check this script without a GPU.
 set -euo pipefail
@@ -27,6 +28,7 @@ DATA=${DATA:-.dev/voc5-trainval}
 DEVICE=${DEVICE:-cuda}
 CLASSES=bus,car,cat,person,train
 WORKERS=${WORKERS:-12}
+LOADER=${LOADER:-processes}
 mkdir -p "$LOGS"
 
 need_data() {
@@ -67,7 +69,7 @@ train)
     [ -n "${QUICK:-}" ] && plan=(--epochs 1)
     "$PY" -m minissd train --data "$DATA" --classes "$CLASSES" --config ssd-cpu --optimizer adamw \
         --lr 1e-3 --weight-decay 0.05 --decay-at 0.85,0.95 --augment ssd "${plan[@]}" \
-        --device "$DEVICE" --workers "$WORKERS" --out "$LOGS/voc5-gpu" \
+        --device "$DEVICE" --workers "$WORKERS" --loader "$LOADER" --out "$LOGS/voc5-gpu" \
         2>&1 | tee "$LOGS/train.log"
     "$PY" -m minissd export "$LOGS/voc5-gpu/last.npz" "$LOGS/voc5-gpu.npz"
     ;;

@@ -118,7 +118,12 @@ class TrainConfig:
     seed: int = setting(0, "seed of the initialisation, the batch order and the augmentation",
                         same=True)
     device: str = setting("cpu", "cpu (NumPy) or cuda (CuPy)", choices=["cpu", "cuda"])
-    workers: int = setting(2, "data loader threads (0: load in the training thread)")
+    workers: int = setting(2, "data loader workers, threads or processes as --loader says (0: "
+                              "load in the training thread)")
+    loader: str = setting("threads", "the --workers are threads (one interpreter lock, shared "
+                                     "with training) or processes (forked; faster on a GPU, "
+                                     "where the lock limits the threads)",
+                          choices=["threads", "processes"])
     out: str = setting("runs/train", "folder for checkpoints and the log (with --resume: the "
                                      "checkpoint's folder)")
     max_minutes: float | None = setting(None, "stop (and checkpoint) after the epoch that ends "
@@ -223,6 +228,7 @@ class TrainConfig:
         if self.max_minutes is not None:
             number("max_minutes", 0, open_low=True)
         one_of("augment")
+        one_of("loader")
         number("zoom_out", 1)
         if self.init and self.resume:
             raise self._error("init", "--init starts a new run, --resume continues one: give one")
@@ -405,7 +411,8 @@ class Trainer:
         size = self.cfg.image_size
         transform = get_transform(tc.augment, size, zoom_out=tc.zoom_out)
         self.loader = DataLoader(dataset, transform, batch_size=tc.batch_size, shuffle=True,
-                                 seed=tc.seed, num_workers=tc.workers, drop_last=True)
+                                 seed=tc.seed, num_workers=tc.workers, drop_last=True,
+                                 processes=tc.loader == "processes")
         if len(dataset) == 0:
             raise UserError(f"split {tc.split!r} is empty: ImageSets/Main/{tc.split}.txt of "
                             f"{', '.join(map(str, tc.data)) or 'the data set'} lists no images")

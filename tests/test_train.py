@@ -50,6 +50,19 @@ def test_fit_writes_checkpoint_log_and_changes_parameters(shapes_root, tmp_path)
         np.testing.assert_array_equal(model.state_dict()[k], v)
 
 
+def test_loader_processes_train_the_same_steps_as_threads(shapes_root, tmp_path):
+    logs = []
+    for loader in ("threads", "processes"):
+        out = tmp_path / loader
+        trainer = Trainer(tiny(shapes_root, out, epochs=1, workers=2, loader=loader),
+                          log=lambda *_: None)
+        assert trainer.loader.processes == (loader == "processes")
+        trainer.fit()
+        logs.append([(r["loss"], r["loss_loc"], r["loss_conf"])
+                     for r in map(json.loads, open(out / "train_log.jsonl"))])
+    assert logs[0] == logs[1]            # the same batches, so the same steps, bit for bit
+
+
 def test_cosine_schedule_sets_each_step_s_learning_rate(shapes_root, tmp_path):
     # 8 photos, batch 4: 2 steps an epoch, 4 in all, the first 2 warming up
     trainer = Trainer(tiny(shapes_root, tmp_path, schedule="cosine"), log=lambda *_: None).fit()
@@ -523,6 +536,7 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     (dict(optimizer="adam"), r"TrainConfig.optimizer \(--optimizer\): must be 'sgd' or 'adamw'"),
     (dict(log_every=0), r"TrainConfig.log_every \(--log-every\)"),
     (dict(augment="mixup"), r"TrainConfig.augment \(--augment\): must be 'ssd', 'flip' or 'none'"),
+    (dict(loader="fork"), r"TrainConfig.loader \(--loader\): must be 'threads' or 'processes'"),
     (dict(zoom_out=0.5), r"TrainConfig.zoom_out \(--zoom-out\): must be a finite number >= 1"),
     (dict(split=""), r"TrainConfig.split \(--split\): must be a non-empty string"),
     (dict(out=""), r"TrainConfig.out \(--out\): must be a non-empty string"),

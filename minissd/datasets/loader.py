@@ -1,4 +1,4 @@
-"""Batches for training and evaluation: decode + augment in background threads.
+"""Batches for training and evaluation: decode + augment in background threads (or processes).
 
     loader = DataLoader(dataset, train_transform(300), batch_size=32, num_workers=4)
     for epoch in range(10):
@@ -9,6 +9,13 @@ Workers are threads: PIL decodes and resizes, and NumPy computes, with the GIL
 released, so threads run in parallel without copying images between processes
 (benchmarks/bench_data.py measures it). While the consumer trains on batch k the
 pool is already working on batches k+1 .. k+prefetch, so a GPU is not left waiting.
+
+Threads still take turns at the interpreter lock for the Python between the PIL and
+NumPy calls, and so does the training thread that launches the GPU's kernels: on a
+GPU one process then trains at about 120 images/s however many threads load
+(benchmarks/README "GPU"). ``processes=True`` runs the same ``load_sample`` in worker
+processes instead (forked, as PyTorch's DataLoader does on Linux), each with its own
+lock; the samples come back pickled. Same batches either way.
 
 Reproducible: sample i of epoch e is augmented with its own Generator seeded by
 (seed, e, i), and the shuffle order by (seed, e), so a run gives the same batches
@@ -24,9 +31,11 @@ the queued work and joins the threads before returning.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -75,10 +84,14 @@ class DataLoader:
     num_workers: background threads (None: min(cpu count, 8)); 0 loads in the consumer's thread.
     prefetch: batches prepared ahead of the one being consumed.
     drop_last: skip the last batch if it is smaller than batch_size.
+    processes: the num_workers workers are processes, not threads (each epoch forks them
+        anew where the platform can fork; else spawns them, and then dataset and transform
+        must pickle).
     """
 
     def __init__(self, dataset, transform, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 num_workers: int | None = None, prefetch: int = 2, drop_last: bool = False):
+                 num_workers: int | None = None, prefetch: int = 2, drop_last: bool = False,
+                 processes: bool = False):
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
         if prefetch < 1:
@@ -94,6 +107,7 @@ class DataLoader:
                             if num_workers is None else num_workers)
         self.prefetch = prefetch
         self.drop_last = drop_last
+        self.processes = processes
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -133,21 +147,34 @@ class DataLoader:
         self.epoch += 1
         if self.num_workers == 0:
             return self._iter_serial(epoch)
-        return self._iter_threads(epoch)
+        if self.processes:
+            return self._iter_pool(epoch, self._process_pool, _load_in_worker)
+        return self._iter_pool(epoch, self._thread_pool, self.load_sample)
 
-    def _iter_threads(self, epoch):
-        pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="minissd-loader")
+    def _thread_pool(self):
+        return ThreadPoolExecutor(self.num_workers, thread_name_prefix="minissd-loader")
+
+    def _process_pool(self):
+        """num_workers processes, each holding this loader (forked, or pickled once)."""
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        return ProcessPoolExecutor(self.num_workers, mp_context=context,
+                                   initializer=_start_worker, initargs=(self,))
+
+    def _iter_pool(self, epoch, make_pool, load):
+        """The workers (threads or processes) run ``load(epoch, index)``; batches in order."""
+        pool = make_pool()
         in_flight = deque()                  # (indices, futures) of the batches queued
         try:
             for indices in self.batch_indices(epoch):
-                in_flight.append((indices, [pool.submit(self.load_sample, epoch, int(i))
+                in_flight.append((indices, [pool.submit(load, epoch, int(i))
                                             for i in indices]))
                 if len(in_flight) > self.prefetch:
                     yield self._collect(*in_flight.popleft())
             while in_flight:
                 yield self._collect(*in_flight.popleft())
         finally:  # normal end, worker error, consumer break (GeneratorExit) or Ctrl-C:
-            pool.shutdown(wait=True, cancel_futures=True)   # drop queued work, join threads
+            pool.shutdown(wait=True, cancel_futures=True)   # drop queued work, join workers
 
     def _collect(self, indices, futures) -> Batch:
         """Wait for one batch; .result() re-raises a worker's DataLoaderError here."""
@@ -157,3 +184,22 @@ class DataLoader:
         """num_workers == 0: everything in the consumer's thread (easiest to debug)."""
         for indices in self.batch_indices(epoch):
             yield self._collate(indices, [self.load_sample(epoch, int(i)) for i in indices])
+
+
+# --------------------------------------------------------------------------- #
+# Worker processes (processes=True): each holds the loader, set once as it starts.
+# --------------------------------------------------------------------------- #
+_WORKER_LOADER = None
+
+
+def _start_worker(loader: DataLoader) -> None:
+    """A worker process's start: keep the loader; leave Ctrl-C to the training process,
+    which then shuts the pool down (the workers would otherwise each print a traceback)."""
+    global _WORKER_LOADER
+    _WORKER_LOADER = loader
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _load_in_worker(epoch: int, index: int):
+    """``load_sample`` in a worker process: the task is two ints, the sample is pickled back."""
+    return _WORKER_LOADER.load_sample(epoch, index)

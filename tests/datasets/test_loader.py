@@ -1,4 +1,5 @@
 """DataLoader: every image once per epoch, same batches for any worker count, clean stops."""
+import multiprocessing
 import threading
 import time
 from pathlib import Path
@@ -141,9 +142,51 @@ def test_collate_rejects_images_of_different_sizes():
         collate(samples, ["a", "b"])
 
 
-def test_real_voc5_batches():
+def test_worker_processes_give_the_same_batches_as_threads():
+    ds, runs = FakeDataset(10), []
+    for workers, processes in ((2, False), (2, True), (3, True)):
+        loader = DataLoader(ds, noisy_transform, batch_size=3, seed=7, num_workers=workers,
+                            processes=processes)
+        loader.set_epoch(5)
+        runs.append(list(loader))
+    for run in runs[1:]:
+        assert len(run) == len(runs[0])
+        for a, b in zip(runs[0], run):
+            assert a.ids == b.ids
+            np.testing.assert_array_equal(a.images, b.images)
+            for x, y in zip(a.boxes + a.labels, b.boxes + b.labels):
+                np.testing.assert_array_equal(x, y)
+    assert ds.loads == 10                             # the processes loaded their own copies
+    assert not multiprocessing.active_children()      # each epoch's workers joined
+
+
+def test_worker_process_error_names_the_image_and_stops_the_workers():
+    ds = FakeDataset(40, fail_at=13, delay=0.002)
+    loader = DataLoader(ds, noisy_transform, batch_size=4, shuffle=False, num_workers=2,
+                        processes=True)
+    seen = []
+    with pytest.raises(DataLoaderError, match=r"image 'img13' \(index 13\) failed: ValueError: "
+                                              r"/data/img13\.jpg: cannot decode image"):
+        for batch in loader:
+            seen += batch.ids
+    assert seen == ds.ids[:12]
+    assert not multiprocessing.active_children()
+
+
+def test_consumer_breaking_early_stops_the_worker_processes():
+    loader = DataLoader(FakeDataset(200, delay=0.002), noisy_transform, batch_size=4,
+                        num_workers=2, processes=True)
+    for k, batch in enumerate(loader):
+        if k == 1:
+            break
+    assert not multiprocessing.active_children()
+    assert len(list(loader)) == 50                    # the next epoch starts new workers
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_real_voc5_batches(processes):
     ds = VOCDataset([(VOC5, "trainval")])
-    loader = DataLoader(ds, train_transform(64), batch_size=3, num_workers=2)
+    loader = DataLoader(ds, train_transform(64), batch_size=3, num_workers=2, processes=processes)
     batches = list(loader)
     assert len(batches) == 3 and sorted(i for b in batches for i in b.ids) == sorted(ds.ids)
     for b in batches:
