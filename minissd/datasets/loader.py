@@ -27,7 +27,7 @@ one to it, so consecutive loops give new orders and new augmentations. Call
 
 Stopping: an error in a worker is re-raised in the consumer as a DataLoaderError that
 names the image id; breaking out of the loop, Ctrl-C or any other exception cancels
-the queued work and joins the threads before returning.
+the queued work and joins the workers before returning.
 """
 from __future__ import annotations
 
