@@ -628,7 +628,8 @@ def test_ctrl_c_stops_with_130_and_the_run_resumes(trained, tmp_path):
     proc = start_training_and_wait(data, run, 20)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "minissd: interrupted"
+    tail = "\n".join(err.strip().splitlines()[-30:])         # what went wrong, if anything
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "minissd: interrupted", tail
     done = read_checkpoint(run / "last.npz")[1]["epoch"]
     assert main(["train", "--resume", str(run / "last.npz"), "--epochs", str(done + 1),
                  "--override"]) == 0
