@@ -81,7 +81,7 @@ class DataLoader:
 
     dataset: has ``len``, ``ids`` and ``load(i) -> (image uint8 (H, W, 3), boxes, labels)``.
     transform: ``t(image, boxes, labels, rng)`` ending in (3, S, S) images, e.g. train_transform(S).
-    num_workers: background threads (None: min(cpu count, 8)); 0 loads in the consumer's thread.
+    num_workers: background workers (None: min(cpu count, 8)); 0 loads in the consumer's thread.
     prefetch: batches prepared ahead of the one being consumed.
     drop_last: skip the last batch if it is smaller than batch_size.
     processes: the num_workers workers are processes, not threads (each epoch forks them
