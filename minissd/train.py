@@ -88,7 +88,8 @@ class TrainConfig:
     """
     data: list = setting([], "VOC root folder(s)", same=True, nargs="+", metavar="ROOT")
     split: str = setting("trainval", "ImageSets/Main split to train on", same=True)
-    config: str = setting("ssd-tiny", "ssd-tiny, ssd-cpu, ssd300 or ssd512", same=True)
+    config: str = setting("ssd-tiny", "ssd-tiny, ssd-cpu (ssd-cpu-160, ssd-cpu-256: its layers "
+                                      "on other inputs), ssd300 or ssd512", same=True)
     classes: list | None = setting(None, "comma-separated class names (default: classes.txt of "
                                          "the first root, else the 20 VOC classes)", same=True)
     epochs: int | str = setting(30, "epochs of the whole run (the schedule is scaled to it); "
@@ -529,9 +530,13 @@ class Trainer:
         model's freshly initialised ones (the box heads ``loc.*`` are loaded).
         """
         arrays, meta = read_checkpoint(path)
-        if SSDConfig.from_dict(meta["config"]) != self.cfg:        # (0.1 stored clip as a bool)
-            raise UserError(f"{path}: the model's config {meta['config'].get('name')!r} differs "
-                            f"from --config {self.cfg.name!r}")
+        saved = SSDConfig.from_dict(meta["config"])
+        if saved != self.cfg:
+            # Another config with the same layers (e.g. the same network on a larger input, its
+            # default boxes rebuilt for the larger maps): the weights load if every shape agrees.
+            self.log(f"--init: {path} was trained as config {saved.name!r} ({saved.image_size} px, "
+                     f"{saved.num_priors} default boxes); it continues as {self.cfg.name!r} "
+                     f"({self.cfg.image_size} px, {self.cfg.num_priors})")
         if meta["class_names"] != self.class_names and not reset_heads:
             raise UserError(f"{path}: the model was trained for classes {meta['class_names']}, "
                             f"the data set has {self.class_names}: give --reset-heads to "
@@ -540,7 +545,13 @@ class Trainer:
         if reset_heads:
             fresh = self.model.state_dict()
             state = {k: (fresh[k] if k.startswith("conf.") else v) for k, v in state.items()}
-        self.model.load_state_dict(state, source=str(path))
+        try:
+            self.model.load_state_dict(state, source=str(path))
+        except (KeyError, ValueError) as e:
+            if saved == self.cfg:
+                raise
+            raise UserError(f"{path}: the weights of config {saved.name!r} do not fit --config "
+                            f"{self.cfg.name!r}: {e}") from e
         if self.average is not None:
             self.average = WeightAverage(self.model, self.tc.ema)     # averaging from these weights
 

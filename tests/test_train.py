@@ -363,6 +363,22 @@ def test_init_with_another_class_list_needs_reset_heads(shapes_root, tmp_path):
     assert read_checkpoint(tmp_path / "last.npz")[1]["class_names"] == four
 
 
+def test_init_moves_the_weights_to_the_same_layers_on_a_larger_input(shapes_root, tmp_path):
+    """Progressive resizing: ssd-cpu-160's weights continue as ssd-cpu-256 (the same layers,
+    default boxes rebuilt for the larger maps); a config with other layers is refused, naming both."""
+    small = quiet(tiny(shapes_root, tmp_path / "160", config="ssd-cpu-160", epochs=1))
+    small.save(tmp_path / "160.npz")
+    large = quiet(tiny(shapes_root, tmp_path / "256", config="ssd-cpu-256", epochs=1,
+                       init=str(tmp_path / "160.npz")))
+    for k, v in small.model.state_dict().items():
+        np.testing.assert_array_equal(large.model.state_dict()[k], v, err_msg=k)
+    assert large.priors.shape == (8144, 4) and small.priors.shape == (3190, 4)
+    assert large.train_step(next(iter(large.loader)))[0] > 0         # it trains at 256 px
+    with pytest.raises(ValueError, match=r"160.npz: the weights of config 'ssd-cpu-160' do not "
+                                         r"fit --config 'ssd-tiny'"):
+        quiet(tiny(shapes_root, tmp_path / "tiny", init=str(tmp_path / "160.npz")))
+
+
 def test_resume_from_an_exported_model_points_to_init(shapes_root, tmp_path):
     with pytest.raises(ValueError, match=r"ssd-tiny-shapes.npz: an exported model \(no optimiser "
                                          r"state\) cannot be resumed; to fine-tune from it, use --init"):

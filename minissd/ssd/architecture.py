@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from minissd.errors import UserError
 from minissd.nn.layers import BatchNorm2d, Conv2d, MaxPool2d, ReLU, Sequential
-from minissd.ssd.config import SSD300, SSD512, SSD_CPU, SSD_TINY, SSDConfig
+from minissd.ssd.config import SSD300, SSD512, SSD_CPU, SSD_CPU_160, SSD_CPU_256, SSD_TINY, SSDConfig
 
 POOL, CEIL_POOL = "M", "C"      # 2x2 max pool, stride 2 (floor / ceil output size)
 
@@ -153,12 +153,16 @@ class Preset:
                              f"{self.arch.name!r}")
 
 
-PRESETS = {p.config.name: p for p in (Preset(SSD300, SSD300_ARCH), Preset(SSD512, SSD512_ARCH),
-                                      Preset(SSD_TINY, SSD_TINY_ARCH), Preset(SSD_CPU, SSD_CPU_ARCH))}
+PRESETS = {p.config.name: p for p in (
+    Preset(SSD300, SSD300_ARCH), Preset(SSD512, SSD512_ARCH), Preset(SSD_TINY, SSD_TINY_ARCH),
+    Preset(SSD_CPU, SSD_CPU_ARCH),
+    # the same layers on other inputs (progressive resizing; the weights move between them)
+    Preset(SSD_CPU_160, dataclasses.replace(SSD_CPU_ARCH, name="ssd-cpu-160")),
+    Preset(SSD_CPU_256, dataclasses.replace(SSD_CPU_ARCH, name="ssd-cpu-256")))}
 
 
 def get_arch(name: str) -> SSDArch:
-    """The architecture registered for a config name ('ssd300', 'ssd512', 'ssd-tiny', 'ssd-cpu')."""
+    """The architecture registered for a config name ('ssd300', 'ssd512', 'ssd-tiny', 'ssd-cpu', ...)."""
     if name not in PRESETS:
         raise UserError(f"no SSD architecture registered for config {name!r}: known are "
                         f"{sorted(PRESETS)} (or pass arch=SSDArch(...) to SSD)")

@@ -96,11 +96,28 @@ def test_from_dict_names_unknown_keys():
 # The preset registry
 # --------------------------------------------------------------------------- #
 def test_one_registry_pairs_each_config_with_its_architecture():
-    assert set(PRESETS) == {"ssd300", "ssd512", "ssd-tiny", "ssd-cpu"}
+    assert set(PRESETS) == {"ssd300", "ssd512", "ssd-tiny", "ssd-cpu", "ssd-cpu-160", "ssd-cpu-256"}
     for name, preset in PRESETS.items():
         assert get_config(name) == preset.config and get_config(name) is not preset.config   # a copy
         assert get_arch(name) is preset.arch
         SSD(preset.config, 2)                                # they fit together (feature map sizes)
+
+
+@pytest.mark.parametrize("name", ["ssd-cpu-160", "ssd-cpu-256"])
+def test_ssd_cpu_on_another_input_has_its_layers_and_scales(name):
+    """Progressive resizing moves ssd-cpu's weights between inputs: the same layers, shape for
+    shape, and default boxes of the same sizes as fractions of the input, on maps that fit it."""
+    base, other = get_config("ssd-cpu"), get_config(name)
+    shapes = {k: v.shape for k, v in SSD(base, 5, seed=0).state_dict().items()}
+    assert {k: v.shape for k, v in SSD(other, 5, seed=0).state_dict().items()} == shapes
+    assert get_arch(name) == dataclasses.replace(get_arch("ssd-cpu"), name=name)
+    np.testing.assert_allclose(np.array(other.min_sizes) / other.image_size,
+                               np.array(base.min_sizes) / base.image_size, rtol=1e-12)
+    np.testing.assert_allclose(np.array(other.max_sizes) / other.image_size,
+                               np.array(base.max_sizes) / base.image_size, rtol=1e-12)
+    assert other.aspect_ratios == base.aspect_ratios
+    np.testing.assert_allclose(np.array(other.feature_maps) * np.array(other.steps),
+                               other.image_size, rtol=1e-12)         # each map spans the input
 
 
 def test_a_preset_refuses_a_mismatched_pair():
