@@ -217,6 +217,16 @@ SSD_TINY = SSDConfig.from_scales(
     aspect_ratios=((2,), (2, 3), (2, 3), (2,), (2,)),
     s_min=0.2, s_max=0.9, first_scale=0.1, round_percent=True)
 
+def _ssd_cpu_boxes(name, image_size, feature_maps):
+    """ssd-cpu's default boxes on an input of ``image_size``: each map spans the input
+    (step = image_size / map size), the same scales as fractions of the side, the same ratios."""
+    steps = tuple(image_size // f if image_size % f == 0 else image_size / f for f in feature_maps)
+    return SSDConfig.from_scales(
+        name=name, image_size=image_size, feature_maps=feature_maps, steps=steps,
+        aspect_ratios=((2, 3), (2, 3), (2, 3), (2,), (2,)),
+        s_min=0.2, s_max=0.9, first_scale=0.07, round_percent=True)
+
+
 # A small detector for real photographs on a CPU (in voc5-mini, people are often 10-40 px of
 # a 300-px photo, and thin). A 192-px input, paid for by a stride-2 stem, and a first map at
 # stride 8 (24x24) with boxes of 7 % of the side (13 px; its 1:3 boxes 8 x 23 px): the Caffe
@@ -224,30 +234,14 @@ SSD_TINY = SSDConfig.from_scales(
 # 1:3 boxes on the first map too. On voc5-mini trainval (`minissd anchors`) 79 % of the
 # objects and 56 % of the people have a default box with IoU >= 0.5, against 66 % and 41 %
 # for ssd-tiny. 4576 default boxes.
-SSD_CPU = SSDConfig.from_scales(
-    name="ssd-cpu", image_size=192,
-    feature_maps=(24, 12, 6, 3, 1),
-    steps=(8, 16, 32, 64, 192),
-    aspect_ratios=((2, 3), (2, 3), (2, 3), (2,), (2,)),
-    s_min=0.2, s_max=0.9, first_scale=0.07, round_percent=True)
+SSD_CPU = _ssd_cpu_boxes("ssd-cpu", 192, (24, 12, 6, 3, 1))          # steps 8, 16, 32, 64, 192
 
 # ssd-cpu's layers on a smaller and a larger input, for progressive resizing: train most epochs
 # on 160 px (0.70x ssd-cpu's multiply-adds), then continue the weights on 256 px (1.78x; `minissd
-# train --init`) with the same scales as fractions of the side, the maps' default boxes rebuilt
-# for their sizes. At 256 px 67 % of voc5-mini's people have a default box with IoU >= 0.5
-# (ssd-cpu: 56 %). 3190 and 8144 default boxes.
-SSD_CPU_160 = SSDConfig.from_scales(
-    name="ssd-cpu-160", image_size=160,
-    feature_maps=(20, 10, 5, 3, 1),
-    steps=(8, 16, 32, 160 / 3, 160),
-    aspect_ratios=((2, 3), (2, 3), (2, 3), (2,), (2,)),
-    s_min=0.2, s_max=0.9, first_scale=0.07, round_percent=True)
-SSD_CPU_256 = SSDConfig.from_scales(
-    name="ssd-cpu-256", image_size=256,
-    feature_maps=(32, 16, 8, 4, 2),
-    steps=(8, 16, 32, 64, 128),
-    aspect_ratios=((2, 3), (2, 3), (2, 3), (2,), (2,)),
-    s_min=0.2, s_max=0.9, first_scale=0.07, round_percent=True)
+# train --init`), the maps' default boxes rebuilt for their sizes. At 256 px 67 % of voc5-mini's
+# people have a default box with IoU >= 0.5 (ssd-cpu: 56 %). 3190 and 8144 default boxes.
+SSD_CPU_160 = _ssd_cpu_boxes("ssd-cpu-160", 160, (20, 10, 5, 3, 1))
+SSD_CPU_256 = _ssd_cpu_boxes("ssd-cpu-256", 256, (32, 16, 8, 4, 2))
 
 
 def get_config(name: str) -> SSDConfig:
