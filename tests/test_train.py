@@ -366,10 +366,12 @@ def test_init_with_another_class_list_needs_reset_heads(shapes_root, tmp_path):
 def test_init_moves_the_weights_to_the_same_layers_on_a_larger_input(shapes_root, tmp_path):
     """Progressive resizing: ssd-cpu-160's weights continue as ssd-cpu-256 (the same layers,
     default boxes rebuilt for the larger maps); a config with other layers is refused, naming both."""
-    small = quiet(tiny(shapes_root, tmp_path / "160", config="ssd-cpu-160", epochs=1))
+    small = quiet(tiny(shapes_root, tmp_path / "160", config="ssd-cpu-160", epochs=1, seed=3))
     small.save(tmp_path / "160.npz")
+    fresh = params(SSD(small.cfg, 3, seed=0))                          # a seed-0 init
+    assert not np.array_equal(fresh["vgg.conv1_1.weight"], small.model.state_dict()["vgg.conv1_1.weight"])
     large = quiet(tiny(shapes_root, tmp_path / "256", config="ssd-cpu-256", epochs=1,
-                       init=str(tmp_path / "160.npz")))
+                       init=str(tmp_path / "160.npz")))                  # its own init: seed 0
     for k, v in small.model.state_dict().items():
         np.testing.assert_array_equal(large.model.state_dict()[k], v, err_msg=k)
     assert large.priors.shape == (8144, 4) and small.priors.shape == (3190, 4)

@@ -237,9 +237,9 @@ def _ssd_cpu_boxes(name, image_size, feature_maps):
 SSD_CPU = _ssd_cpu_boxes("ssd-cpu", 192, (24, 12, 6, 3, 1))          # steps 8, 16, 32, 64, 192
 
 # ssd-cpu's layers on a smaller and a larger input, for progressive resizing: train most epochs
-# on 160 px (0.70x ssd-cpu's multiply-adds), then continue the weights on 256 px (1.78x; `minissd
-# train --init`), the maps' default boxes rebuilt for their sizes. At 256 px 67 % of voc5-mini's
-# people have a default box with IoU >= 0.5 (ssd-cpu: 56 %). 3190 and 8144 default boxes.
+# on the small input, then continue the weights on the large one (`minissd train --init`), the
+# maps' default boxes rebuilt for their sizes (models/README.md measures it). 3190 and 8144
+# default boxes.
 SSD_CPU_160 = _ssd_cpu_boxes("ssd-cpu-160", 160, (20, 10, 5, 3, 1))
 SSD_CPU_256 = _ssd_cpu_boxes("ssd-cpu-256", 256, (32, 16, 8, 4, 2))
 
