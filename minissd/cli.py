@@ -424,6 +424,20 @@ def is_user_error(err) -> bool:
     return err.__cause__ is not None and is_user_error(err.__cause__)   # raise ... from err
 
 
+def raised_by_ctrl_c(err) -> bool:
+    """Whether ``err`` was raised while a Ctrl-C unwound the stack: a KeyboardInterrupt is in
+    its context chain. (A Ctrl-C while ``zipfile`` opens a member for writing, as numpy's
+    ``savez`` does for each array of a checkpoint, leaves the member open, and the zip's own
+    ``close`` then raises a ValueError.)"""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__context__
+    return False
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -435,6 +449,9 @@ def main(argv=None):
         print("minissd: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
+        if raised_by_ctrl_c(err):               # the interrupt, not a bug of the cleanup it ran
+            print("minissd: interrupted", file=sys.stderr)
+            return 130
         if not is_user_error(err):
             raise                               # a bug: Python prints the traceback
         if args.debug:

@@ -637,6 +637,48 @@ def test_ctrl_c_stops_with_130_and_the_run_resumes(trained, tmp_path):
         list(range(1, 2 * (done + 1) + 1))
 
 
+# the abandoned ZipFile's __del__ later fails to seek its closed file: zipfile's own noise
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_ctrl_c_inside_the_checkpoint_zip_write_is_an_interrupt(trained, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while zipfile opens a member for writing (inside ``_ZipWriteFile.__init__``, whose
+    frame the traceback keeps, and the half-made handle with it): numpy's ``zip.close()`` then
+    raises a ValueError (an open writing handle) with the KeyboardInterrupt as its context.
+    That is still the interrupt: exit 130, one line, no temporary file, no checkpoint written."""
+    import zipfile
+    data, _ = trained
+    open_to_write = zipfile.ZipFile._open_to_write
+
+    def interrupted(self, zinfo, force_zip64=False):
+        handle = open_to_write(self, zinfo, force_zip64)     # zip._writing, the handle alive ...
+        raise KeyboardInterrupt(handle)                      # ... when Ctrl-C lands
+
+    monkeypatch.setattr(zipfile.ZipFile, "_open_to_write", interrupted)
+    run = tmp_path / "run"
+    assert main(train_argv(data, run)) == 130
+    err = [l for l in capsys.readouterr().err.strip().splitlines() if not re.match(r"epoch \d+/\d+ \[", l)]
+    assert err == ["minissd: interrupted"]
+    assert sorted(os.listdir(run)) == ["train_log.jsonl"]        # no last.npz, no *.tmp.npz
+
+
+def test_raised_by_ctrl_c_looks_for_the_interrupt_in_the_context_chain():
+    from minissd.cli import raised_by_ctrl_c
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ValueError("the cleanup failed")
+    except ValueError as err:
+        assert raised_by_ctrl_c(err)
+    assert not raised_by_ctrl_c(ValueError("no interrupt anywhere"))
+    try:
+        try:
+            raise OSError("disk full")
+        except OSError as inner:
+            raise RuntimeError("while saving") from inner
+    except RuntimeError as err:
+        assert not raised_by_ctrl_c(err)
+
+
 def test_kill_9_during_training_then_resume_leaves_each_step_once_in_the_log(trained, tmp_path):
     """A real SIGKILL once the log is ahead of the checkpoint (it is flushed before each save):
     last.npz loads, and after --resume the log has steps 1..N exactly once."""
