@@ -128,14 +128,16 @@ def test_non_finite_loss_stops_and_names_step_and_images(shapes_root, tmp_path):
     assert not os.path.exists(tmp_path / "last.npz")     # nothing trained on NaN was saved
 
 
-def test_checkpoint_write_is_atomic(shapes_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("module, name", [(np, "savez"), (os, "replace")],
+                         ids=["while-building-the-npz", "after-writing-the-temp-file"])
+def test_checkpoint_write_is_atomic(shapes_root, tmp_path, monkeypatch, module, name):
     trainer = Trainer(tiny(shapes_root, tmp_path, epochs=1), log=lambda *_: None).fit()
     path = tmp_path / "last.npz"
     good = load_npz(path)
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed while writing")
-    monkeypatch.setattr(np, "savez", killed)
+    monkeypatch.setattr(module, name, killed)
     with pytest.raises(KeyboardInterrupt):
         trainer.save(str(path))
     monkeypatch.undo()

@@ -15,6 +15,7 @@ so there is no ``zero_grad`` to forget.
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import zipfile
@@ -179,14 +180,21 @@ class Module:
 
 
 def save_npz(path, arrays: dict):
-    """Save a dict of arrays to ``path`` atomically: write a temp file, then rename."""
+    """Save a dict of arrays to ``path`` atomically: write a temp file, then rename.
+
+    The .npz is built in memory first, then written in one go: a Ctrl-C inside numpy's zip
+    writing then leaves its half-open zip on a buffer that stays open, which it can still close
+    when it is freed, instead of on a file this function has closed (Python would then print
+    "Exception ignored ... seek of closed file" after minissd's "interrupted")."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: backend.to_numpy(v) for k, v in arrays.items()})
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp.npz")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: backend.to_numpy(v) for k, v in arrays.items()})
+            f.write(buffer.getbuffer())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)      # mkstemp made it private; a checkpoint is not
