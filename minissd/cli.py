@@ -445,11 +445,8 @@ def main(argv=None):
             from minissd.nn.threads import set_num_threads
             set_num_threads(args.threads)
         return args.func(args) or 0             # a command returns its exit code, or None
-    except KeyboardInterrupt:
-        print("minissd: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:
-        if raised_by_ctrl_c(err):               # the interrupt, not a bug of the cleanup it ran
+    except (KeyboardInterrupt, Exception) as err:
+        if raised_by_ctrl_c(err):               # Ctrl-C, or an error of the cleanup it ran
             print("minissd: interrupted", file=sys.stderr)
             return 130
         if not is_user_error(err):

@@ -217,6 +217,7 @@ SSD_TINY = SSDConfig.from_scales(
     aspect_ratios=((2,), (2, 3), (2, 3), (2,), (2,)),
     s_min=0.2, s_max=0.9, first_scale=0.1, round_percent=True)
 
+
 def _ssd_cpu_boxes(name, image_size, feature_maps):
     """ssd-cpu's default boxes on an input of ``image_size``: each map spans the input
     (step = image_size / map size), the same scales as fractions of the side, the same ratios."""
