@@ -139,6 +139,27 @@ def test_save_npz_load_npz_keep_names_and_order(tmp_path):
     assert back["a.y"].dtype == np.float32
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")   # "Exception ignored"
+def test_save_npz_interrupted_inside_the_zip_keeps_the_old_file_and_leaves_nothing(tmp_path, monkeypatch):
+    """A Ctrl-C while numpy's zip opens a member (the half-made handle kept alive, as the
+    traceback keeps it): the old file stays, no temporary file is left, and the abandoned zip
+    closes quietly when freed (it sits on save_npz's buffer, not on a closed file)."""
+    save_npz(tmp_path / "a.npz", {"w": np.arange(4)})
+    open_to_write = zipfile.ZipFile._open_to_write
+
+    def interrupted(self, zinfo, force_zip64=False):
+        raise KeyboardInterrupt(open_to_write(self, zinfo, force_zip64))
+
+    monkeypatch.setattr(zipfile.ZipFile, "_open_to_write", interrupted)
+    with pytest.raises(ValueError, match="open writing handle") as caught:   # numpy's zip.close()
+        save_npz(tmp_path / "a.npz", {"w": np.zeros(4)})
+    assert isinstance(caught.value.__context__, KeyboardInterrupt)
+    del caught
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["a.npz"]
+    np.testing.assert_array_equal(load_npz(tmp_path / "a.npz")["w"], np.arange(4))
+
+
 def test_assigning_a_parameter_is_honoured_by_the_next_forward(xp):
     conv = Conv2d(2, 3, 3, padding=1).to(device_of(xp))
     x = xp.ones((1, 2, 4, 4), dtype=xp.float32)
