@@ -136,6 +136,9 @@ class TrainConfig:
     zoom_out: float = setting(4.0, "with --augment ssd: zoom out onto a canvas up to this many "
                                    "times the photo's size (the paper's 4; 1: no zoom-out)",
                               same=True)
+    mosaic: float = setting(0.0, "with --augment ssd: the share of training samples that are a "
+                                 "2x2 mosaic of the photo and three others drawn at random "
+                                 "(YOLOv4's; not the paper's; 0: off)", same=True)
     eval_every: int = setting(0, "VOC07 mAP on --eval-split every N epochs and after the last, "
                                  "logged to train_log.jsonl (0: only after the last, if "
                                  "--eval-split is given)")
@@ -171,13 +174,14 @@ class TrainConfig:
                 raise self._error(name, f"must be an integer >= {low}"
                                         + (f" or {also}" if also else ""))
 
-        def number(name, low, high=math.inf, open_low=False):
+        def number(name, low, high=math.inf, open_low=False, closed_high=False):
             value = getattr(self, name)
             if (not isinstance(value, numbers.Real) or isinstance(value, bool)
                     or not math.isfinite(value) or value < low or (open_low and value == low)
-                    or value >= high):
+                    or value > high or (not closed_high and value == high)):
                 side = ">" if open_low else ">="
-                upper = f" and < {high}" if math.isfinite(high) else ""
+                upper = (f" and {'<=' if closed_high else '<'} {high}" if math.isfinite(high)
+                         else "")
                 raise self._error(name, f"must be a finite number {side} {low}{upper}")
 
         def one_of(name):
@@ -231,6 +235,9 @@ class TrainConfig:
         one_of("augment")
         one_of("loader")
         number("zoom_out", 1)
+        number("mosaic", 0, 1, closed_high=True)
+        if self.mosaic and self.augment != "ssd":
+            raise self._error("mosaic", f"only applies with --augment ssd (not {self.augment})")
         if self.init and self.resume:
             raise self._error("init", "--init starts a new run, --resume continues one: give one")
         if self.reset_heads and not self.init:
@@ -394,7 +401,7 @@ class Trainer:
     clock = staticmethod(time.time)   # fit()'s clock: --max-minutes, the log's times, --epochs auto
 
     def __init__(self, tc: TrainConfig, dataset=None, log=print):
-        from minissd.datasets.augment import get_transform
+        from minissd.datasets.augment import get_mosaic, get_transform
         from minissd.datasets.voc import VOCDataset
         from minissd.datasets.loader import DataLoader
 
@@ -413,7 +420,8 @@ class Trainer:
         transform = get_transform(tc.augment, size, zoom_out=tc.zoom_out)
         self.loader = DataLoader(dataset, transform, batch_size=tc.batch_size, shuffle=True,
                                  seed=tc.seed, num_workers=tc.workers, drop_last=True,
-                                 processes=tc.loader == "processes")
+                                 processes=tc.loader == "processes",
+                                 mosaic=get_mosaic(tc.mosaic, size) if tc.augment == "ssd" else None)
         if len(dataset) == 0:
             raise UserError(f"split {tc.split!r} is empty: ImageSets/Main/{tc.split}.txt of "
                             f"{', '.join(map(str, tc.data)) or 'the data set'} lists no images")

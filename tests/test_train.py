@@ -63,6 +63,22 @@ def test_loader_processes_train_the_same_steps_as_threads(shapes_root, tmp_path)
     assert logs[0] == logs[1]            # the same batches, so the same steps, bit for bit
 
 
+def test_mosaic_trains_on_mosaics_and_processes_see_the_same_batches(shapes_root, tmp_path):
+    logs = []
+    for loader in ("threads", "processes"):
+        out = tmp_path / loader
+        trainer = Trainer(tiny(shapes_root, out, epochs=1, workers=2, loader=loader, mosaic=1.0),
+                          log=lambda *_: None)
+        assert trainer.loader.mosaic.p == 1.0
+        trainer.fit()
+        logs.append([r["loss"] for r in map(json.loads, open(out / "train_log.jsonl"))])
+    assert logs[0] == logs[1] and all(np.isfinite(logs[0]))
+    plain = Trainer(tiny(shapes_root, tmp_path / "plain", epochs=1), log=lambda *_: None)
+    assert plain.loader.mosaic is None
+    plain.fit()
+    assert [r["loss"] for r in map(json.loads, open(tmp_path / "plain" / "train_log.jsonl"))] != logs[0]
+
+
 def test_cosine_schedule_sets_each_step_s_learning_rate(shapes_root, tmp_path):
     # 8 photos, batch 4: 2 steps an epoch, 4 in all, the first 2 warming up
     trainer = Trainer(tiny(shapes_root, tmp_path, schedule="cosine"), log=lambda *_: None).fit()
@@ -558,6 +574,9 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     (dict(augment="mixup"), r"TrainConfig.augment \(--augment\): must be 'ssd', 'flip' or 'none'"),
     (dict(loader="fork"), r"TrainConfig.loader \(--loader\): must be 'threads' or 'processes'"),
     (dict(zoom_out=0.5), r"TrainConfig.zoom_out \(--zoom-out\): must be a finite number >= 1"),
+    (dict(mosaic=1.5), r"TrainConfig.mosaic \(--mosaic\): must be a finite number >= 0 and <= 1"),
+    (dict(mosaic=0.5, augment="flip"), r"TrainConfig.mosaic \(--mosaic\): only applies with "
+                                       r"--augment ssd \(not flip\)"),
     (dict(split=""), r"TrainConfig.split \(--split\): must be a non-empty string"),
     (dict(out=""), r"TrainConfig.out \(--out\): must be a non-empty string"),
     (dict(classes=["a", "b", "a"]), r"TrainConfig.classes \(--classes\): lists a more than once"),

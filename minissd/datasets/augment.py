@@ -12,6 +12,10 @@ The training pipeline is the SSD paper's (section 2.2 and 3.6), following ssd.py
     ToFloat -> PhotometricDistort -> Expand (zoom out) -> RandomIoUCrop (zoom in)
     -> RandomFlip -> Resize(S) -> BoxesToUnit -> Normalize(mean, std) -> ToCHW
 
+One step outside the paper, off by default: :class:`Mosaic` (``minissd train --mosaic P``)
+makes a sample of four photos on one canvas (YOLOv4's mosaic) and hands it to the pipeline
+above without Expand; it needs the data set, so the DataLoader calls it.
+
 Augmentation is CPU work (images come from PIL, one at a time), so this module uses
 NumPy directly; the loader moves whole batches to the GPU.
 
@@ -486,3 +490,92 @@ def get_transform(kind: str, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
     if kind == "ssd":
         return train_transform(size, mean, std, zoom_out=zoom_out)
     return TRANSFORMS[kind](size, mean, std)
+
+
+# ---------------------------------------------------------------- several photos in one sample
+
+class Mosaic:
+    """Four photos in one training sample (YOLOv4's mosaic), then a per-photo pipeline.
+
+    Not one of the paper's steps: a sample of the data set becomes, with probability p, a
+    (2 side, 2 side) canvas filled with ``fill`` on which the photo and three others drawn at
+    random sit at their own size, one in each quadrant around a centre drawn in the middle
+    half of the canvas (each with its corner at the centre, cut off at the canvas's edges).
+    A box keeps its part on the canvas if that is at least ``min_visible`` of its area and
+    2 px a side; the others are dropped. The canvas then goes through ``transform``,
+    train_transform without Expand: kept whole by the crop, the canvas is a 2x zoom-out that
+    shows objects and backgrounds from four photos.
+
+    It needs the data set, so the DataLoader calls it (``DataLoader(..., mosaic=Mosaic(...))``)
+    with the photo's index and two Generators: ``rng`` for the mosaic's choices, ``sample_rng``
+    for the transform's.
+    """
+
+    def __init__(self, transform, p=0.5, side=300, fill=IMAGENET_MEAN, min_visible=0.3):
+        self.transform = transform
+        self.p = p
+        self.side = int(side)
+        self.fill = np.round(np.asarray(fill)).astype(np.uint8)     # the canvas is uint8
+        self.min_visible = min_visible
+
+    def __call__(self, dataset, index, rng, sample_rng):
+        """Sample ``index`` of ``dataset``: a transformed mosaic, or None (no mosaic this time,
+        or no box survived it: the caller then transforms the photo alone)."""
+        plan = self.draw(len(dataset), rng)
+        if plan is None:
+            return None
+        others, quadrants, centre = plan
+        photos = [dataset.load(int(i)) for i in (index, *others)]
+        image, boxes, labels = self.combine(photos, quadrants, centre)
+        if len(boxes) == 0:
+            return None
+        return self.transform(image, boxes, labels, sample_rng)
+
+    def draw(self, n, rng):
+        """The random choices of one call on a data set of n photos: None (no mosaic, with
+        probability 1 - p) or (others (3,) indices, quadrants (4,): where the photo and the
+        others go, 0 top left, 1 top right, 2 bottom left, 3 bottom right; centre (x, y))."""
+        if rng.random() >= self.p:
+            return None
+        others = rng.integers(n, size=3)
+        quadrants = rng.permutation(4)
+        centre = tuple(int(v) for v in rng.uniform(0.5 * self.side, 1.5 * self.side, 2))
+        return others, quadrants, centre
+
+    def combine(self, photos, quadrants, centre):
+        """Four (image uint8 (H, W, 3), boxes (n, 4) pixels, labels (n,)) -> one canvas
+        uint8 (2 side, 2 side, 3) and the boxes (m, 4) and labels (m,) that stay on it."""
+        size = 2 * self.side
+        canvas = np.empty((size, size, 3), np.uint8)
+        canvas[...] = self.fill
+        xc, yc = centre
+        kept_boxes, kept_labels = [], []
+        for (image, boxes, labels), q in zip(photos, quadrants):
+            h, w = image.shape[:2]
+            x0 = xc - w if q in (0, 2) else xc         # the photo's top-left corner on the canvas
+            y0 = yc - h if q in (0, 1) else yc
+            cx0, cy0 = max(x0, 0), max(y0, 0)          # its part on the canvas
+            cx1, cy1 = min(x0 + w, size), min(y0 + h, size)
+            canvas[cy0:cy1, cx0:cx1] = image[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+            moved = boxes + np.array([x0, y0, x0, y0], np.float32)
+            clipped = np.concatenate([np.maximum(moved[:, :2], [cx0, cy0]),
+                                      np.minimum(moved[:, 2:], [cx1, cy1])],
+                                     axis=1).astype(np.float32)                  # (n, 4)
+            wh = clipped[:, 2:] - clipped[:, :2]
+            area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+            keep = ((wh.min(axis=1) >= 2)
+                    & (np.prod(np.clip(wh, 0, None), axis=1) >= self.min_visible * area))
+            kept_boxes.append(clipped[keep])
+            kept_labels.append(np.asarray(labels)[keep])
+        return canvas, np.concatenate(kept_boxes), np.concatenate(kept_labels)
+
+    def __repr__(self) -> str:
+        return (f"Mosaic(p={self.p}, side={self.side}, min_visible={self.min_visible}, "
+                f"transform={self.transform!r})")
+
+
+def get_mosaic(p: float, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """The mosaic of ``minissd train --mosaic p`` for an S = ``size`` input (None for p = 0)."""
+    if p == 0:
+        return None
+    return Mosaic(train_transform(size, mean, std, zoom_out=1.0), p=p, fill=mean)

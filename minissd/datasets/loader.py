@@ -43,7 +43,7 @@ import numpy as np
 from minissd.errors import UserError
 
 # Third word of the seed: separate random streams for the shuffle and for each sample.
-_SHUFFLE_STREAM, _SAMPLE_STREAM = 0, 1
+_SHUFFLE_STREAM, _SAMPLE_STREAM, _MOSAIC_STREAM = 0, 1, 2
 DEFAULT_MAX_WORKERS = 8
 
 
@@ -62,6 +62,11 @@ class DataLoaderError(RuntimeError):
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The Generator that augments dataset item ``index`` in ``epoch``."""
     return np.random.default_rng([seed, epoch, _SAMPLE_STREAM, index])
+
+
+def mosaic_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The Generator of the mosaic choices (augment.Mosaic.draw) for item ``index`` in ``epoch``."""
+    return np.random.default_rng([seed, epoch, _MOSAIC_STREAM, index])
 
 
 def collate(samples, ids) -> Batch:
@@ -87,11 +92,13 @@ class DataLoader:
     processes: the num_workers workers are processes, not threads (each epoch forks them
         anew where the platform can fork; else spawns them, and then dataset and transform
         must pickle).
+    mosaic: an augment.Mosaic, or None: with its probability an item is a mosaic of its photo
+        and three others, transformed by the mosaic's own pipeline.
     """
 
     def __init__(self, dataset, transform, batch_size: int, shuffle: bool = True, seed: int = 0,
                  num_workers: int | None = None, prefetch: int = 2, drop_last: bool = False,
-                 processes: bool = False):
+                 processes: bool = False, mosaic=None):
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
         if prefetch < 1:
@@ -108,6 +115,7 @@ class DataLoader:
         self.prefetch = prefetch
         self.drop_last = drop_last
         self.processes = processes
+        self.mosaic = mosaic
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -133,6 +141,11 @@ class DataLoader:
         Runs in a worker thread; any error comes back as a DataLoaderError naming the image.
         """
         try:
+            if self.mosaic is not None:
+                sample = self.mosaic(self.dataset, index, mosaic_rng(self.seed, epoch, index),
+                                     sample_rng(self.seed, epoch, index))
+                if sample is not None:                  # else: no mosaic this time
+                    return sample
             image, boxes, labels = self.dataset.load(index)
             return self.transform(image, boxes, labels, sample_rng(self.seed, epoch, index))
         except Exception as e:

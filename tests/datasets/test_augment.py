@@ -323,3 +323,95 @@ def test_trace_keeps_every_step_and_each_replays_alone():
     assert steps[2][1].shape[0] > image.shape[0]                       # the forced zoom out acted
     composed = A.trace(A.Compose(steps_in), image, boxes, labels, seed=7)
     np.testing.assert_array_equal(composed[-1][1], steps[-1][1])       # a Compose is traced alike
+
+
+class Photos:
+    """A data set of four photos of different sizes; photo k is filled with 10 (k + 1) and
+    has one box (its middle half)."""
+
+    sizes = [(30, 40), (24, 18), (40, 40), (16, 50)]                 # (H, W)
+
+    def __len__(self):
+        return len(self.sizes)
+
+    def load(self, i):
+        h, w = self.sizes[i]
+        box = np.array([[w / 4, h / 4, 3 * w / 4, 3 * h / 4]], np.float32)
+        return np.full((h, w, 3), 10 * (i + 1), np.uint8), box, np.array([i + 1])
+
+
+def test_mosaic_puts_each_photo_s_corner_at_the_centre_and_cuts_it_at_the_edges():
+    photos = Photos()
+    mosaic = A.Mosaic(transform=None, side=30, fill=(1, 2, 3), min_visible=0.3)
+    xc, yc = 25, 35                                            # canvas 60 x 60
+    quadrants = [3, 0, 1, 2]              # photo 0 bottom right, 1 top left, 2 top right, 3 bottom left
+    canvas, boxes, labels = mosaic.combine([photos.load(i) for i in range(4)], quadrants, (xc, yc))
+    assert canvas.shape == (60, 60, 3) and canvas.dtype == np.uint8
+    expected = np.empty((60, 60, 3), np.uint8)
+    expected[...] = (1, 2, 3)
+    expected[yc:yc + 30, xc:xc + 40] = 10             # photo 0 (30 x 40) from the centre, cut at y 60
+    expected[yc - 24:yc, xc - 18:xc] = 20             # photo 1 (24 x 18) ends at the centre
+    expected[max(yc - 40, 0):yc, xc:xc + 40] = 30     # photo 2 (40 x 40): its top 5 rows cut off
+    expected[yc:yc + 16, max(xc - 50, 0):xc] = 40     # photo 3 (16 x 50): its left 25 columns cut off
+    np.testing.assert_array_equal(canvas, expected)
+    # photo 0's box (10..30, 7.5..22.5) moves by the corner and is cut at the canvas's bottom
+    # (60 - 42.5 = 17.5 of 15 rows visible: all); photo 2's box (10..30 x 10..30) moved to
+    # (35..55, -5+10..-5+30) is whole; photo 3's box (12.5..37.5 wide) is cut at x 0: 12.5 of
+    # 25 columns = 1/2 >= 0.3, kept; photo 1's box is whole.
+    want = {1: [xc + 10, yc + 7.5, xc + 30, yc + 22.5],
+            2: [xc - 18 + 4.5, yc - 24 + 6, xc - 18 + 13.5, yc - 24 + 18],
+            3: [xc + 10, yc - 40 + 10, xc + 30, yc - 40 + 30],
+            4: [0, yc + 4, xc - 50 + 37.5, yc + 12]}
+    assert sorted(labels.tolist()) == [1, 2, 3, 4]
+    for box, label in zip(boxes, labels):
+        np.testing.assert_allclose(box, want[int(label)], err_msg=f"photo {label - 1}")
+    assert boxes.dtype == np.float32
+
+
+def test_mosaic_drops_the_boxes_mostly_off_the_canvas_and_the_thin_ones():
+    photo = (np.zeros((40, 40, 3), np.uint8), np.array([[0, 0, 20, 20], [20, 20, 40, 40]],
+                                                       np.float32), np.array([1, 2]))
+    mosaic = A.Mosaic(transform=None, side=20, min_visible=0.3)        # canvas 40 x 40
+    # the same photo in all four quadrants around (25, 25). Top left (from -15, -15): box 1
+    # keeps a 5 x 5 corner (1/16: dropped), box 2 is whole. Top right (from 25, -15): box 1
+    # keeps 15 x 5 (dropped), box 2 is off. Bottom left: the mirror image. Bottom right
+    # (from 25, 25): box 1 keeps 15 x 15 (9/16: kept), box 2 is off.
+    _, boxes, labels = mosaic.combine([photo] * 4, [0, 1, 2, 3], (25, 25))
+    assert labels.tolist() == [2, 1]
+    np.testing.assert_array_equal(boxes, [[5, 5, 25, 25], [25, 25, 40, 40]])
+    # a box under 2 px a side is dropped however much of it is on the canvas
+    for x0, kept in ((8.5, 0), (7.0, 4)):
+        thin = (np.zeros((10, 10, 3), np.uint8), np.array([[x0, 0, 10, 10]], np.float32),
+                np.array([1]))
+        _, boxes, _ = mosaic.combine([thin] * 4, [0, 1, 2, 3], (20, 20))
+        assert len(boxes) == kept, x0
+
+
+def test_mosaic_draw_and_call():
+    photos, seen = Photos(), set()
+    never = A.Mosaic(transform=None, p=0.0)
+    assert all(never.draw(4, np.random.default_rng(s)) is None for s in range(20))
+    always = A.Mosaic(transform=A.train_transform(16, zoom_out=1.0), p=1.0, side=30)
+    for s in range(50):
+        others, quadrants, (xc, yc) = always.draw(4, np.random.default_rng(s))
+        assert sorted(quadrants.tolist()) == [0, 1, 2, 3] and set(others.tolist()) <= {0, 1, 2, 3}
+        assert 15 <= xc < 45 and 15 <= yc < 45
+        seen.update(quadrants[:1].tolist())
+    assert seen == {0, 1, 2, 3}                          # the photo goes to every quadrant
+    # called: the same rngs give the same sample, the mosaic's pipeline's output
+    image, boxes, labels = always(photos, 2, np.random.default_rng(1), np.random.default_rng(2))
+    again = always(photos, 2, np.random.default_rng(1), np.random.default_rng(2))
+    assert image.shape == (3, 16, 16) and np.all((boxes >= 0) & (boxes <= 1))
+    np.testing.assert_array_equal(image, again[0])
+    others, quadrants, centre = always.draw(4, np.random.default_rng(1))
+    canvas = always.combine([photos.load(int(i)) for i in (2, *others)], quadrants, centre)
+    np.testing.assert_array_equal(image, always.transform(*canvas, np.random.default_rng(2))[0])
+    # no box left on the canvas: None, and the loader takes the photo alone
+    boxless = Photos()
+    boxless.load = lambda i: (np.zeros((8, 8, 3), np.uint8), np.zeros((0, 4), np.float32),
+                              np.zeros(0, np.int64))
+    assert always(boxless, 0, np.random.default_rng(1), np.random.default_rng(2)) is None
+    assert A.get_mosaic(0.0, 32) is None
+    m = A.get_mosaic(0.5, 32)
+    assert m.p == 0.5 and A.Expand not in [type(t) for t in m.transform.transforms]
+    assert "Mosaic(p=0.5" in repr(m)

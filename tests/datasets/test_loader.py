@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minissd.datasets.augment import train_transform
+from minissd.datasets.augment import Mosaic, train_transform
 from minissd.datasets.voc import VOCDataset
-from minissd.datasets.loader import Batch, DataLoader, DataLoaderError, collate, sample_rng
+from minissd.datasets.loader import (Batch, DataLoader, DataLoaderError, collate, mosaic_rng,
+                                     sample_rng)
 from minissd.errors import UserError
 
 VOC5 = Path(__file__).resolve().parents[1] / "data" / "voc5"
@@ -164,6 +165,36 @@ def test_worker_processes_give_the_same_batches_as_threads():
                 np.testing.assert_array_equal(x, y)
     assert ds.loads == 10                             # the processes loaded their own copies
     assert not multiprocessing.active_children()      # each epoch's workers joined
+
+
+def mosaic_transform(image, boxes, labels, rng):
+    """A mosaic's pipeline for the fake photos: the canvas's corner, marked 1000 + the draw."""
+    chw, boxes, labels = noisy_transform(image[:8, :8], boxes / 2, labels, rng)
+    return chw + 1000, boxes, labels
+
+
+def test_mosaic_samples_come_from_their_own_generators_the_same_for_any_workers():
+    ds, runs = FakeDataset(10), []
+    mosaic = Mosaic(mosaic_transform, p=0.5, side=8)
+    for workers, processes in ((0, False), (3, False), (2, True)):
+        loader = DataLoader(ds, noisy_transform, batch_size=5, seed=7, num_workers=workers,
+                            processes=processes, mosaic=mosaic)
+        loader.set_epoch(3)
+        runs.append(list(loader))
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run):
+            assert a.ids == b.ids
+            np.testing.assert_array_equal(a.images, b.images)
+    kinds = set()
+    for batch in runs[0]:
+        for image, id_ in zip(batch.images, batch.ids):
+            index = ds.ids.index(id_)
+            made = mosaic(ds, index, mosaic_rng(7, 3, index), sample_rng(7, 3, index))
+            expected = (made if made is not None
+                        else noisy_transform(*ds.load(index), sample_rng(7, 3, index)))[0]
+            np.testing.assert_array_equal(image, expected)
+            kinds.add(made is not None)
+    assert kinds == {True, False}                     # p = 0.5: some of each
 
 
 @pytest.mark.parametrize("processes", [False, True])
