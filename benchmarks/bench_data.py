@@ -7,7 +7,9 @@ First the cost of each step on one thread (mean over up to 200 images), then the
 whole pipeline's cost per image as the textbook steps run it and as its fused fast path
 (``minissd.datasets.augment_fast``, the same output bit for bit) runs it, then the
 DataLoader's throughput over ``--images`` images with 1 worker thread and with one per
-core (``--workers`` to choose), textbook and fast, each the best of ``--repeats`` epochs.
+core (``--workers`` to choose), textbook and fast, each the best of ``--repeats`` epochs;
+with ``--mosaic P`` also the fast path with that share of mosaic samples (``minissd train
+--mosaic P``: each decodes four photos).
 "CPUs busy" is the process's CPU time per second of wall time: near the worker
 count when the threads really run in parallel (PIL and NumPy release the GIL),
 lower when they wait for the GIL -- or for other programs sharing the cores.
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minissd.datasets.augment import train_transform
+from minissd.datasets.augment import get_mosaic, train_transform
 from minissd.datasets.voc import VOC_CLASSES, VOCDataset, load_image
 from minissd.datasets.loader import DataLoader
 from minissd.nn.fast import fast_paths
@@ -42,6 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=512, help="images per timed epoch")
     p.add_argument("--workers", default=None, help="comma-separated worker counts (default: 1,nproc)")
     p.add_argument("--repeats", type=int, default=2, help="timed epochs per worker count (best)")
+    p.add_argument("--mosaic", type=float, default=0.0,
+                   help="also time the loader with this share of mosaic samples (0: not)")
     return p.parse_args(argv)
 
 
@@ -112,10 +116,11 @@ def python_overhead(dataset, n):
     return 1e3 * (time.perf_counter() - start) / n
 
 
-def loader_speed(dataset, transform, batch_size, workers, repeats):
+def loader_speed(dataset, transform, batch_size, workers, repeats, mosaic=None):
     """Best images/s over ``repeats`` full epochs (thread start-up included), and the
     CPU time the process used per second of it (above 1: threads ran at the same time)."""
-    loader = DataLoader(dataset, transform, batch_size, shuffle=True, seed=0, num_workers=workers)
+    loader = DataLoader(dataset, transform, batch_size, shuffle=True, seed=0, num_workers=workers,
+                        mosaic=mosaic)
     best = (0.0, 0.0)
     for _ in range(repeats):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -161,13 +166,17 @@ def main():
     print()
     print("DataLoader workers   path       images/s   speed-up   CPUs busy")
     base = None
+    paths = [(False, None), (True, None)]
+    if args.mosaic:
+        paths.append((True, get_mosaic(args.mosaic, args.size)))
     for w in workers:
-        for fast in (False, True):
+        for fast, mosaic in paths:
             with fast_paths(fast):
-                speed, busy = loader_speed(subset, transform, args.batch_size, w, args.repeats)
+                speed, busy = loader_speed(subset, transform, args.batch_size, w, args.repeats,
+                                           mosaic)
             base = base or speed
-            print(f"  {w:>17}   {'fast' if fast else 'textbook':<8}   {speed:8.1f}   "
-                  f"{speed / base:7.2f}x   {busy:9.2f}")
+            name = f"mosaic {args.mosaic:g}" if mosaic else "fast" if fast else "textbook"
+            print(f"  {w:>17}   {name:<10} {speed:8.1f}   {speed / base:7.2f}x   {busy:9.2f}")
 
 
 if __name__ == "__main__":

@@ -65,16 +65,22 @@ def test_every_image_once_per_epoch_with_several_workers():
     assert not loader_threads()
 
 
+def assert_same_batches(runs):
+    """Each run (a list of batches) has the first run's ids and images, batch by batch."""
+    for run in runs[1:]:
+        assert len(run) == len(runs[0])
+        for a, b in zip(runs[0], run):
+            assert a.ids == b.ids
+            np.testing.assert_array_equal(a.images, b.images)
+
+
 def test_same_batches_whatever_the_number_of_workers():
     ds, runs = FakeDataset(10), []
     for workers in (0, 1, 4):
         loader = DataLoader(ds, noisy_transform, batch_size=3, seed=7, num_workers=workers)
         loader.set_epoch(5)
         runs.append(list(loader))
-    for run in runs[1:]:
-        for a, b in zip(runs[0], run):
-            assert a.ids == b.ids
-            np.testing.assert_array_equal(a.images, b.images)
+    assert_same_batches(runs)
     index = ds.ids.index(runs[0][0].ids[0])                  # each sample got rng (seed, epoch, index)
     expected = noisy_transform(*ds.load(index), sample_rng(7, 5, index))[0]
     np.testing.assert_array_equal(runs[0][0].images[0], expected)
@@ -181,10 +187,7 @@ def test_mosaic_samples_come_from_their_own_generators_the_same_for_any_workers(
                             processes=processes, mosaic=mosaic)
         loader.set_epoch(3)
         runs.append(list(loader))
-    for run in runs[1:]:
-        for a, b in zip(runs[0], run):
-            assert a.ids == b.ids
-            np.testing.assert_array_equal(a.images, b.images)
+    assert_same_batches(runs)
     kinds = set()
     for batch in runs[0]:
         for image, id_ in zip(batch.images, batch.ids):
