@@ -105,6 +105,9 @@ class TrainConfig:
                               same=True)
     weight_decay: float = setting(5e-4, "weight decay: L2 in the gradient (sgd); decoupled, "
                                         "times the learning rate (adamw)", same=True)
+    match_iou: float = setting(0.5, "matching: every default box whose IoU with an object is at "
+                                    "least this learns it (the paper's 0.5), besides each "
+                                    "object's best box", same=True)
     ema: float = setting(0.0, "also keep an exponential moving average of the weights with this "
                               "decay (e.g. 0.999); evaluations, evaluate, detect and export use "
                               "it (0: off)", same=True)
@@ -228,6 +231,7 @@ class TrainConfig:
         integer("log_every", 1)
         integer("eval_every", 0)
         number("ema", 0, 1)
+        number("match_iou", 0, 1, open_low=True, closed_high=True)
         if self.eval_every and not self.eval_split:
             raise self._error("eval_every", "needs --eval-split (a split of the same roots)")
         if self.max_minutes is not None:
@@ -656,7 +660,7 @@ class Trainer:
         xp = self.xp
         images = xp.asarray(batch.images)                           # (B, 3, S, S)
         gt_boxes, gt_labels = pad_batch_targets(batch, xp)          # (B, G, 4), (B, G)
-        loc_t, conf_t = match_batch(gt_boxes, gt_labels, self.priors,
+        loc_t, conf_t = match_batch(gt_boxes, gt_labels, self.priors, self.tc.match_iou,
                                     variances=self.cfg.variances)   # (B, P, 4), (B, P)
         loc, conf = self.model.forward(images)                      # (B, P, 4), (B, P, C+1)
         loss = self.criterion.forward(loc, conf, loc_t, conf_t)

@@ -79,6 +79,23 @@ def test_mosaic_trains_on_mosaics_and_processes_see_the_same_batches(shapes_root
     assert [r["loss"] for r in map(json.loads, open(tmp_path / "plain" / "train_log.jsonl"))] != logs[0]
 
 
+def test_match_iou_is_the_threshold_the_training_targets_use(shapes_root, tmp_path, monkeypatch):
+    import minissd.train as T
+    seen = []
+    def spy(*args, **kw):
+        seen.append(args[3])
+        return real(*args, **kw)
+    real = T.match_batch
+    monkeypatch.setattr(T, "match_batch", spy)
+    losses = {}
+    for iou in (0.5, 0.3):
+        out = tmp_path / str(iou)
+        Trainer(tiny(shapes_root, out, epochs=1, match_iou=iou), log=lambda *_: None).fit()
+        losses[iou] = [r["loss"] for r in map(json.loads, open(out / "train_log.jsonl"))]
+    assert seen == [0.5, 0.5, 0.3, 0.3]                 # two steps each
+    assert losses[0.5] != losses[0.3]                    # more positives, other targets
+
+
 def test_cosine_schedule_sets_each_step_s_learning_rate(shapes_root, tmp_path):
     # 8 photos, batch 4: 2 steps an epoch, 4 in all, the first 2 warming up
     trainer = Trainer(tiny(shapes_root, tmp_path, schedule="cosine"), log=lambda *_: None).fit()
@@ -574,6 +591,7 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     (dict(augment="mixup"), r"TrainConfig.augment \(--augment\): must be 'ssd', 'flip' or 'none'"),
     (dict(loader="fork"), r"TrainConfig.loader \(--loader\): must be 'threads' or 'processes'"),
     (dict(zoom_out=0.5), r"TrainConfig.zoom_out \(--zoom-out\): must be a finite number >= 1"),
+    (dict(match_iou=0.0), r"TrainConfig.match_iou \(--match-iou\): must be a finite number > 0 and <= 1"),
     (dict(mosaic=1.5), r"TrainConfig.mosaic \(--mosaic\): must be a finite number >= 0 and <= 1"),
     (dict(mosaic=0.5, augment="flip"), r"TrainConfig.mosaic \(--mosaic\): only applies with "
                                        r"--augment ssd \(not flip\)"),
