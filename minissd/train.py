@@ -425,7 +425,7 @@ class Trainer:
         self.loader = DataLoader(dataset, transform, batch_size=tc.batch_size, shuffle=True,
                                  seed=tc.seed, num_workers=tc.workers, drop_last=True,
                                  processes=tc.loader == "processes",
-                                 mosaic=get_mosaic(tc.mosaic, size) if tc.augment == "ssd" else None)
+                                 mosaic=get_mosaic(tc.mosaic, size))   # validate(): only with ssd
         if len(dataset) == 0:
             raise UserError(f"split {tc.split!r} is empty: ImageSets/Main/{tc.split}.txt of "
                             f"{', '.join(map(str, tc.data)) or 'the data set'} lists no images")
