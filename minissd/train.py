@@ -42,6 +42,7 @@ from minissd.errors import UserError
 from minissd.nn import backend
 from minissd.nn.optim import (SGD, AdamW, WarmupCosine, WarmupMultiStep, WeightAverage,
                                default_warmup_steps)
+from minissd.ssd.architecture import get_arch
 from minissd.ssd.config import SSDConfig, get_config
 from minissd.ssd.loss import MultiBoxLoss
 from minissd.ssd.matching import match_batch, pad_targets
@@ -108,6 +109,10 @@ class TrainConfig:
     match_iou: float = setting(0.5, "matching: every default box whose IoU with an object is at "
                                     "least this learns it (the paper's 0.5), besides each "
                                     "object's best box", same=True)
+    background_maxout: int = setting(1, "background scores per default box on the first "
+                                         "feature map, their max the background's logit "
+                                         "(S3FD's max-out background label, e.g. 3; 1: the "
+                                         "paper's one score)", same=True)
     ema: float = setting(0.0, "also keep an exponential moving average of the weights with this "
                               "decay (e.g. 0.999); evaluations, evaluate, detect and export use "
                               "it (0: off)", same=True)
@@ -232,6 +237,7 @@ class TrainConfig:
         integer("eval_every", 0)
         number("ema", 0, 1)
         number("match_iou", 0, 1, open_low=True, closed_high=True)
+        integer("background_maxout", 1)
         if self.eval_every and not self.eval_split:
             raise self._error("eval_every", "needs --eval-split (a split of the same roots)")
         if self.max_minutes is not None:
@@ -432,7 +438,8 @@ class Trainer:
         if len(self.loader) == 0:
             raise UserError(f"split {tc.split!r} has {len(dataset)} image(s), fewer than "
                             f"--batch-size {tc.batch_size}: give --batch-size {len(dataset)} or less")
-        self.model = SSD(self.cfg, len(self.class_names), seed=tc.seed).to(tc.device)
+        arch = dataclasses.replace(get_arch(self.cfg.name), background_maxout=tc.background_maxout)
+        self.model = SSD(self.cfg, len(self.class_names), seed=tc.seed, arch=arch).to(tc.device)
         self.priors = self.xp.asarray(default_boxes(self.cfg), dtype=self.xp.float32)  # (P, 4)
         self.criterion = MultiBoxLoss()
         self.optimizer = make_optimizer(self.model, tc)

@@ -96,6 +96,22 @@ def test_match_iou_is_the_threshold_the_training_targets_use(shapes_root, tmp_pa
     assert losses[0.5] != losses[0.3]                    # more positives, other targets
 
 
+def test_background_maxout_trains_and_its_checkpoint_loads_with_it(shapes_root, tmp_path):
+    trainer = Trainer(tiny(shapes_root, tmp_path, epochs=1, background_maxout=3),
+                      log=lambda *_: None).fit()
+    first = trainer.model.source_names[0]
+    k = trainer.model.loc[first].out_channels // 4
+    assert trainer.model.arch.background_maxout == 3
+    assert trainer.model.conf[first].out_channels == k * (3 + 3)     # 3 classes + 3 backgrounds
+    model, _ = load_model(tmp_path / "last.npz")                     # the arch travels with it
+    assert model.arch.background_maxout == 3
+    x = np.random.default_rng(0).standard_normal((1, 3, 128, 128)).astype(np.float32)
+    trainer.model.eval(), model.eval()
+    for got, want in zip(model.forward(x), trainer.model.forward(x)):
+        np.testing.assert_array_equal(got, want)                     # the same weights, the same code
+    assert want.shape == (1, model.cfg.num_priors, 3 + 1)
+
+
 def test_cosine_schedule_sets_each_step_s_learning_rate(shapes_root, tmp_path):
     # 8 photos, batch 4: 2 steps an epoch, 4 in all, the first 2 warming up
     trainer = Trainer(tiny(shapes_root, tmp_path, schedule="cosine"), log=lambda *_: None).fit()
@@ -592,6 +608,7 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     (dict(loader="fork"), r"TrainConfig.loader \(--loader\): must be 'threads' or 'processes'"),
     (dict(zoom_out=0.5), r"TrainConfig.zoom_out \(--zoom-out\): must be a finite number >= 1"),
     (dict(match_iou=0.0), r"TrainConfig.match_iou \(--match-iou\): must be a finite number > 0 and <= 1"),
+    (dict(background_maxout=0), r"TrainConfig.background_maxout \(--background-maxout\): must be an integer >= 1"),
     (dict(mosaic=1.5), r"TrainConfig.mosaic \(--mosaic\): must be a finite number >= 0 and <= 1"),
     (dict(mosaic=0.5, augment="flip"), r"TrainConfig.mosaic \(--mosaic\): only applies with "
                                        r"--augment ssd \(not flip\)"),

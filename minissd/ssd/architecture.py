@@ -56,6 +56,11 @@ class SSDArch:
         model trained from scratch (no ImageNet weights) learn several times faster.
     stem_stride: stride of the first conv (1 in VGG; 2 halves the input at once,
         which spares a small model its most memory-hungry full-resolution map).
+    background_maxout: background scores per default box on the FIRST source map, of
+        which the largest is the background's logit (S3FD's max-out background label,
+        Zhang et al. 2017, sec. 3.3: the first map's many small boxes are mostly
+        background, and several background scores let it say so more easily).
+        1: the paper's single background score.
     """
     name: str
     base: tuple
@@ -69,6 +74,7 @@ class SSDArch:
     base_init: str = "he"
     stem_stride: int = 1
     batch_norm: bool = False
+    background_maxout: int = 1
 
     @classmethod
     def from_dict(cls, d: dict) -> "SSDArch":

@@ -9,6 +9,10 @@
                 -> conf head (3x3 conv, k*(C+1) channels)  -> (B, H*W*k, C+1)
     concatenated over the maps -> loc (B, P, 4), conf (B, P, C+1), P = 8732 for SSD300
 
+With ``arch.background_maxout = m > 1`` the first map's conf head emits m background
+scores per box (k*(m+C) channels) and :func:`maxout_background` keeps their max as the
+box's one background logit (S3FD's max-out background label); the other maps are as above.
+
 A head's output (B, k*4, H, W) is transposed to (B, H, W, k*4) and reshaped to
 (B, H*W*k, 4): prediction p of map m is cell (i, j) = row-major, then box a,
 exactly the order of :func:`minissd.ssd.priors.default_boxes`.
@@ -40,6 +44,27 @@ from minissd.nn.layers import Conv2d, L2Norm, MaxPool2d
 from minissd.nn.module import Module
 from minissd.ssd.summary import summary  # noqa: F401  (re-exported: `from minissd.ssd.model import summary`)
 from minissd.ssd.architecture import SSDArch, build_extras, build_vgg, get_arch
+
+
+def maxout_background(scores, m):
+    """(B, N, m + C) scores -> (B, N, 1 + C) logits, and (B, N) the winning background score.
+
+    The first m scores of each box are background scores; the logit of the background is
+    their max (S3FD's max-out background label), the C class scores pass through.
+    """
+    xp = get_array_module(scores)
+    background = scores[:, :, :m]                                   # (B, N, m)
+    arg = background.argmax(axis=2)                                 # (B, N)
+    top = background.max(axis=2, keepdims=True)                     # (B, N, 1)
+    return xp.concatenate([top, scores[:, :, m:]], axis=2), arg
+
+
+def maxout_background_backward(dlogits, arg, m):
+    """dL/dlogits (B, N, 1 + C) -> dL/dscores (B, N, m + C): the background's gradient goes
+    to the background score that won the max, none to the others."""
+    xp = get_array_module(dlogits)
+    won = (xp.arange(m) == arg[:, :, None]).astype(dlogits.dtype)   # (B, N, m) one-hot
+    return xp.concatenate([won * dlogits[:, :, :1], dlogits[:, :, 1:]], axis=2)
 
 
 class Heads(Module):
@@ -83,15 +108,25 @@ class SSD(Module):
             raise ValueError(f"SSD: architecture {self.arch.name!r} has {len(self.source_layers)} source maps, "
                              f"config {cfg.name!r} lists {len(cfg.feature_maps)} feature_maps")
 
+        m = self.arch.background_maxout
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+            raise ValueError(f"SSD: architecture {self.arch.name!r}: background_maxout must be an "
+                             f"integer >= 1, got {m!r}")
         self.loc, self.conf = Heads(), Heads()                     # Xavier init, bias 0
-        for name, channels, k in zip(self.source_names, self.arch.source_channels,
-                                     cfg.num_boxes_per_location):
+        for i, (name, channels, k) in enumerate(zip(self.source_names, self.arch.source_channels,
+                                                    cfg.num_boxes_per_location)):
+            scores = self.scores_per_box(i)                          # C + 1 (C + m on map 0)
             setattr(self.loc, name, Conv2d(channels, k * 4, 3, padding=1, rng=rng, init="xavier"))
-            setattr(self.conf, name, Conv2d(channels, k * (self.num_classes + 1), 3, padding=1,
+            setattr(self.conf, name, Conv2d(channels, k * scores, 3, padding=1,
                                             rng=rng, init="xavier"))
         self._check_feature_maps()
-        self._maps = self._head_inputs = None
+        self._maps = self._head_inputs = self._maxout_arg = None
         self._heads_stacked = False
+
+    def scores_per_box(self, i):
+        """Scores source map i's conf head emits per default box: C + 1, and C + m on the
+        first map when ``arch.background_maxout`` = m > 1 (its m background scores)."""
+        return self.num_classes + (self.arch.background_maxout if i == 0 else 1)
 
     # --- structure --------------------------------------------------------------
     def trunk(self):
@@ -172,7 +207,10 @@ class SSD(Module):
             loc, conf = self._heads_forward(name, s)            # (B, k*4, H, W), (B, k*(C+1), H, W)
             k = loc.shape[1] // 4
             locs.append(loc.transpose(0, 2, 3, 1).reshape(B, H * W * k, 4))       # (B, H*W*k, 4)
-            confs.append(conf.transpose(0, 2, 3, 1).reshape(B, H * W * k, -1))    # (B, H*W*k, C+1)
+            conf = conf.transpose(0, 2, 3, 1).reshape(B, H * W * k, -1)           # (B, H*W*k, C+1)
+            if len(maps) == 0 and self.arch.background_maxout > 1:   # (B, H*W*k, C+m) -> C+1
+                conf, self._maxout_arg = maxout_background(conf, self.arch.background_maxout)
+            confs.append(conf)
             maps.append((H, W, k))
         self._maps = maps
         return xp.concatenate(locs, axis=1), xp.concatenate(confs, axis=1)  # (B, P, 4), (B, P, C+1)
@@ -212,10 +250,15 @@ class SSD(Module):
         dsources, start = [], 0
         if self._head_inputs is None:
             raise RuntimeError("SSD.backward needs a forward in training mode first (model.train())")
-        for name, (H, W, k), source in zip(self.source_names, self._maps, self._head_inputs):
+        for i, (name, (H, W, k), source) in enumerate(zip(self.source_names, self._maps,
+                                                          self._head_inputs)):
             stop = start + H * W * k
             dl = dloc[:, start:stop].reshape(B, H, W, k * 4).transpose(0, 3, 1, 2)   # (B, k*4, H, W)
-            dc = dconf[:, start:stop].reshape(B, H, W, k * K).transpose(0, 3, 1, 2)  # (B, k*K, H, W)
+            dc = dconf[:, start:stop]                                                 # (B, H*W*k, K)
+            if i == 0 and self.arch.background_maxout > 1:      # back through the max: (.., C+m)
+                dc = maxout_background_backward(dc, self._maxout_arg, self.arch.background_maxout)
+            n = self.scores_per_box(i)
+            dc = dc.reshape(B, H, W, k * n).transpose(0, 3, 1, 2)                    # (B, k*n, H, W)
             dsources.append(self._heads_backward(name, source, dl, dc))   # (B, C_s, H, W)
             start = stop
         dsources[0] = self.l2norm.backward(dsources[0])         # conv4_3's heads saw L2Norm(x)

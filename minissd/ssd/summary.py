@@ -60,8 +60,11 @@ def summary(model) -> str:
         out = str(tuple(shape))
         if name.startswith(("loc.", "conf.")):
             k, h, w = shape
-            n = k // 4 if name.startswith("loc.") else k // (model.num_classes + 1)
-            out += f" -> {h * w * n}x{4 if name.startswith('loc.') else model.num_classes + 1}"
+            i = model.source_names.index(name.split(".", 1)[1])
+            per_box = 4 if name.startswith("loc.") else model.scores_per_box(i)
+            out += f" -> {h * w * (k // per_box)}x{per_box}"
+            if per_box > model.num_classes + 1 and name.startswith("conf."):
+                out += f" (max of {model.arch.background_maxout} backgrounds)"
         lines.append(f"{name:<18}{_describe(layer):<26}{out:<26}{params:>12,}"
                      f"{macs / 1e6:>10.1f}")
     stats = model_stats(model)

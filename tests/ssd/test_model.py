@@ -394,3 +394,120 @@ def test_taps_is_the_old_name_of_source_layers():
     assert model.source_layers == ("relu4_1", "relu7", "relu8_2", "relu9_2", "relu10_2")
     with pytest.warns(DeprecationWarning, match="source_layers"):
         assert model.taps == model.source_layers
+
+
+# --------------------------------------------------------------------------- #
+# S3FD's max-out background label on the first map (arch.background_maxout)
+# --------------------------------------------------------------------------- #
+def tiny64_maxout(m, num_classes=2, seed=0):
+    arch = dataclasses.replace(SSD_TINY_ARCH, background_maxout=m)
+    return SSD(TINY64, num_classes, seed=seed, arch=arch).astype(np.float64)
+
+
+def test_maxout_background_takes_the_largest_background_score():
+    """(B, N, m + C) -> (B, N, 1 + C): the max of the first m, the classes unchanged; the
+    backward sends the background's gradient to the winner only."""
+    from minissd.ssd.model import maxout_background, maxout_background_backward
+    scores = np.array([[[0.5, 2.0, -1.0, 7.0, 8.0],          # m = 3 backgrounds, C = 2 classes
+                        [-3.0, -4.0, -2.5, 1.0, 0.0]]])     # (1, 2, 5)
+    logits, arg = maxout_background(scores, 3)
+    np.testing.assert_array_equal(logits, [[[2.0, 7.0, 8.0], [-2.5, 1.0, 0.0]]])
+    np.testing.assert_array_equal(arg, [[1, 2]])
+    d = np.array([[[10.0, 20.0, 30.0], [40.0, 50.0, 60.0]]])
+    np.testing.assert_array_equal(maxout_background_backward(d, arg, 3),
+                                  [[[0.0, 10.0, 0.0, 20.0, 30.0], [0.0, 0.0, 40.0, 50.0, 60.0]]])
+
+
+def test_maxout_background_gradient_check():
+    """float64 central differences of sum(dy * maxout(x)) against the backward, random dy."""
+    from minissd.ssd.model import maxout_background, maxout_background_backward
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 7, 3 + 4))                    # scores well apart: no tie at 1e-6
+    dy = rng.standard_normal((2, 7, 1 + 4))
+    _, arg = maxout_background(x, 3)
+    got = maxout_background_backward(dy, arg, 3)
+    want = np.zeros_like(x)
+    eps = 1e-6
+    for i in np.ndindex(x.shape):
+        plus, minus = x.copy(), x.copy()
+        plus[i] += eps
+        minus[i] -= eps
+        want[i] = ((dy * maxout_background(plus, 3)[0]).sum()
+                   - (dy * maxout_background(minus, 3)[0]).sum()) / (2 * eps)
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9)
+
+
+def test_background_maxout_widens_only_the_first_conf_head():
+    plain, maxout = tiny64(num_classes=2), tiny64_maxout(3, num_classes=2)
+    for i, name in enumerate(plain.source_names):
+        k = plain.loc[name].out_channels // 4
+        assert plain.conf[name].out_channels == k * 3
+        assert maxout.conf[name].out_channels == k * (5 if i == 0 else 3)   # C + m on map 0
+    loc, conf = maxout.forward(images_for(TINY64, 2))
+    assert loc.shape == (2, TINY64.num_priors, 4) and conf.shape == (2, TINY64.num_priors, 3)
+
+
+def test_background_maxout_with_silent_extra_scores_is_the_plain_model():
+    """Give the m - 1 extra background scores of each first-map box zero weights and a bias
+    of -1e3: they never win the max, and the model is the plain one with the same weights,
+    forward and backward (the extra scores get no gradient)."""
+    plain, maxout = tiny64(num_classes=2), tiny64_maxout(3, num_classes=2)
+    state = plain.state_dict()
+    name = plain.source_names[0]
+    k = plain.loc[name].out_channels // 4
+    w, b = state[f"conf.{name}.weight"], state[f"conf.{name}.bias"]     # (k*3, C_s, 3, 3), (k*3,)
+    w5 = np.zeros((k, 5) + w.shape[1:])                                 # per box: bg, bg', bg'', c1, c2
+    b5 = np.full((k, 5), -1e3)
+    w5[:, [0, 3, 4]] = w.reshape((k, 3) + w.shape[1:])
+    b5[:, [0, 3, 4]] = b.reshape(k, 3)
+    maxout.load_state_dict(dict(state, **{f"conf.{name}.weight": w5.reshape((k * 5,) + w.shape[1:]),
+                                          f"conf.{name}.bias": b5.reshape(-1)}))
+    x = images_for(TINY64, 2)
+    plain.train(), maxout.train()
+    (l1, c1), (l2, c2) = plain.forward(x), maxout.forward(x)
+    np.testing.assert_allclose(l2, l1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(c2, c1, rtol=1e-12, atol=1e-12)
+    rng = np.random.default_rng(5)
+    dloc, dconf = rng.standard_normal(l1.shape), rng.standard_normal(c1.shape)
+    d1, d2 = plain.backward(dloc, dconf), maxout.backward(dloc, dconf)
+    np.testing.assert_allclose(d2, d1, rtol=1e-10, atol=1e-12)
+    g = maxout.conf[name].grads["weight"].reshape((k, 5) + w.shape[1:])
+    np.testing.assert_allclose(g[:, [0, 3, 4]].reshape(w.shape), plain.conf[name].grads["weight"],
+                               rtol=1e-10, atol=1e-12)
+    assert not g[:, [1, 2]].any()
+
+
+@pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "plain"])
+def test_background_maxout_gradient_check_end_to_end(stacked):
+    model = tiny64_maxout(3)
+    first = model.source_names[0]
+    with fast.fast_paths(stacked):
+        check_backward(model, images_for(TINY64, 2),
+                       params=[f"conf.{first}.weight", f"conf.{first}.bias", "vgg.conv1_1.weight"],
+                       rng=np.random.default_rng(3), max_checks=6, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("m", [0, 1.5, True])
+def test_background_maxout_must_be_a_positive_integer(m):
+    with pytest.raises(ValueError, match="background_maxout must be an integer >= 1"):
+        tiny64_maxout(m)
+
+
+def test_background_maxout_runs_on_every_backend(xp):
+    """Forward and backward of a max-out model on xp give NumPy's numbers (float64)."""
+    ref = tiny64_maxout(3)
+    model = tiny64_maxout(3).to(backend.device_of(xp.zeros(1)))
+    x = images_for(TINY64, 2)
+    rng = np.random.default_rng(6)
+    dloc = rng.standard_normal((2, TINY64.num_priors, 4))
+    dconf = rng.standard_normal((2, TINY64.num_priors, 3))
+    outs = []
+    for m, arr in ((ref, np), (model, xp)):
+        m.train()
+        loc, conf = m.forward(arr.asarray(x))
+        assert backend.get_array_module(conf) is arr
+        dimages = m.backward(arr.asarray(dloc), arr.asarray(dconf))
+        first = m.source_names[0]
+        outs.append([backend.to_numpy(a) for a in (loc, conf, dimages, m.conf[first].grads["weight"])])
+    for got, want in zip(*reversed(outs)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)

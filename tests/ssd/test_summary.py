@@ -78,3 +78,14 @@ def test_receptive_fields_of_ssd_tiny_by_hand():
         ("conv4_1", 38, 8), ("fc7", 206, 16), ("conv8_2", 238, 32), ("conv9_2", 302, 64),
         ("conv10_2", 430, 128)]
     assert [r["size"] for r in rows] == [16, 8, 4, 2, 1]
+
+
+def test_summary_rows_of_a_background_maxout_head():
+    import dataclasses
+    from minissd.ssd.architecture import get_arch
+    arch = dataclasses.replace(get_arch("ssd-cpu"), background_maxout=3)
+    rows = {line.split()[0]: line for line in summary(SSD(get_config("ssd-cpu"), 5, arch=arch)).splitlines()
+            if line[:1].isalpha()}
+    # 6 boxes per cell on the 24x24 map, each with 5 classes + 3 background scores
+    assert "(48, 24, 24) -> 3456x8 (max of 3 backgrounds)" in rows["conf.conv3_2"]
+    assert "(36, 12, 12) -> 864x6" in rows["conf.fc7"] and "max of" not in rows["conf.fc7"]
