@@ -208,7 +208,7 @@ class SSD(Module):
             k = loc.shape[1] // 4
             locs.append(loc.transpose(0, 2, 3, 1).reshape(B, H * W * k, 4))       # (B, H*W*k, 4)
             conf = conf.transpose(0, 2, 3, 1).reshape(B, H * W * k, -1)           # (B, H*W*k, C+1)
-            if len(maps) == 0 and self.arch.background_maxout > 1:   # (B, H*W*k, C+m) -> C+1
+            if len(maps) == 0 and self.arch.background_maxout > 1:   # map 0 has C+m: -> C+1
                 conf, self._maxout_arg = maxout_background(conf, self.arch.background_maxout)
             confs.append(conf)
             maps.append((H, W, k))
@@ -217,7 +217,8 @@ class SSD(Module):
 
     # --- the two heads of a source ------------------------------------------------
     def _heads_forward(self, name, source):
-        """source (B, C_s, H, W) -> loc (B, k*4, H, W), conf (B, k*(C+1), H, W)."""
+        """source (B, C_s, H, W) -> loc (B, k*4, H, W), conf (B, k*(C+1), H, W) (k*(C+m) on a
+        max-out first map)."""
         loc, conf = self.loc[name], self.conf[name]
         self._heads_stacked = fast.enabled()
         if self._heads_stacked:     # fast path: both heads as ONE conv, their weights stacked
