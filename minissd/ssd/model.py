@@ -202,13 +202,13 @@ class SSD(Module):
 
         locs, confs, maps = [], [], []
         self._head_inputs = sources if self.training else None
-        for name, s in zip(self.source_names, sources):
+        for i, (name, s) in enumerate(zip(self.source_names, sources)):
             _, _, H, W = s.shape
             loc, conf = self._heads_forward(name, s)            # (B, k*4, H, W), (B, k*(C+1), H, W)
             k = loc.shape[1] // 4
             locs.append(loc.transpose(0, 2, 3, 1).reshape(B, H * W * k, 4))       # (B, H*W*k, 4)
             conf = conf.transpose(0, 2, 3, 1).reshape(B, H * W * k, -1)           # (B, H*W*k, C+1)
-            if len(maps) == 0 and self.arch.background_maxout > 1:   # map 0 has C+m: -> C+1
+            if i == 0 and self.arch.background_maxout > 1:          # map 0 has C+m: -> C+1
                 conf, self._maxout_arg = maxout_background(conf, self.arch.background_maxout)
             confs.append(conf)
             maps.append((H, W, k))
