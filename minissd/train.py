@@ -113,6 +113,9 @@ class TrainConfig:
                                          "feature map, their max the background's logit "
                                          "(S3FD's max-out background label, e.g. 3; 1: the "
                                          "paper's one score)", same=True)
+    maxout_maps: int = setting(1, "with --background-maxout: how many feature maps, from the "
+                                  "first, have the max-out background scores (S3FD's 1)",
+                               same=True)
     ema: float = setting(0.0, "also keep an exponential moving average of the weights with this "
                               "decay (e.g. 0.999); evaluations, evaluate, detect and export use "
                               "it (0: off)", same=True)
@@ -238,6 +241,9 @@ class TrainConfig:
         number("ema", 0, 1)
         number("match_iou", 0, 1, open_low=True, closed_high=True)
         integer("background_maxout", 1)
+        integer("maxout_maps", 1)
+        if self.maxout_maps > 1 and self.background_maxout == 1:
+            raise self._error("maxout_maps", "only applies with --background-maxout 2 or more")
         if self.eval_every and not self.eval_split:
             raise self._error("eval_every", "needs --eval-split (a split of the same roots)")
         if self.max_minutes is not None:
@@ -438,7 +444,11 @@ class Trainer:
         if len(self.loader) == 0:
             raise UserError(f"split {tc.split!r} has {len(dataset)} image(s), fewer than "
                             f"--batch-size {tc.batch_size}: give --batch-size {len(dataset)} or less")
-        arch = dataclasses.replace(get_arch(self.cfg.name), background_maxout=tc.background_maxout)
+        if tc.maxout_maps > len(self.cfg.feature_maps):
+            raise tc._error("maxout_maps", f"{tc.config} has {len(self.cfg.feature_maps)} feature "
+                                           f"maps, not {tc.maxout_maps}")
+        arch = dataclasses.replace(get_arch(self.cfg.name), background_maxout=tc.background_maxout,
+                                   maxout_maps=tc.maxout_maps)
         self.model = SSD(self.cfg, len(self.class_names), seed=tc.seed, arch=arch).to(tc.device)
         self.priors = self.xp.asarray(default_boxes(self.cfg), dtype=self.xp.float32)  # (P, 4)
         self.criterion = MultiBoxLoss()

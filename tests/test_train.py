@@ -11,6 +11,8 @@ from minissd.nn.module import load_npz
 from minissd.datasets.synthetic import write_shapes_dataset
 from minissd.checkpoint import export_model, load_model, read_checkpoint
 from minissd.nn.optim import AdamW, WarmupCosine
+from minissd.errors import UserError
+from minissd.ssd.config import get_config
 from minissd.ssd.model import SSD
 from minissd.train import (NonFiniteLossError, NonFiniteWeightsError, Progress, RunExistsError,
                            Trainer, TrainConfig, epochs_for_budget, truncate_log)
@@ -110,6 +112,24 @@ def test_background_maxout_trains_and_its_checkpoint_loads_with_it(shapes_root, 
     for got, want in zip(model.forward(x), trainer.model.forward(x)):
         np.testing.assert_array_equal(got, want)                     # the same weights, the same code
     assert want.shape == (1, model.cfg.num_priors, 3 + 1)
+
+
+def test_maxout_maps_trains_and_its_checkpoint_loads_with_it(shapes_root, tmp_path):
+    trainer = Trainer(tiny(shapes_root, tmp_path, epochs=1, background_maxout=2, maxout_maps=2),
+                      log=lambda *_: None).fit()
+    model, _ = load_model(tmp_path / "last.npz")
+    assert (model.arch.background_maxout, model.arch.maxout_maps) == (2, 2)
+    for i, name in enumerate(model.source_names):
+        k = model.loc[name].out_channels // 4
+        assert model.conf[name].out_channels == k * (3 + (2 if i < 2 else 1))
+
+
+def test_maxout_maps_beyond_the_configs_maps_names_the_option(shapes_root, tmp_path):
+    maps = len(get_config("ssd-tiny").feature_maps)
+    with pytest.raises(UserError, match=rf"TrainConfig.maxout_maps \(--maxout-maps\): ssd-tiny has "
+                                        rf"{maps} feature maps, not {maps + 1}"):
+        Trainer(tiny(shapes_root, tmp_path, epochs=1, background_maxout=2, maxout_maps=maps + 1),
+                log=lambda *_: None)
 
 
 def test_cosine_schedule_sets_each_step_s_learning_rate(shapes_root, tmp_path):
@@ -609,6 +629,9 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     (dict(zoom_out=0.5), r"TrainConfig.zoom_out \(--zoom-out\): must be a finite number >= 1"),
     (dict(match_iou=0.0), r"TrainConfig.match_iou \(--match-iou\): must be a finite number > 0 and <= 1"),
     (dict(background_maxout=0), r"TrainConfig.background_maxout \(--background-maxout\): must be an integer >= 1"),
+    (dict(maxout_maps=0), r"TrainConfig.maxout_maps \(--maxout-maps\): must be an integer >= 1"),
+    (dict(maxout_maps=2), r"TrainConfig.maxout_maps \(--maxout-maps\): only applies with "
+                          r"--background-maxout 2 or more"),
     (dict(mosaic=1.5), r"TrainConfig.mosaic \(--mosaic\): must be a finite number >= 0 and <= 1"),
     (dict(mosaic=0.5, augment="flip"), r"TrainConfig.mosaic \(--mosaic\): only applies with "
                                        r"--augment ssd \(not flip\)"),

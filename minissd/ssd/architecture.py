@@ -61,6 +61,8 @@ class SSDArch:
         Zhang et al. 2017, sec. 3.3: the first map's many small boxes are mostly
         background, and several background scores let it say so more easily).
         1: the paper's single background score.
+    maxout_maps: how many source maps, from the first, have the max-out background
+        scores when ``background_maxout`` > 1 (S3FD's: 1, the first map only).
     """
     name: str
     base: tuple
@@ -75,6 +77,7 @@ class SSDArch:
     stem_stride: int = 1
     batch_norm: bool = False
     background_maxout: int = 1
+    maxout_maps: int = 1
 
     @classmethod
     def from_dict(cls, d: dict) -> "SSDArch":

@@ -11,7 +11,8 @@
 
 With ``arch.background_maxout = m > 1`` the first map's conf head emits m background
 scores per box (k*(m+C) channels) and :func:`maxout_background` keeps their max as the
-box's one background logit (S3FD's max-out background label); the other maps are as above.
+box's one background logit (S3FD's max-out background label); the other maps are as above
+(``arch.maxout_maps`` = n > 1: the first n maps have the m scores).
 
 A head's output (B, k*4, H, W) is transposed to (B, H, W, k*4) and reshaped to
 (B, H*W*k, 4): prediction p of map m is cell (i, j) = row-major, then box a,
@@ -108,25 +109,34 @@ class SSD(Module):
             raise ValueError(f"SSD: architecture {self.arch.name!r} has {len(self.source_layers)} source maps, "
                              f"config {cfg.name!r} lists {len(cfg.feature_maps)} feature_maps")
 
-        m = self.arch.background_maxout
+        m, n = self.arch.background_maxout, self.arch.maxout_maps
         if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
             raise ValueError(f"SSD: architecture {self.arch.name!r}: background_maxout must be an "
                              f"integer >= 1, got {m!r}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(cfg.feature_maps):
+            raise ValueError(f"SSD: architecture {self.arch.name!r}: maxout_maps must be an integer "
+                             f"from 1 to the {len(cfg.feature_maps)} source maps, got {n!r}")
         self.loc, self.conf = Heads(), Heads()                     # Xavier init, bias 0
         for i, (name, channels, k) in enumerate(zip(self.source_names, self.arch.source_channels,
                                                     cfg.num_boxes_per_location)):
-            scores = self.scores_per_box(i)                          # C + 1 (C + m on map 0)
+            scores = self.scores_per_box(i)                          # C + 1 (C + m on a max-out map)
             setattr(self.loc, name, Conv2d(channels, k * 4, 3, padding=1, rng=rng, init="xavier"))
             setattr(self.conf, name, Conv2d(channels, k * scores, 3, padding=1,
                                             rng=rng, init="xavier"))
         self._check_feature_maps()
-        self._maps = self._head_inputs = self._maxout_arg = None
+        self._maps = self._head_inputs = None
+        self._maxout_args = {}                                     # map i -> (B, N) winners
         self._heads_stacked = False
 
+    def maxout(self, i):
+        """Whether source map i has max-out background scores: ``arch.background_maxout`` > 1
+        and i among the first ``arch.maxout_maps`` maps."""
+        return self.arch.background_maxout > 1 and i < self.arch.maxout_maps
+
     def scores_per_box(self, i):
-        """Scores source map i's conf head emits per default box: C + 1, and C + m on the
-        first map when ``arch.background_maxout`` = m > 1 (its m background scores)."""
-        return self.num_classes + (self.arch.background_maxout if i == 0 else 1)
+        """Scores source map i's conf head emits per default box: C + 1, and C + m on a
+        max-out map when ``arch.background_maxout`` = m > 1 (its m background scores)."""
+        return self.num_classes + (self.arch.background_maxout if self.maxout(i) else 1)
 
     # --- structure --------------------------------------------------------------
     def trunk(self):
@@ -208,8 +218,8 @@ class SSD(Module):
             k = loc.shape[1] // 4
             locs.append(loc.transpose(0, 2, 3, 1).reshape(B, H * W * k, 4))       # (B, H*W*k, 4)
             conf = conf.transpose(0, 2, 3, 1).reshape(B, H * W * k, -1)           # (B, H*W*k, C+1)
-            if i == 0 and self.arch.background_maxout > 1:          # map 0 has C+m: -> C+1
-                conf, self._maxout_arg = maxout_background(conf, self.arch.background_maxout)
+            if self.maxout(i):                                      # a max-out map has C+m: -> C+1
+                conf, self._maxout_args[i] = maxout_background(conf, self.arch.background_maxout)
             confs.append(conf)
             maps.append((H, W, k))
         self._maps = maps
@@ -256,8 +266,8 @@ class SSD(Module):
             stop = start + H * W * k
             dl = dloc[:, start:stop].reshape(B, H, W, k * 4).transpose(0, 3, 1, 2)   # (B, k*4, H, W)
             dc = dconf[:, start:stop]                                                 # (B, H*W*k, K)
-            if i == 0 and self.arch.background_maxout > 1:      # back through the max: (.., C+m)
-                dc = maxout_background_backward(dc, self._maxout_arg, self.arch.background_maxout)
+            if self.maxout(i):                                  # back through the max: (.., C+m)
+                dc = maxout_background_backward(dc, self._maxout_args[i], self.arch.background_maxout)
             n = self.scores_per_box(i)
             dc = dc.reshape(B, H, W, k * n).transpose(0, 3, 1, 2)                    # (B, k*n, H, W)
             dsources.append(self._heads_backward(name, source, dl, dc))   # (B, C_s, H, W)

@@ -399,8 +399,8 @@ def test_taps_is_the_old_name_of_source_layers():
 # --------------------------------------------------------------------------- #
 # S3FD's max-out background label on the first map (arch.background_maxout)
 # --------------------------------------------------------------------------- #
-def tiny64_maxout(m, num_classes=2, seed=0):
-    arch = dataclasses.replace(SSD_TINY_ARCH, background_maxout=m)
+def tiny64_maxout(m, num_classes=2, seed=0, maps=1):
+    arch = dataclasses.replace(SSD_TINY_ARCH, background_maxout=m, maxout_maps=maps)
     return SSD(TINY64, num_classes, seed=seed, arch=arch).astype(np.float64)
 
 
@@ -485,6 +485,39 @@ def test_background_maxout_gradient_check_end_to_end(stacked):
         check_backward(model, images_for(TINY64, 2),
                        params=[f"conf.{first}.weight", f"conf.{first}.bias", "vgg.conv1_1.weight"],
                        rng=np.random.default_rng(3), max_checks=6, atol=1e-6, rtol=1e-4)
+
+
+def test_maxout_maps_widens_the_first_n_conf_heads():
+    """arch.maxout_maps = 2: the first two maps have C + m scores per box, the rest C + 1;
+    the logits are C + 1 everywhere."""
+    model = tiny64_maxout(3, num_classes=2, maps=2)
+    for i, name in enumerate(model.source_names):
+        k = model.loc[name].out_channels // 4
+        assert model.conf[name].out_channels == k * (5 if i < 2 else 3)
+        assert model.scores_per_box(i) == (5 if i < 2 else 3)
+    loc, conf = model.forward(images_for(TINY64, 2))
+    assert loc.shape == (2, TINY64.num_priors, 4) and conf.shape == (2, TINY64.num_priors, 3)
+    plain = tiny64_maxout(1, maps=2)                  # one background score: maxout_maps idle
+    assert all(plain.scores_per_box(i) == 3 for i in range(len(plain.source_names)))
+
+
+@pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "plain"])
+def test_maxout_maps_gradient_check_end_to_end(stacked):
+    """float64 central differences through both max-out maps' heads and the trunk below them."""
+    model = tiny64_maxout(3, maps=2)
+    first, second = model.source_names[:2]
+    with fast.fast_paths(stacked):
+        check_backward(model, images_for(TINY64, 2),
+                       params=[f"conf.{first}.weight", f"conf.{second}.weight", f"conf.{second}.bias",
+                               "vgg.conv1_1.weight"],
+                       rng=np.random.default_rng(4), max_checks=6, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n", [0, len(TINY64.feature_maps) + 1, True, 1.0])
+def test_maxout_maps_must_count_source_maps(n):
+    with pytest.raises(ValueError, match=r"maxout_maps must be an integer from 1 to the "
+                                         rf"{len(TINY64.feature_maps)} source maps"):
+        tiny64_maxout(3, maps=n)
 
 
 @pytest.mark.parametrize("m", [0, 1.5, True])
