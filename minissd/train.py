@@ -42,7 +42,7 @@ from minissd.errors import UserError
 from minissd.nn import backend
 from minissd.nn.optim import (SGD, AdamW, WarmupCosine, WarmupMultiStep, WeightAverage,
                                default_warmup_steps)
-from minissd.ssd.architecture import get_arch
+from minissd.ssd.architecture import SSDArch, get_arch
 from minissd.ssd.config import SSDConfig, get_config
 from minissd.ssd.loss import MultiBoxLoss
 from minissd.ssd.matching import match_batch, pad_targets
@@ -570,6 +570,15 @@ class Trainer:
             raise UserError(f"{path}: the model was trained for classes {meta['class_names']}, "
                             f"the data set has {self.class_names}: give --reset-heads to "
                             f"re-initialise the class heads for the new list")
+        if "arch" in meta and not reset_heads:    # (older checkpoints: the shape check below)
+            theirs, mine = SSDArch.from_dict(meta["arch"]), self.model.arch
+            maps = range(len(self.cfg.feature_maps))
+            if [theirs.background_scores(i) for i in maps] != [mine.background_scores(i) for i in maps]:
+                raise UserError(f"{path}: the model was trained with --background-maxout "
+                                f"{theirs.background_maxout} --maxout-maps {theirs.maxout_maps}, this "
+                                f"run has --background-maxout {mine.background_maxout} --maxout-maps "
+                                f"{mine.maxout_maps}: its class heads do not fit; give its settings, "
+                                f"or --reset-heads to re-initialise the class heads")
         state = model_weights(arrays)                        # a run's --ema average, if it has one
         if reset_heads:
             fresh = self.model.state_dict()

@@ -124,6 +124,23 @@ def test_maxout_maps_trains_and_its_checkpoint_loads_with_it(shapes_root, tmp_pa
         assert model.conf[name].out_channels == k * (3 + (2 if i < 2 else 1))
 
 
+def test_init_from_another_maxout_names_the_settings(shapes_root, tmp_path):
+    """--init from a model with other background scores: the class heads cannot load; the
+    error names both runs' settings and --reset-heads, which then starts from the rest."""
+    Trainer(tiny(shapes_root, tmp_path / "a", epochs=1, background_maxout=3),
+            log=lambda *_: None).fit()
+    with pytest.raises(UserError, match=r"trained with --background-maxout 3 --maxout-maps 1, this "
+                                        r"run has --background-maxout 1 --maxout-maps 1: .*--reset-heads"):
+        Trainer(tiny(shapes_root, tmp_path / "b", epochs=1, init=str(tmp_path / "a" / "last.npz")),
+                log=lambda *_: None)
+    trainer = Trainer(tiny(shapes_root, tmp_path / "b", epochs=1, init=str(tmp_path / "a" / "last.npz"),
+                           reset_heads=True), log=lambda *_: None)
+    saved, _ = load_model(tmp_path / "a" / "last.npz")
+    first = saved.source_names[0]
+    np.testing.assert_array_equal(trainer.model.loc[first].params["weight"],
+                                  saved.loc[first].params["weight"])   # the box heads loaded
+
+
 def test_maxout_maps_beyond_the_configs_maps_names_the_option(shapes_root, tmp_path):
     maps = len(get_config("ssd-tiny").feature_maps)
     with pytest.raises(UserError, match=rf"TrainConfig.maxout_maps \(--maxout-maps\): ssd-tiny has "

@@ -79,6 +79,11 @@ class SSDArch:
     background_maxout: int = 1
     maxout_maps: int = 1
 
+    def background_scores(self, i: int) -> int:
+        """Background scores per default box on source map i: ``background_maxout`` on the
+        first ``maxout_maps`` maps, 1 on the others."""
+        return self.background_maxout if i < self.maxout_maps else 1
+
     @classmethod
     def from_dict(cls, d: dict) -> "SSDArch":
         """From JSON-style lists and numbers (inverse of ``to_dict``)."""

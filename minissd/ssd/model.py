@@ -131,12 +131,12 @@ class SSD(Module):
     def maxout(self, i):
         """Whether source map i has max-out background scores: ``arch.background_maxout`` > 1
         and i among the first ``arch.maxout_maps`` maps."""
-        return self.arch.background_maxout > 1 and i < self.arch.maxout_maps
+        return self.arch.background_scores(i) > 1
 
     def scores_per_box(self, i):
         """Scores source map i's conf head emits per default box: C + 1, and C + m on a
         max-out map when ``arch.background_maxout`` = m > 1 (its m background scores)."""
-        return self.num_classes + (self.arch.background_maxout if self.maxout(i) else 1)
+        return self.num_classes + self.arch.background_scores(i)
 
     # --- structure --------------------------------------------------------------
     def trunk(self):
