@@ -228,7 +228,7 @@ class SSD(Module):
     # --- the two heads of a source ------------------------------------------------
     def _heads_forward(self, name, source):
         """source (B, C_s, H, W) -> loc (B, k*4, H, W), conf (B, k*(C+1), H, W) (k*(C+m) on a
-        max-out first map)."""
+        max-out map)."""
         loc, conf = self.loc[name], self.conf[name]
         self._heads_stacked = fast.enabled()
         if self._heads_stacked:     # fast path: both heads as ONE conv, their weights stacked

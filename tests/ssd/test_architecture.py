@@ -176,7 +176,7 @@ def test_a_shipped_model_with_its_architecture_loads_it(file, preset):
     meta = read_checkpoint(path)[1]
     want = dataclasses.replace(get_arch(preset), **VOC5_ARCH_CHANGES[file])
     # every field it records is as trained; fields added since it was written
-    # (background_maxout) are absent and take their defaults
+    # (background_maxout, maxout_maps) are absent and take their defaults
     want_dict = json.loads(json.dumps(want.to_dict()))
     assert meta["arch"] == {k: want_dict[k] for k in meta["arch"]}
     assert SSDArch.from_dict(meta["arch"]) == want

@@ -397,7 +397,7 @@ def test_taps_is_the_old_name_of_source_layers():
 
 
 # --------------------------------------------------------------------------- #
-# S3FD's max-out background label on the first map (arch.background_maxout)
+# S3FD's max-out background label on the first map(s) (arch.background_maxout, maxout_maps)
 # --------------------------------------------------------------------------- #
 def tiny64_maxout(m, num_classes=2, seed=0, maps=1):
     arch = dataclasses.replace(SSD_TINY_ARCH, background_maxout=m, maxout_maps=maps)
