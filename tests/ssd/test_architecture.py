@@ -196,3 +196,11 @@ def test_a_shipped_voc5_model_finds_the_objects_of_photos_it_was_trained_on(file
     photos = VOCDataset([(VOC5_PHOTOS, "trainval")], class_names=meta["class_names"])
     result, _ = evaluate_dataset(Detector(model), photos, use_07_metric=True)
     assert result["map"] >= 0.5
+
+
+def test_background_scores_per_map():
+    """background_maxout on the first maxout_maps maps, 1 on the others (and 1 everywhere
+    for the paper's one score)."""
+    arch = dataclasses.replace(get_arch("ssd-cpu"), background_maxout=3, maxout_maps=2)
+    assert [arch.background_scores(i) for i in range(5)] == [3, 3, 1, 1, 1]
+    assert [get_arch("ssd-cpu").background_scores(i) for i in range(5)] == [1] * 5
