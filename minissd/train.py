@@ -116,6 +116,9 @@ class TrainConfig:
     maxout_maps: int = setting(1, "with --background-maxout: how many feature maps, from the "
                                   "first, have the max-out background scores (S3FD's 1)",
                                same=True)
+    top_down: bool = setting(False, "add fc7's map, through a 1x1 conv and upsampled 2x, to the "
+                                    "first feature map before its heads (FPN's top-down path, "
+                                    "one level: context for the smallest boxes)", same=True)
     ema: float = setting(0.0, "also keep an exponential moving average of the weights with this "
                               "decay (e.g. 0.999); evaluations, evaluate, detect and export use "
                               "it (0: off)", same=True)
@@ -242,6 +245,8 @@ class TrainConfig:
         number("match_iou", 0, 1, open_low=True, closed_high=True)
         integer("background_maxout", 1)
         integer("maxout_maps", 1)
+        if not isinstance(self.top_down, (bool, np.bool_)):
+            raise self._error("top_down", "must be true or false")
         if self.maxout_maps > 1 and self.background_maxout == 1:
             raise self._error("maxout_maps", "only applies with --background-maxout 2 or more")
         if self.eval_every and not self.eval_split:
@@ -448,7 +453,7 @@ class Trainer:
             raise tc._error("maxout_maps", f"{tc.config} has {len(self.cfg.feature_maps)} feature "
                                            f"maps, not {tc.maxout_maps}")
         arch = dataclasses.replace(get_arch(self.cfg.name), background_maxout=tc.background_maxout,
-                                   maxout_maps=tc.maxout_maps)
+                                   maxout_maps=tc.maxout_maps, top_down=tc.top_down)
         self.model = SSD(self.cfg, len(self.class_names), seed=tc.seed, arch=arch).to(tc.device)
         self.priors = self.xp.asarray(default_boxes(self.cfg), dtype=self.xp.float32)  # (P, 4)
         self.criterion = MultiBoxLoss()
@@ -580,8 +585,16 @@ class Trainer:
                                 f"{mine.maxout_maps}: its class heads do not fit; give its settings, "
                                 f"or --reset-heads to re-initialise the class heads")
         state = model_weights(arrays)                        # a run's --ema average, if it has one
+        fresh = self.model.state_dict()
+        top_down = [k for k in fresh if k.startswith("top_down.")]
+        if top_down and not any(k in state for k in top_down):
+            # a plain model into a --top-down run: the path starts at zero, the plain model's outputs
+            self.log(f"--init: {path} has no top-down path; --top-down starts it at zero")
+            state = dict(state, **{k: fresh[k] for k in top_down})
+        elif not top_down and any(k.startswith("top_down.") for k in state):
+            raise UserError(f"{path}: the model was trained with --top-down, this run is without it: "
+                            f"give --top-down to continue it")
         if reset_heads:
-            fresh = self.model.state_dict()
             state = {k: (fresh[k] if k.startswith("conf.") else v) for k, v in state.items()}
         try:
             self.model.load_state_dict(state, source=str(path))

@@ -141,6 +141,36 @@ def test_init_from_another_maxout_names_the_settings(shapes_root, tmp_path):
                                   saved.loc[first].params["weight"])   # the box heads loaded
 
 
+def test_top_down_trains_and_its_checkpoint_loads_with_it(shapes_root, tmp_path):
+    trainer = Trainer(tiny(shapes_root, tmp_path, epochs=1, top_down=True), log=lambda *_: None).fit()
+    assert np.abs(trainer.model.top_down.params["weight"]).sum() > 0      # it left zero
+    model, _ = load_model(tmp_path / "last.npz")                          # the arch travels with it
+    assert model.arch.top_down
+    x = np.random.default_rng(0).standard_normal((1, 3, 128, 128)).astype(np.float32)
+    trainer.model.eval(), model.eval()
+    for got, want in zip(model.forward(x), trainer.model.forward(x)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_init_across_top_down(shapes_root, tmp_path):
+    """--init from a plain model into a --top-down run starts the path at zero (the plain model's
+    outputs); from a top-down model into a plain run it names --top-down."""
+    Trainer(tiny(shapes_root, tmp_path / "plain", epochs=1), log=lambda *_: None).fit()
+    logs = []
+    trainer = Trainer(tiny(shapes_root, tmp_path / "td", epochs=1, top_down=True,
+                           init=str(tmp_path / "plain" / "last.npz")), log=logs.append)
+    assert any("has no top-down path; --top-down starts it at zero" in line for line in logs)
+    plain, _ = load_model(tmp_path / "plain" / "last.npz")
+    x = np.random.default_rng(0).standard_normal((1, 3, 128, 128)).astype(np.float32)
+    trainer.model.eval(), plain.eval()
+    for got, want in zip(trainer.model.forward(x), plain.forward(x)):
+        np.testing.assert_array_equal(got, want)
+    trainer.fit()
+    with pytest.raises(UserError, match=r"trained with --top-down, this run is without it: give --top-down"):
+        Trainer(tiny(shapes_root, tmp_path / "again", epochs=1, init=str(tmp_path / "td" / "last.npz")),
+                log=lambda *_: None)
+
+
 def test_maxout_maps_beyond_the_configs_maps_names_the_option(shapes_root, tmp_path):
     maps = len(get_config("ssd-tiny").feature_maps)
     with pytest.raises(UserError, match=rf"TrainConfig.maxout_maps \(--maxout-maps\): ssd-tiny has "
@@ -649,6 +679,7 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     (dict(maxout_maps=0), r"TrainConfig.maxout_maps \(--maxout-maps\): must be an integer >= 1"),
     (dict(maxout_maps=2), r"TrainConfig.maxout_maps \(--maxout-maps\): only applies with "
                           r"--background-maxout 2 or more"),
+    (dict(top_down=1), r"TrainConfig.top_down \(--top-down\): must be true or false, got 1"),
     (dict(mosaic=1.5), r"TrainConfig.mosaic \(--mosaic\): must be a finite number >= 0 and <= 1"),
     (dict(mosaic=0.5, augment="flip"), r"TrainConfig.mosaic \(--mosaic\): only applies with "
                                        r"--augment ssd \(not flip\)"),

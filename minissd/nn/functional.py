@@ -14,6 +14,7 @@ into chunks that stay in the CPU's cache and run them on several threads.
     ReLU          relu, relu_backward
     L2Norm        l2norm, l2norm_backward
     BatchNorm     batch_norm, batch_norm_backward
+    upsampling    upsample_nearest, upsample_nearest_backward
 """
 from __future__ import annotations
 
@@ -251,3 +252,17 @@ def batch_norm_backward(dy, x, mean, var, weight, eps):
     a = (weight * inv_std).astype(dy.dtype)[:, None, None]
     dx = a * (dy - dbias[:, None, None] / m - xhat * (dweight[:, None, None] / m))
     return dx, dweight, dbias
+
+
+# =========================================================================== #
+# Nearest-neighbour upsampling (the top-down path into SSD's first source)
+# =========================================================================== #
+def upsample_nearest(x, scale):
+    """(N, C, H, W) -> (N, C, scale*H, scale*W): each pixel copied into a scale x scale block."""
+    return x.repeat(scale, axis=2).repeat(scale, axis=3)
+
+
+def upsample_nearest_backward(dy, scale):
+    """dx (N, C, H, W): each input pixel fed its whole block, so its gradient is the block's sum."""
+    N, C, H, W = dy.shape
+    return dy.reshape(N, C, H // scale, scale, W // scale, scale).sum(axis=(3, 5))

@@ -1,5 +1,5 @@
 """Hand-written layers, NCHW, forward and backward: Conv2d (dilated too),
-MaxPool2d, ReLU, L2Norm, BatchNorm2d and Sequential.
+MaxPool2d, ReLU, L2Norm, BatchNorm2d, Upsample2d and Sequential.
 
 Each ``forward`` stores a small cache; ``backward`` reads it in reverse and
 fills ``grads``. The arithmetic is in two places, chosen by one ``if`` in each
@@ -360,6 +360,38 @@ class BatchNorm2d(Module):
 
     def __repr__(self):
         return f"BatchNorm2d({self.channels})"
+
+
+class Upsample2d(Module):
+    """Nearest-neighbour upsampling by an integer ``scale``: (N, C, H, W) -> (N, C, sH, sW).
+
+    No parameters; backward sums each output block's gradient back onto its pixel.
+    One plain version (a copy and a sum, no fast path).
+    """
+
+    def __init__(self, scale=2):
+        super().__init__()
+        if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+            raise ValueError(f"Upsample2d: scale must be an integer >= 1, got {scale!r}")
+        self.scale = int(scale)
+        self._cache = None
+
+    def output_shape(self, h, w):
+        return h * self.scale, w * self.scale
+
+    def forward(self, x):
+        _check_nchw(self, x)
+        self._cache = x.shape if self.training else None
+        return F.upsample_nearest(x, self.scale)
+
+    def backward(self, dy):
+        shape = _require_cache(self, self._cache)
+        N, C, H, W = shape
+        _check_grad_shape(self, dy, (N, C, H * self.scale, W * self.scale))
+        return F.upsample_nearest_backward(dy, self.scale)
+
+    def __repr__(self):
+        return f"Upsample2d(scale={self.scale})"
 
 
 _MOVED_TO_FAST = ("valid_tap_ranges",)

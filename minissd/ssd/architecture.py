@@ -63,6 +63,12 @@ class SSDArch:
         1: the paper's single background score.
     maxout_maps: how many source maps, from the first, have the max-out background
         scores when ``background_maxout`` > 1 (S3FD's: 1, the first map only).
+    top_down: a top-down path into the first source (FPN's, Lin et al. 2017, one level;
+        DSSD and FSSD bring context to SSD's small boxes the same way): the second source
+        (fc7) through a 1x1 conv to the first source's channels, upsampled 2x (nearest),
+        added to the first source before its L2Norm. Only the heads see the sum; the trunk
+        goes on from the plain first source. Needs the first map twice the second's size.
+        False: the paper's SSD.
     """
     name: str
     base: tuple
@@ -78,6 +84,7 @@ class SSDArch:
     batch_norm: bool = False
     background_maxout: int = 1
     maxout_maps: int = 1
+    top_down: bool = False
 
     def background_scores(self, i: int) -> int:
         """Background scores per default box on source map i: ``background_maxout`` on the

@@ -14,6 +14,11 @@ scores per box (k*(m+C) channels) and :func:`maxout_background` keeps their max 
 box's one background logit (S3FD's max-out background label); the other maps are as above
 (``arch.maxout_maps`` = n > 1: the first n maps have the m scores).
 
+With ``arch.top_down`` (FPN's top-down path, one level) the first source's heads see
+L2Norm(relu4_3 + up2(conv1x1(relu7))): fc7's map, through a 1x1 conv to 512 channels and
+upsampled 2x (nearest), adds its wider context to the smallest boxes' features. fc7's
+gradient then has three terms: its heads, the deeper layers, and this path.
+
 A head's output (B, k*4, H, W) is transposed to (B, H, W, k*4) and reshaped to
 (B, H*W*k, 4): prediction p of map m is cell (i, j) = row-major, then box a,
 exactly the order of :func:`minissd.ssd.priors.default_boxes`.
@@ -41,7 +46,7 @@ import numpy as np
 from minissd.nn import fast
 from minissd.nn.backend import get_array_module
 from minissd.ssd.config import SSDConfig
-from minissd.nn.layers import Conv2d, L2Norm, MaxPool2d
+from minissd.nn.layers import Conv2d, L2Norm, MaxPool2d, Upsample2d
 from minissd.nn.module import Module
 from minissd.ssd.summary import summary  # noqa: F401  (re-exported: `from minissd.ssd.model import summary`)
 from minissd.ssd.architecture import SSDArch, build_extras, build_vgg, get_arch
@@ -123,6 +128,18 @@ class SSD(Module):
             setattr(self.loc, name, Conv2d(channels, k * 4, 3, padding=1, rng=rng, init="xavier"))
             setattr(self.conf, name, Conv2d(channels, k * scores, 3, padding=1,
                                             rng=rng, init="xavier"))
+        if not isinstance(self.arch.top_down, (bool, np.bool_)):
+            raise ValueError(f"SSD: architecture {self.arch.name!r}: top_down must be True or "
+                             f"False, got {self.arch.top_down!r}")
+        if self.arch.top_down:        # fc7 -> 1x1 conv -> 2x up, added to the first source
+            if cfg.feature_maps[0] != 2 * cfg.feature_maps[1]:
+                raise ValueError(f"SSD: architecture {self.arch.name!r}: top_down needs the first "
+                                 f"feature map twice the second, config {cfg.name!r} has "
+                                 f"feature_maps {cfg.feature_maps}")
+            c1, c2 = self.arch.source_channels[:2]
+            self.top_down = Conv2d(c2, c1, 1, rng=rng, init="xavier")
+            self.top_down.params["weight"][...] = 0      # starts as the plain SSD, learns the rest
+            self.upsample = Upsample2d(2)
         self._check_feature_maps()
         self._maps = self._head_inputs = None
         self._maxout_args = {}                                     # map i -> (B, N) winners
@@ -160,8 +177,12 @@ class SSD(Module):
                 rows.append((f"{prefix}.{name}", layer, shape))
                 if name in self.source_layers:
                     sources.append(shape)
-                    if len(sources) == 1:
+                    if len(sources) == 1 and not self.arch.top_down:
                         rows.append(("l2norm", self.l2norm, shape))
+                    if len(sources) == 2 and self.arch.top_down:     # fc7 -> the first source
+                        rows.append(("top_down", self.top_down, (sources[0][0], *shape[1:])))
+                        rows.append(("upsample", self.upsample, sources[0]))
+                        rows.append(("l2norm", self.l2norm, sources[0]))
         for name, (c, h, w) in zip(self.source_names, sources):
             for head in ("loc", "conf"):
                 conv = getattr(self, head)[name]
@@ -207,6 +228,9 @@ class SSD(Module):
             x = layer.forward(x)
             if name in self.source_layers:
                 sources.append(x)                               # also goes on to the next layer
+        if self.arch.top_down:      # the first source's heads also see fc7's context
+            up = self.upsample.forward(self.top_down.forward(sources[1]))   # (B, 512, 38, 38)
+            sources[0] = sources[0] + up                        # a new array: pool4 kept relu4_3
         # conv4_3: the heads see L2Norm(relu4_3); pool4 (already run) took the raw relu4_3
         sources[0] = self.l2norm.forward(sources[0])            # (B, 512, 38, 38)
 
@@ -273,6 +297,8 @@ class SSD(Module):
             dsources.append(self._heads_backward(name, source, dl, dc))   # (B, C_s, H, W)
             start = stop
         dsources[0] = self.l2norm.backward(dsources[0])         # conv4_3's heads saw L2Norm(x)
+        if self.arch.top_down:      # the sum passed dsources[0] to both terms: fc7's goes back up
+            dsources[1] = dsources[1] + self.top_down.backward(self.upsample.backward(dsources[0]))
 
         # the trunk in reverse; dx is the gradient from the deeper layers
         trunk = self.trunk()

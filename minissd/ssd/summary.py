@@ -84,7 +84,8 @@ def receptive_fields(model) -> list[dict]:
     (d (k - 1)) x jump and multiplies the jump (input pixels between neighbouring outputs) by s:
     r <- r + d (k - 1) j, j <- j s, from r = j = 1 at the input. The field is the window of input
     pixels one cell of the map can see (its centre weighs most); the default boxes are the
-    sides min_size and sqrt(min_size * max_size) that cell's heads predict from it.
+    sides min_size and sqrt(min_size * max_size) that cell's heads predict from it. With
+    ``arch.top_down`` the first map's cells also see an fc7 cell: their field is the larger.
     """
     field, jump, out = 1, 1, []
     names = dict(zip(model.source_layers, model.source_names))
@@ -100,4 +101,6 @@ def receptive_fields(model) -> list[dict]:
             out.append({"name": names[name], "size": cfg.feature_maps[m], "step": cfg.steps[m],
                         "jump": jump, "field": field, "min_size": cfg.min_sizes[m],
                         "extra_size": (cfg.min_sizes[m] * cfg.max_sizes[m]) ** 0.5})
+    if model.arch.top_down:     # the first map's cells also see fc7's cell through the path
+        out[0]["field"] = max(out[0]["field"], out[1]["field"])
     return out

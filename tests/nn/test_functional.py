@@ -109,3 +109,12 @@ def test_the_textbook_convolution_is_short_and_plain():
     for name in ("def im2col", "def col2im", "def conv2d(", "def conv2d_input_grad",
                  "def conv2d_weight_grad", "def conv2d_bias_grad"):
         assert name in section, name
+
+
+def test_upsample_nearest_backward_against_finite_differences(rng):
+    x, dy = rng.standard_normal((2, 3, 3, 4)), rng.standard_normal((2, 3, 6, 8))
+    y = F.upsample_nearest(x, 2)
+    np.testing.assert_array_equal(y[:, :, 1::2, ::2], x)             # each pixel fills its 2x2 block
+    np.testing.assert_allclose(F.upsample_nearest_backward(dy, 2),
+                               numerical_grad(lambda: float((F.upsample_nearest(x, 2) * dy).sum()), x),
+                               rtol=1e-6, atol=1e-8)

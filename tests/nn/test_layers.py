@@ -11,7 +11,7 @@ import minissd.nn.layers as layers
 from minissd.nn.backend import to_numpy
 from minissd.nn.gradcheck import check_backward, sum_tolerance
 from minissd.nn.fast import fast_paths
-from minissd.nn.layers import L2Norm, MaxPool2d, ReLU, Sequential, Conv2d, conv_output_size
+from minissd.nn.layers import L2Norm, MaxPool2d, ReLU, Sequential, Conv2d, Upsample2d, conv_output_size
 
 
 @pytest.fixture(params=["fast", "textbook"])
@@ -235,6 +235,7 @@ FLOAT32_LAYERS = [
     pytest.param(lambda: MaxPool2d(2, 2, ceil_mode=True), id="maxpool"),
     pytest.param(lambda: ReLU(), id="relu"),
     pytest.param(lambda: L2Norm(4), id="l2norm"),
+    pytest.param(lambda: Upsample2d(2), id="upsample"),
 ]
 
 
@@ -424,3 +425,41 @@ def test_batchnorm_statistics_keep_float32_precision_far_from_zero(path, rng):
     # y = x * scale + shift rounds two float32 terms of about 1000 / 0.1 = 1e4 that cancel: it may be
     # sum_tolerance(2, 2e4) ~ 7e-3 off, where E[x^2] - E[x]^2 would be off by more than the spread
     np.testing.assert_allclose(y, want, rtol=0, atol=sum_tolerance(2, 2 * np.abs(x64 / x64.std()).max()))
+
+
+# --------------------------------------------------------------------------- #
+# Upsample2d (the top-down path of arch.top_down)
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("N, C, H, W, scale", [(2, 3, 4, 5, 2), (1, 2, 3, 3, 3), (1, 1, 2, 2, 1)])
+def test_upsample_gradients(xp, rng, N, C, H, W, scale):
+    check_backward(on(xp, Upsample2d(scale)), randn(xp, rng, N, C, H, W))
+
+
+def test_upsample_copies_each_pixel_into_its_block(xp):
+    x = xp.asarray(np.arange(6, dtype=np.float64).reshape(1, 1, 2, 3))
+    y = to_numpy(Upsample2d(2).forward(x))
+    assert y.shape == (1, 1, 4, 6)
+    np.testing.assert_array_equal(y[0, 0], [[0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2],
+                                            [3, 3, 4, 4, 5, 5], [3, 3, 4, 4, 5, 5]])
+    assert Upsample2d(2).output_shape(2, 3) == (4, 6)
+
+
+def test_upsample_errors_name_the_scale_and_shape(xp):
+    for scale in (0, 1.5, True):
+        with pytest.raises(ValueError, match="Upsample2d: scale must be an integer >= 1"):
+            Upsample2d(scale)
+    layer = Upsample2d(2)
+    layer.forward(xp.zeros((1, 2, 3, 3)))
+    with pytest.raises(ValueError, match=r"dy has shape \(1, 2, 3, 3\), the forward output had \(1, 2, 6, 6\)"):
+        layer.backward(xp.zeros((1, 2, 3, 3)))
+
+
+def test_upsample_matches_torch(xp, rng):
+    F = pytest.importorskip("torch.nn.functional")
+    x = randn(xp, rng, 2, 3, 4, 5)
+    layer = Upsample2d(2)
+    y = layer.forward(x)
+    dy = randn(xp, rng, *y.shape)
+    y_t, (dx_t,) = torch_grads(lambda t: F.interpolate(t, scale_factor=2, mode="nearest"), x, dy=dy)
+    np.testing.assert_array_equal(to_numpy(y), y_t)
+    np.testing.assert_allclose(to_numpy(layer.backward(dy)), dx_t, rtol=1e-12, atol=1e-12)

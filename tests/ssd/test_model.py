@@ -544,3 +544,90 @@ def test_background_maxout_runs_on_every_backend(xp):
         outs.append([backend.to_numpy(a) for a in (loc, conf, dimages, m.conf[first].grads["weight"])])
     for got, want in zip(*reversed(outs)):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+# FPN's top-down path, one level, into the first source (arch.top_down)
+def tiny64_top_down(num_classes=2, seed=0, randomise=True):
+    """A top-down model; ``randomise``: the path's zero-initialised 1x1 conv given random weights,
+    so that the checks below see it do something."""
+    model = SSD(TINY64, num_classes, seed=seed,
+                arch=dataclasses.replace(SSD_TINY_ARCH, top_down=True)).astype(np.float64)
+    if randomise:
+        w = model.top_down.params["weight"]
+        model.top_down.params["weight"] = np.random.default_rng(7).standard_normal(w.shape) * 0.1
+    return model
+
+
+def test_top_down_starts_as_the_plain_model():
+    """The path's conv starts at zero: the same seed gives the plain model's outputs, bit for bit,
+    and the path's own weights still get a gradient (it learns from the first step)."""
+    plain, td = tiny64(), tiny64_top_down(randomise=False)
+    assert td.top_down.in_channels == SSD_TINY_ARCH.fc7
+    assert td.top_down.out_channels == SSD_TINY_ARCH.source_channels[0]
+    x = images_for(TINY64, 2)
+    plain.train(), td.train()
+    (l1, c1), (l2, c2) = plain.forward(x), td.forward(x)
+    np.testing.assert_array_equal(l1, l2)
+    np.testing.assert_array_equal(c1, c2)
+    rng = np.random.default_rng(8)
+    dloc, dconf = rng.standard_normal(l1.shape), rng.standard_normal(c1.shape)
+    td.backward(dloc, dconf)
+    assert np.abs(td.top_down.grads["weight"]).sum() > 0
+
+
+def test_top_down_adds_the_upsampled_second_source_to_the_first():
+    """The first heads' input is L2Norm(first source + 2x nearest upsampling of conv1x1(fc7))."""
+    model = tiny64_top_down().train()
+    log, sources = {}, {}
+    record_outputs(getattr(model.vgg, model.source_layers[0]), log, "first")
+    record_outputs(model.vgg.relu7, log, "fc7")
+    record_head_outputs(model, log, sources)
+    model.forward(images_for(TINY64, 2))
+    w, b = model.top_down.params["weight"][:, :, 0, 0], model.top_down.params["bias"]
+    lateral = np.einsum("oc,nchw->nohw", w, log["fc7"]) + b[None, :, None, None]
+    up = lateral.repeat(2, axis=2).repeat(2, axis=3)
+    fused = log["first"] + up
+    weight = model.l2norm.params["weight"]
+    want = weight[None, :, None, None] * fused / (np.sqrt((fused ** 2).sum(1, keepdims=True)) + model.l2norm.eps)
+    assert fused.shape == log["first"].shape                    # (B, 128, 8, 8) at 64 px
+    np.testing.assert_allclose(sources[model.source_names[0]], want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "plain"])
+def test_top_down_gradient_check_end_to_end(stacked):
+    """float64 central differences through the path's conv, fc7 (three consumers now) and the base."""
+    model = tiny64_top_down()
+    with fast.fast_paths(stacked):
+        check_backward(model, images_for(TINY64, 2),
+                       params=["top_down.weight", "top_down.bias", "vgg.fc7.weight", "vgg.conv1_1.weight"],
+                       rng=np.random.default_rng(9), max_checks=6, atol=1e-6, rtol=1e-4)
+
+
+def test_top_down_needs_the_first_map_twice_the_second():
+    cfg = dataclasses.replace(TINY64, feature_maps=(8, 8, 2, 1, 1))
+    with pytest.raises(ValueError, match=r"top_down needs the first feature map twice the second, "
+                                         r"config 'ssd-tiny-64' has feature_maps \(8, 8, 2, 1, 1\)"):
+        SSD(cfg, 2, arch=dataclasses.replace(SSD_TINY_ARCH, top_down=True))
+
+
+def test_top_down_must_be_a_bool():
+    with pytest.raises(ValueError, match="top_down must be True or False, got 1"):
+        SSD(TINY64, 2, arch=dataclasses.replace(SSD_TINY_ARCH, top_down=1))
+
+
+def test_top_down_runs_on_every_backend(xp):
+    """Forward and backward of a top-down model on xp give NumPy's numbers (float64)."""
+    ref = tiny64_top_down()
+    model = copy.deepcopy(ref).to(backend.device_of(xp.zeros(1)))
+    x = images_for(TINY64, 2)
+    rng = np.random.default_rng(10)
+    dloc = rng.standard_normal((2, TINY64.num_priors, 4))
+    dconf = rng.standard_normal((2, TINY64.num_priors, 3))
+    outs = []
+    for m, arr in ((ref, np), (model, xp)):
+        m.train()
+        loc, conf = m.forward(arr.asarray(x))
+        dimages = m.backward(arr.asarray(dloc), arr.asarray(dconf))
+        outs.append([backend.to_numpy(a) for a in (loc, conf, dimages, m.top_down.grads["weight"])])
+    for got, want in zip(*reversed(outs)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)

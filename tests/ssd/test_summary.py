@@ -89,3 +89,20 @@ def test_summary_rows_of_a_background_maxout_head():
     # 6 boxes per cell on the 24x24 map, each with 5 classes + 3 background scores
     assert "(48, 24, 24) -> 3456x8 (max of 3 backgrounds)" in rows["conf.conv3_2"]
     assert "(36, 12, 12) -> 864x6" in rows["conf.fc7"] and "max of" not in rows["conf.fc7"]
+
+
+def test_summary_and_fields_of_a_top_down_model():
+    """ssd-cpu with arch.top_down: the path's 1x1 conv (fc7's 256 -> 64 channels at 12x12) and
+    its upsampling are rows, their parameters and MACs in the totals; the first map's field is fc7's."""
+    import dataclasses
+    from minissd.ssd.architecture import get_arch
+    from minissd.ssd.summary import receptive_fields
+    plain = SSD(get_config("ssd-cpu"), 5)
+    model = SSD(get_config("ssd-cpu"), 5, arch=dataclasses.replace(get_arch("ssd-cpu"), top_down=True))
+    rows = {line.split()[0]: line for line in summary(model).splitlines() if line[:1].isalpha()}
+    assert "(64, 12, 12)" in rows["top_down"] and "16,448" in rows["top_down"]   # 256 x 64 + 64
+    assert "(64, 24, 24)" in rows["upsample"] and "Upsample2d" in rows["upsample"]
+    assert model.num_parameters() == plain.num_parameters() + 256 * 64 + 64
+    assert model_stats(model)["macs"] == model_stats(plain)["macs"] + 12 * 12 * 64 * 256
+    fields = [r["field"] for r in receptive_fields(model)]
+    assert fields[0] == fields[1] == [r["field"] for r in receptive_fields(plain)][1]
