@@ -5,6 +5,7 @@
     minissd evaluate --checkpoint runs/shapes/last.npz --data data/shapes --split test
     minissd detect data/shapes/JPEGImages/000001.png --checkpoint runs/shapes/last.npz --out det/
     minissd summary --config ssd300 --num-classes 20
+    minissd summary --checkpoint models/ssd-cpu-voc5.npz
     minissd anchors --data data/shapes --config ssd-tiny --plot anchors.png
     minissd export runs/shapes/last.npz models/shapes.npz
 
@@ -87,8 +88,17 @@ def cmd_data_shapes(args):
 def cmd_summary(args):
     from minissd.ssd.config import get_config
     from minissd.ssd.model import SSD, summary
-    cfg = get_config(args.config)
-    print(summary(SSD(cfg, args.num_classes, seed=0)))
+    if args.checkpoint is None:
+        cfg = get_config(args.config or "ssd-tiny")
+        print(summary(SSD(cfg, 20 if args.num_classes is None else args.num_classes, seed=0)))
+        return
+    if args.config is not None or args.num_classes is not None:
+        raise UserError("summary: --checkpoint brings its own config and classes; "
+                        "give --checkpoint or --config/--num-classes, not both")
+    from minissd.checkpoint import load_model
+    model, meta = load_model(args.checkpoint)        # its config, architecture and classes
+    print(f"{args.checkpoint}: {model.cfg.name}, classes {', '.join(meta['class_names'])}")
+    print(summary(model))
 
 
 def _evaluate(detector, dataset, metric, plot=None, class_names=None, result=None, errors=False):
@@ -411,8 +421,11 @@ def build_parser():
     q.set_defaults(func=cmd_data_shapes)
 
     p = sub.add_parser("summary", help="print the model table (layers, shapes, parameters)")
-    p.add_argument("--config", default="ssd-tiny")
-    p.add_argument("--num-classes", type=int, default=20)
+    p.add_argument("--config", default=None, help="a preset (default ssd-tiny)")
+    p.add_argument("--num-classes", type=int, default=None, help="object classes (default 20)")
+    p.add_argument("--checkpoint", default=None,
+                   help="a saved model's table instead: its config, architecture (max-out "
+                        "heads, top-down path) and classes")
     p.set_defaults(func=cmd_summary)
     return parser
 

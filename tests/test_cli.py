@@ -161,6 +161,21 @@ def test_summary_prints_the_table(capsys):
     assert main(["summary", "--config", "ssd-tiny", "--num-classes", "3"]) == 0
     out = capsys.readouterr().out
     assert "default boxes: 1,524" in out and "parameters:" in out
+    assert main(["summary"]) == 0                                   # ssd-tiny, 20 classes
+    assert "parameters:    1,726,696" in capsys.readouterr().out
+
+
+def test_summary_of_a_checkpoint_shows_its_own_model(trained, capsys):
+    """--checkpoint: the saved model's config, architecture and classes, not the presets'."""
+    from minissd.checkpoint import load_model
+    from minissd.ssd.model import summary
+    _, ckpt = trained
+    assert main(["summary", "--checkpoint", ckpt]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"{ckpt}: ssd-tiny, classes circle, square, triangle"
+    assert summary(load_model(ckpt)[0]) in out
+    assert main(["summary", "--checkpoint", ckpt, "--num-classes", "3"]) == 2
+    assert "give --checkpoint or --config/--num-classes, not both" in capsys.readouterr().err
 
 
 def test_train_eval_every_logs_map_and_scores_the_last_epoch_once(trained, tmp_path, capsys,
