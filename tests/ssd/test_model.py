@@ -526,10 +526,10 @@ def test_background_maxout_must_be_a_positive_integer(m):
         tiny64_maxout(m)
 
 
-def test_background_maxout_runs_on_every_backend(xp):
-    """Forward and backward of a max-out model on xp give NumPy's numbers (float64)."""
-    ref = tiny64_maxout(3)
-    model = tiny64_maxout(3).to(backend.device_of(xp.zeros(1)))
+def same_on_every_backend(xp, ref, grad):
+    """Forward and backward of the float64 model ``ref`` and of a copy on xp give the same
+    numbers: loc, conf, dimages and the parameter gradient ``grad`` (a dotted name)."""
+    model = copy.deepcopy(ref).to(backend.device_of(xp.zeros(1)))
     x = images_for(TINY64, 2)
     rng = np.random.default_rng(6)
     dloc = rng.standard_normal((2, TINY64.num_priors, 4))
@@ -540,10 +540,16 @@ def test_background_maxout_runs_on_every_backend(xp):
         loc, conf = m.forward(arr.asarray(x))
         assert backend.get_array_module(conf) is arr
         dimages = m.backward(arr.asarray(dloc), arr.asarray(dconf))
-        first = m.source_names[0]
-        outs.append([backend.to_numpy(a) for a in (loc, conf, dimages, m.conf[first].grads["weight"])])
+        owner, key = {name: (mod, k) for name, mod, k in m.named_parameters()}[grad]
+        outs.append([backend.to_numpy(a) for a in (loc, conf, dimages, owner.grads[key])])
     for got, want in zip(*reversed(outs)):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_background_maxout_runs_on_every_backend(xp):
+    """A max-out model on xp gives NumPy's numbers (float64)."""
+    ref = tiny64_maxout(3)
+    same_on_every_backend(xp, ref, f"conf.{ref.source_names[0]}.weight")
 
 
 # FPN's top-down path, one level, into the first source (arch.top_down)
@@ -616,18 +622,5 @@ def test_top_down_must_be_a_bool():
 
 
 def test_top_down_runs_on_every_backend(xp):
-    """Forward and backward of a top-down model on xp give NumPy's numbers (float64)."""
-    ref = tiny64_top_down()
-    model = copy.deepcopy(ref).to(backend.device_of(xp.zeros(1)))
-    x = images_for(TINY64, 2)
-    rng = np.random.default_rng(10)
-    dloc = rng.standard_normal((2, TINY64.num_priors, 4))
-    dconf = rng.standard_normal((2, TINY64.num_priors, 3))
-    outs = []
-    for m, arr in ((ref, np), (model, xp)):
-        m.train()
-        loc, conf = m.forward(arr.asarray(x))
-        dimages = m.backward(arr.asarray(dloc), arr.asarray(dconf))
-        outs.append([backend.to_numpy(a) for a in (loc, conf, dimages, m.top_down.grads["weight"])])
-    for got, want in zip(*reversed(outs)):
-        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    """A top-down model on xp gives NumPy's numbers (float64)."""
+    same_on_every_backend(xp, tiny64_top_down(), "top_down.weight")
