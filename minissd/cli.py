@@ -85,12 +85,16 @@ def cmd_data_shapes(args):
           f"in {time.time() - t0:.1f} s")
 
 
+SUMMARY_CONFIG, SUMMARY_CLASSES = "ssd-tiny", 20     # minissd summary without --checkpoint
+
+
 def cmd_summary(args):
     from minissd.ssd.config import get_config
     from minissd.ssd.model import SSD, summary
     if args.checkpoint is None:
-        cfg = get_config(args.config or "ssd-tiny")
-        print(summary(SSD(cfg, 20 if args.num_classes is None else args.num_classes, seed=0)))
+        cfg = get_config(args.config or SUMMARY_CONFIG)
+        classes = SUMMARY_CLASSES if args.num_classes is None else args.num_classes
+        print(summary(SSD(cfg, classes, seed=0)))
         return
     if args.config is not None or args.num_classes is not None:
         raise UserError("summary: --checkpoint brings its own config and classes; "
@@ -421,8 +425,9 @@ def build_parser():
     q.set_defaults(func=cmd_data_shapes)
 
     p = sub.add_parser("summary", help="print the model table (layers, shapes, parameters)")
-    p.add_argument("--config", default=None, help="a preset (default ssd-tiny)")
-    p.add_argument("--num-classes", type=int, default=None, help="object classes (default 20)")
+    p.add_argument("--config", default=None, help=f"a preset (default {SUMMARY_CONFIG})")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help=f"object classes (default {SUMMARY_CLASSES})")
     p.add_argument("--checkpoint", default=None,
                    help="a saved model's table instead: its config, architecture (max-out "
                         "heads, top-down path) and classes")
