@@ -575,8 +575,12 @@ class Trainer:
             raise UserError(f"{path}: the model was trained for classes {meta['class_names']}, "
                             f"the data set has {self.class_names}: give --reset-heads to "
                             f"re-initialise the class heads for the new list")
-        if "arch" in meta and not reset_heads:    # (older checkpoints: the shape check below)
-            theirs, mine = SSDArch.from_dict(meta["arch"]), self.model.arch
+        if not reset_heads:
+            mine = self.model.arch
+            # checkpoints written before they kept the architecture predate the max-out
+            # scores too: they have the paper's single background score on every map
+            theirs = (SSDArch.from_dict(meta["arch"]) if "arch" in meta
+                      else dataclasses.replace(mine, background_maxout=1, maxout_maps=1))
             maps = range(len(self.cfg.feature_maps))
             if [theirs.background_scores(i) for i in maps] != [mine.background_scores(i) for i in maps]:
                 raise UserError(f"{path}: the model was trained with --background-maxout "

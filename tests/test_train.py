@@ -3,6 +3,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from minissd.ssd.config import get_config
 from minissd.ssd.model import SSD
 from minissd.train import (NonFiniteLossError, NonFiniteWeightsError, Progress, RunExistsError,
                            Trainer, TrainConfig, epochs_for_budget, truncate_log)
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +142,20 @@ def test_init_from_another_maxout_names_the_settings(shapes_root, tmp_path):
     first = saved.source_names[0]
     np.testing.assert_array_equal(trainer.model.loc[first].params["weight"],
                                   saved.loc[first].params["weight"])   # the box heads loaded
+
+
+def test_init_from_a_checkpoint_without_an_architecture_into_maxout_names_the_settings(
+        shapes_root, tmp_path):
+    """A checkpoint written before checkpoints kept the architecture (ssd-tiny-shapes.npz)
+    has one background score per box: --init into a max-out run names both settings, not
+    just the first mismatching array."""
+    old = MODELS / "ssd-tiny-shapes.npz"
+    assert "arch" not in read_checkpoint(old)[1]
+    with pytest.raises(UserError, match=r"trained with --background-maxout 1 --maxout-maps 1, this "
+                                        r"run has --background-maxout 3 --maxout-maps 1: .*--reset-heads"):
+        Trainer(tiny(shapes_root, tmp_path, epochs=1, background_maxout=3, init=str(old)),
+                log=lambda *_: None)
+    Trainer(tiny(shapes_root, tmp_path, epochs=1, init=str(old)), log=lambda *_: None)   # loads
 
 
 def test_top_down_trains_and_its_checkpoint_loads_with_it(shapes_root, tmp_path):
