@@ -3,7 +3,6 @@ import json
 import os
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,6 @@ from minissd.ssd.config import get_config
 from minissd.ssd.model import SSD
 from minissd.train import (NonFiniteLossError, NonFiniteWeightsError, Progress, RunExistsError,
                            Trainer, TrainConfig, epochs_for_budget, truncate_log)
-
-MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +146,7 @@ def test_init_from_a_checkpoint_without_an_architecture_into_maxout_names_the_se
     """A checkpoint written before checkpoints kept the architecture (ssd-tiny-shapes.npz)
     has one background score per box: --init into a max-out run names both settings, not
     just the first mismatching array."""
-    old = MODELS / "ssd-tiny-shapes.npz"
+    old = SHIPPED                                 # models/ssd-tiny-shapes.npz
     assert "arch" not in read_checkpoint(old)[1]
     with pytest.raises(UserError, match=r"trained with --background-maxout 1 --maxout-maps 1, this "
                                         r"run has --background-maxout 3 --maxout-maps 1: .*--reset-heads"):
