@@ -518,14 +518,18 @@ class Mosaic:
         self.fill = np.round(np.asarray(fill)).astype(np.uint8)     # the canvas is uint8
         self.min_visible = min_visible
 
-    def __call__(self, dataset, index, rng, sample_rng):
+    def __call__(self, dataset, index, rng, sample_rng, photo=None):
         """Sample ``index`` of ``dataset``: a transformed mosaic, or None (no mosaic this time,
-        or no box survived it: the caller then transforms the photo alone)."""
+        or no box survived it: the caller then transforms the photo alone).
+
+        photo: ``dataset.load(index)`` if the caller has it already (the DataLoader does, so
+        that a mosaic without boxes costs no second decode); default: loaded here."""
         plan = self.draw(len(dataset), rng)
         if plan is None:
             return None
         others, quadrants, centre = plan
-        photos = [dataset.load(int(i)) for i in (index, *others)]
+        photo = dataset.load(index) if photo is None else photo
+        photos = [photo] + [dataset.load(int(i)) for i in others]
         image, boxes, labels = self.combine(photos, quadrants, centre)
         if len(boxes) == 0:
             return None

@@ -141,12 +141,12 @@ class DataLoader:
         Runs in a worker thread; any error comes back as a DataLoaderError naming the image.
         """
         try:
+            image, boxes, labels = self.dataset.load(index)
             if self.mosaic is not None:
                 sample = self.mosaic(self.dataset, index, mosaic_rng(self.seed, epoch, index),
-                                     sample_rng(self.seed, epoch, index))
+                                     sample_rng(self.seed, epoch, index), photo=(image, boxes, labels))
                 if sample is not None:                  # else: no mosaic this time
                     return sample
-            image, boxes, labels = self.dataset.load(index)
             return self.transform(image, boxes, labels, sample_rng(self.seed, epoch, index))
         except Exception as e:
             raise DataLoaderError(f"DataLoader: image {self.dataset.ids[index]!r} (index {index}) "

@@ -200,6 +200,17 @@ def test_mosaic_samples_come_from_their_own_generators_the_same_for_any_workers(
     assert kinds == {True, False}                     # p = 0.5: some of each
 
 
+def test_a_mosaic_without_boxes_falls_back_to_the_photo_decoded_once():
+    ds = FakeDataset(1)                               # image 0 has no boxes: no mosaic keeps any
+    loader = DataLoader(ds, noisy_transform, batch_size=1, seed=7,
+                        mosaic=Mosaic(mosaic_transform, p=1.0, side=8))
+    image, boxes, labels = loader.load_sample(3, 0)
+    expected = noisy_transform(*FakeDataset(1).load(0), sample_rng(7, 3, 0))
+    np.testing.assert_array_equal(image, expected[0])
+    assert len(boxes) == len(labels) == 0
+    assert ds.loads == 4                              # the photo and the mosaic's three others
+
+
 @pytest.mark.parametrize("processes", [False, True])
 def test_real_voc5_batches(processes):
     ds = VOCDataset([(VOC5, "trainval")])
