@@ -406,6 +406,12 @@ def test_mosaic_draw_and_call():
     others, quadrants, centre = always.draw(4, np.random.default_rng(1))
     canvas = always.combine([photos.load(int(i)) for i in (2, *others)], quadrants, centre)
     np.testing.assert_array_equal(image, always.transform(*canvas, np.random.default_rng(2))[0])
+    # a photo the caller has decoded already stands in for dataset.load(index)
+    given = always(photos, 2, np.random.default_rng(1), np.random.default_rng(3), photo=photos.load(3))
+    canvas = always.combine([photos.load(int(i)) for i in (3, *others)], quadrants, centre)
+    np.testing.assert_array_equal(given[0], always.transform(*canvas, np.random.default_rng(3))[0])
+    loaded = always(photos, 2, np.random.default_rng(1), np.random.default_rng(3))
+    assert not np.array_equal(given[0], loaded[0])       # photo 3 shows where photo 2 would
     # no box left on the canvas: None, and the loader takes the photo alone
     boxless = Photos()
     boxless.load = lambda i: (np.zeros((8, 8, 3), np.uint8), np.zeros((0, 4), np.float32),
