@@ -90,7 +90,8 @@ class TrainConfig:
     data: list = setting([], "VOC root folder(s)", same=True, nargs="+", metavar="ROOT")
     split: str = setting("trainval", "ImageSets/Main split to train on", same=True)
     config: str = setting("ssd-tiny", "ssd-tiny, ssd-cpu (ssd-cpu-160, ssd-cpu-256: its layers "
-                                      "on other inputs), ssd300 or ssd512", same=True)
+                                      "on other inputs; ssd-cpu-w96: wider at the first source), "
+                                      "ssd300 or ssd512", same=True)
     classes: list | None = setting(None, "comma-separated class names (default: classes.txt of "
                                          "the first root, else the 20 VOC classes)", same=True)
     epochs: int | str = setting(30, "epochs of the whole run (the schedule is scaled to it); "

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 from minissd.errors import UserError
 from minissd.nn.layers import BatchNorm2d, Conv2d, MaxPool2d, ReLU, Sequential
-from minissd.ssd.config import SSD300, SSD512, SSD_CPU, SSD_CPU_160, SSD_CPU_256, SSD_TINY, SSDConfig
+from minissd.ssd.config import (SSD300, SSD512, SSD_CPU, SSD_CPU_160, SSD_CPU_256, SSD_CPU_W96, SSD_TINY,
+                                SSDConfig)
 
 POOL, CEIL_POOL = "M", "C"      # 2x2 max pool, stride 2 (floor / ceil output size)
 
@@ -159,6 +160,12 @@ SSD_CPU_ARCH = SSDArch(
             (64, 128, 3, 1, 0)),                   # 3 -> 1
     stem_stride=2, batch_norm=True)
 
+# ssd-cpu-w96: ssd-cpu with 96 channels (not 64) in the two convs at 24x24 that feed the first
+# source, where the small objects (people) are found; +10 % parameters, +27 % MACs (~0.24
+# GMACs with --top-down and --background-maxout 3). models/README.md, "A wider first source".
+SSD_CPU_W96_ARCH = dataclasses.replace(SSD_CPU_ARCH, name="ssd-cpu-w96",
+                                       base=(16, POOL, 32, POOL, 96, 96))
+
 # --------------------------------------------------------------------------- #
 # The model presets: one registry, name -> (default boxes, channel plan).
 # --------------------------------------------------------------------------- #
@@ -176,7 +183,7 @@ class Preset:
 
 PRESETS = {p.config.name: p for p in (
     Preset(SSD300, SSD300_ARCH), Preset(SSD512, SSD512_ARCH), Preset(SSD_TINY, SSD_TINY_ARCH),
-    Preset(SSD_CPU, SSD_CPU_ARCH),
+    Preset(SSD_CPU, SSD_CPU_ARCH), Preset(SSD_CPU_W96, SSD_CPU_W96_ARCH),
     # the same layers on other inputs (progressive resizing; the weights move between them)
     Preset(SSD_CPU_160, dataclasses.replace(SSD_CPU_ARCH, name="ssd-cpu-160")),
     Preset(SSD_CPU_256, dataclasses.replace(SSD_CPU_ARCH, name="ssd-cpu-256")))}

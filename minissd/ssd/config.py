@@ -244,9 +244,13 @@ SSD_CPU = _ssd_cpu_boxes("ssd-cpu", 192, (24, 12, 6, 3, 1))          # steps 8, 
 SSD_CPU_160 = _ssd_cpu_boxes("ssd-cpu-160", 160, (20, 10, 5, 3, 1))
 SSD_CPU_256 = _ssd_cpu_boxes("ssd-cpu-256", 256, (32, 16, 8, 4, 2))
 
+# ssd-cpu's default boxes for a wider network (ssd-cpu-w96: 96 channels at the first source,
+# minissd.ssd.architecture); the boxes are ssd-cpu's, only the name is its own.
+SSD_CPU_W96 = _ssd_cpu_boxes("ssd-cpu-w96", 192, (24, 12, 6, 3, 1))
+
 
 def get_config(name: str) -> SSDConfig:
-    """A fresh copy of a preset's config: 'ssd300', 'ssd512', 'ssd-tiny' or 'ssd-cpu'.
+    """A fresh copy of a preset's config: 'ssd300', 'ssd512', 'ssd-tiny', 'ssd-cpu' ...
 
     The presets are registered, each with its architecture, in
     :data:`minissd.ssd.architecture.PRESETS`.

@@ -9,7 +9,7 @@ import pytest
 
 from minissd.checkpoint import load_model, read_checkpoint, save_checkpoint
 from minissd.nn.layers import BatchNorm2d, Conv2d, MaxPool2d, ReLU
-from minissd.ssd.architecture import (PRESETS, SSD300_ARCH, SSD512_ARCH, SSD_TINY_ARCH, Preset, SSDArch,
+from minissd.ssd.architecture import (POOL, PRESETS, SSD300_ARCH, SSD512_ARCH, SSD_TINY_ARCH, Preset, SSDArch,
                                       build_extras, build_vgg, get_arch)
 from minissd.ssd.config import get_config
 from minissd.ssd.model import SSD
@@ -96,7 +96,8 @@ def test_from_dict_names_unknown_keys():
 # The preset registry
 # --------------------------------------------------------------------------- #
 def test_one_registry_pairs_each_config_with_its_architecture():
-    assert set(PRESETS) == {"ssd300", "ssd512", "ssd-tiny", "ssd-cpu", "ssd-cpu-160", "ssd-cpu-256"}
+    assert set(PRESETS) == {"ssd300", "ssd512", "ssd-tiny", "ssd-cpu", "ssd-cpu-160", "ssd-cpu-256",
+                            "ssd-cpu-w96"}
     for name, preset in PRESETS.items():
         assert get_config(name) == preset.config and get_config(name) is not preset.config   # a copy
         assert get_arch(name) is preset.arch
@@ -118,6 +119,27 @@ def test_ssd_cpu_on_another_input_has_its_layers_and_scales(name):
     assert other.aspect_ratios == base.aspect_ratios
     np.testing.assert_allclose(np.array(other.feature_maps) * np.array(other.steps),
                                other.image_size, rtol=1e-12)         # each map spans the input
+
+
+def test_ssd_cpu_w96_is_ssd_cpu_with_96_channels_feeding_the_first_source():
+    """ssd-cpu-w96 widens only the two convs at 24x24 (64 -> 96 channels); the boxes are ssd-cpu's."""
+    base, wide = get_config("ssd-cpu"), get_config("ssd-cpu-w96")
+    assert dataclasses.replace(wide, name="ssd-cpu") == base
+    assert get_arch("ssd-cpu-w96") == dataclasses.replace(get_arch("ssd-cpu"), name="ssd-cpu-w96",
+                                                          base=(16, POOL, 32, POOL, 96, 96))
+    narrow = {k: v.shape for k, v in SSD(base, 5, seed=0).state_dict().items()}
+    widened = {k: v.shape for k, v in SSD(wide, 5, seed=0).state_dict().items()}
+    assert widened.keys() == narrow.keys()
+    changed = {k: widened[k] for k in narrow if widened[k] != narrow[k]}
+    bn = {f"vgg.bn3_{i}.{p}": (96,) for i in (1, 2) for p in ("weight", "bias", "running_mean", "running_var")}
+    # conv3_1 and conv3_2 with their BNs, then what reads their 96 channels: conv4_1 (the base
+    # tail), source 1's L2Norm and its two predictors (6 boxes a location: 24 offsets, 36 scores)
+    assert changed == {"vgg.conv3_1.weight": (96, 32, 3, 3), "vgg.conv3_2.weight": (96, 96, 3, 3), **bn,
+                       "vgg.conv4_1.weight": (128, 96, 3, 3), "l2norm.weight": (96,),
+                       "loc.conv3_2.weight": (24, 96, 3, 3), "conf.conv3_2.weight": (36, 96, 3, 3)}
+    n_narrow = sum(int(np.prod(s)) for s in narrow.values())
+    n_wide = sum(int(np.prod(s)) for s in widened.values())
+    assert 1.05 < n_wide / n_narrow < 1.15                  # about a tenth more parameters
 
 
 def test_a_preset_refuses_a_mismatched_pair():
