@@ -120,6 +120,10 @@ class TrainConfig:
     top_down: bool = setting(False, "add fc7's map, through a 1x1 conv and upsampled 2x, to the "
                                     "first feature map before its heads (FPN's top-down path, "
                                     "one level: context for the smallest boxes)", same=True)
+    focal: float = setting(0.0, "the softmax focal loss with this gamma (RetinaNet's 2) over "
+                                "every default box instead of hard negative mining, the "
+                                "background started at probability 0.99 (0: mining, the "
+                                "paper's)", same=True)
     ema: float = setting(0.0, "also keep an exponential moving average of the weights with this "
                               "decay (e.g. 0.999); evaluations, evaluate, detect and export use "
                               "it (0: off)", same=True)
@@ -244,6 +248,7 @@ class TrainConfig:
         integer("eval_every", 0)
         number("ema", 0, 1)
         number("match_iou", 0, 1, open_low=True, closed_high=True)
+        number("focal", 0)
         integer("background_maxout", 1)
         integer("maxout_maps", 1)
         if not isinstance(self.top_down, (bool, np.bool_)):
@@ -455,9 +460,12 @@ class Trainer:
                                            f"maps, not {tc.maxout_maps}")
         arch = dataclasses.replace(get_arch(self.cfg.name), background_maxout=tc.background_maxout,
                                    maxout_maps=tc.maxout_maps, top_down=tc.top_down)
-        self.model = SSD(self.cfg, len(self.class_names), seed=tc.seed, arch=arch).to(tc.device)
+        self.model = SSD(self.cfg, len(self.class_names), seed=tc.seed, arch=arch)
+        if tc.focal:                  # --focal: RetinaNet's prior (--init loads over it)
+            self.model.set_background_prior(0.99)
+        self.model.to(tc.device)
         self.priors = self.xp.asarray(default_boxes(self.cfg), dtype=self.xp.float32)  # (P, 4)
-        self.criterion = MultiBoxLoss()
+        self.criterion = MultiBoxLoss(focal_gamma=tc.focal)
         self.optimizer = make_optimizer(self.model, tc)
         self.average = WeightAverage(self.model, tc.ema) if tc.ema else None   # --ema
         self.step = 0

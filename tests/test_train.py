@@ -98,6 +98,34 @@ def test_match_iou_is_the_threshold_the_training_targets_use(shapes_root, tmp_pa
     assert losses[0.5] != losses[0.3]                    # more positives, other targets
 
 
+def test_focal_trains_every_box_from_the_background_prior(shapes_root, tmp_path, monkeypatch):
+    """--focal 2: the loss is the focal loss (no mining), the conf heads start at background
+    probability 0.99 (the max-out map's three background scores too), the run trains."""
+    import minissd.train as T
+    start = {}
+    real = T.SSD.set_background_prior
+    def spy(model, p):
+        real(model, p)
+        start.update({k: v.copy() for k, v in model.state_dict().items() if k.startswith("conf.")})
+        return model
+    monkeypatch.setattr(T.SSD, "set_background_prior", spy)
+    trainer = Trainer(tiny(shapes_root, tmp_path, epochs=1, focal=2.0, background_maxout=3),
+                      log=lambda *_: None)
+    assert trainer.criterion.focal_gamma == 2.0
+    first = trainer.model.source_names[0]
+    bias = start[f"conf.{first}.bias"].reshape(-1, 3 + 3)             # (k, 3 backgrounds + 3 classes)
+    np.testing.assert_allclose(bias[:, :3], np.log(3 * 0.99 / 0.01), rtol=1e-6)
+    assert not bias[:, 3:].any()
+    trainer.fit()
+    log = [json.loads(line) for line in open(tmp_path / "train_log.jsonl")]
+    assert len(log) == 2 and all(np.isfinite(r["loss"]) for r in log)
+    assert int(trainer.criterion.negative.sum()) == int((~trainer.criterion.positive).sum())  # no mining
+    plain = Trainer(tiny(shapes_root, tmp_path / "plain", epochs=1), log=lambda *_: None)
+    assert plain.criterion.focal_gamma == 0                           # the default: mining,
+    assert not any(v.any() for k, v in plain.model.state_dict().items()   # zero conf biases
+                   if k.startswith("conf.") and k.endswith(".bias"))
+
+
 def test_background_maxout_trains_and_its_checkpoint_loads_with_it(shapes_root, tmp_path):
     trainer = Trainer(tiny(shapes_root, tmp_path, epochs=1, background_maxout=3),
                       log=lambda *_: None).fit()
@@ -689,6 +717,7 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     (dict(loader="fork"), r"TrainConfig.loader \(--loader\): must be 'threads' or 'processes'"),
     (dict(zoom_out=0.5), r"TrainConfig.zoom_out \(--zoom-out\): must be a finite number >= 1"),
     (dict(match_iou=0.0), r"TrainConfig.match_iou \(--match-iou\): must be a finite number > 0 and <= 1"),
+    (dict(focal=-1.0), r"TrainConfig.focal \(--focal\): must be a finite number >= 0"),
     (dict(background_maxout=0), r"TrainConfig.background_maxout \(--background-maxout\): must be an integer >= 1"),
     (dict(maxout_maps=0), r"TrainConfig.maxout_maps \(--maxout-maps\): must be an integer >= 1"),
     (dict(maxout_maps=2), r"TrainConfig.maxout_maps \(--maxout-maps\): only applies with "

@@ -17,6 +17,13 @@ partition per image instead of two sorts.
 
 A batch without positives (N = 0) mines nothing and divides by max(N, 1),
 so its loss is 0, not NaN, and its gradients are exactly zero.
+
+``focal_gamma = g > 0`` replaces the mining with RetinaNet's focal loss (Lin et al.
+2017), softmax form: every default box counts, its cross-entropy weighted by
+(1 - p_t)^g, p_t the probability of its target class, so the easy background
+boxes weigh almost nothing; still / N. Its gradient on the logits is
+(softmax - one_hot) * ((1 - p_t)^g + g (1 - p_t)^(g-1) p_t CE). It wants the
+background bias started high (:meth:`minissd.ssd.model.SSD.set_background_prior`).
 """
 from __future__ import annotations
 
@@ -30,11 +37,15 @@ from minissd.ssd import fast as ssd_fast
 class MultiBoxLoss:
     """Smooth L1 (positives) + mined softmax cross-entropy, both / N; ``forward`` then ``backward``."""
 
-    def __init__(self, neg_pos_ratio=3, alpha=1.0):
+    def __init__(self, neg_pos_ratio=3, alpha=1.0, focal_gamma=0.0):
         if neg_pos_ratio < 0:
             raise ValueError(f"MultiBoxLoss: neg_pos_ratio must be >= 0, got {neg_pos_ratio}")
+        if not focal_gamma >= 0:
+            raise ValueError(f"MultiBoxLoss: focal_gamma must be >= 0 (0: hard negative mining), "
+                             f"got {focal_gamma}")
         self.neg_pos_ratio = neg_pos_ratio
         self.alpha = alpha
+        self.focal_gamma = focal_gamma
         self.loss_loc = self.loss_conf = None
         self._cache = None
 
@@ -91,14 +102,31 @@ class MultiBoxLoss:
         log_p = shifted - log_z                                                  # (B, P, K)
         ce = -xp.take_along_axis(log_p, conf_targets[:, :, None], axis=2)[:, :, 0]  # (B, P)
 
-        negative = self.mine(ce, positive)                                       # (B, P)
-        selected = positive | negative
         loss_loc = xp.where(positive, smooth_l1, 0).sum() / n
-        loss_conf = xp.where(selected, ce, 0).sum() / n
+        if not self.focal_gamma:                    # the paper's: hard negatives at most 3:1
+            negative = self.mine(ce, positive)                                   # (B, P)
+            selected = positive | negative
+            loss_conf = xp.where(selected, ce, 0).sum() / n
+        else:                                       # focal loss: every box, weighted, no mining
+            negative = ~positive
+            selected = self._focal_factor(ce)                                    # (B, P) d/d ce
+            loss_conf = (self._focal_weight(ce) * ce).sum() / n
         self.loss_loc, self.loss_conf = float(loss_loc), float(loss_conf)
         self.num_pos, self.positive, self.negative = n, positive, negative
         self._cache = (diff, log_p, conf_targets, positive, selected, n)
         return self.loss_conf + self.alpha * self.loss_loc
+
+    def _focal_weight(self, ce):
+        """(B, P) cross-entropies -> (1 - p_t)^g, with p_t = exp(-CE)."""
+        xp = get_array_module(ce)
+        return (-xp.expm1(-ce)) ** self.focal_gamma          # 1 - exp(-ce), exact for small ce
+
+    def _focal_factor(self, ce):
+        """d (w CE) / d CE = (1 - p_t)^g + g (1 - p_t)^(g-1) p_t CE: what multiplies d CE / d logits."""
+        xp = get_array_module(ce)
+        g, q = self.focal_gamma, -xp.expm1(-ce)                  # q = 1 - p_t
+        q_safe = xp.where(q > 0, q, 1)                           # q = 0 only where CE = 0
+        return q ** g + xp.where(q > 0, g * q_safe ** (g - 1) * xp.exp(-ce) * ce, 0)
 
     def backward(self, dloss=1.0):
         """d loss / d (loc_pred, conf_pred), times the upstream scalar ``dloss``."""
@@ -108,7 +136,8 @@ class MultiBoxLoss:
         xp = get_array_module(diff)
         # smooth L1' = d inside (-1, 1), sign(d) outside: clip(d, -1, 1)
         dloc = xp.clip(diff, -1, 1) * positive[:, :, None] * (self.alpha * dloss / n)  # (B, P, 4)
-        # d CE / d logits = softmax - one_hot(target), on selected boxes only
+        # d CE / d logits = softmax - one_hot(target), on selected boxes only (with the focal
+        # loss ``selected`` is each box's factor d (w CE) / d CE instead of a 0/1 mask)
         one_hot = xp.arange(log_p.shape[2])[None, None, :] == conf_targets[:, :, None]  # (B, P, K)
         dconf = (xp.exp(log_p) - one_hot) * selected[:, :, None] * (dloss / n)          # (B, P, K)
         return dloc.astype(diff.dtype), dconf.astype(log_p.dtype)

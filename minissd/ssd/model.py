@@ -155,6 +155,22 @@ class SSD(Module):
         max-out map when ``arch.background_maxout`` = m > 1 (its m background scores)."""
         return self.num_classes + self.arch.background_scores(i)
 
+    def set_background_prior(self, p):
+        """Start every default box at background probability ~``p`` (RetinaNet's prior
+        initialisation, for the focal loss): each background bias log(C p / (1 - p)), class
+        biases 0, so softmax(biases) gives the background p. Without it the focal loss's first
+        steps are ruled by the thousands of background boxes at probability 1 / (C + 1)."""
+        if not 0 < p < 1:
+            raise ValueError(f"SSD.set_background_prior: p must be in (0, 1), got {p}")
+        value = np.log(self.num_classes * p / (1 - p))
+        for i, name in enumerate(self.source_names):
+            bias = self.conf[name].params["bias"]                    # (k * scores,)
+            scores, m = self.scores_per_box(i), self.arch.background_scores(i)
+            per_box = bias.reshape(-1, scores)                       # (k, scores): a view
+            per_box[:, :m] = value                                   # the background score(s)
+            per_box[:, m:] = 0
+        return self
+
     # --- structure --------------------------------------------------------------
     def trunk(self):
         """(name, layer) of the base and the extras in forward order (one chain, no heads)."""

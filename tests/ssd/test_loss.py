@@ -152,3 +152,67 @@ def test_bad_inputs(xp, lp, cp, lt, ct, message):
 def test_backward_before_forward():
     with pytest.raises(RuntimeError, match="before forward"):
         MultiBoxLoss().backward()
+
+
+# --------------------------------------------------------------------------- #
+# The focal loss (focal_gamma > 0): every box, weighted by (1 - p_t)^gamma, no mining
+# --------------------------------------------------------------------------- #
+def test_focal_loss_by_hand(xp):
+    # 2 classes, logits 0: p_t = 1/2 for every box, CE log 2, weight (1/2)^gamma
+    conf_p = xp.zeros((1, 5, 2))
+    conf_t = xp.asarray([[1, 0, 0, 0, 0]])                     # N = 1, 4 negatives, all counted
+    for gamma in (1.0, 2.0):
+        crit = MultiBoxLoss(focal_gamma=gamma)
+        crit.forward(xp.zeros((1, 5, 4)), conf_p, xp.zeros((1, 5, 4)), conf_t)
+        assert crit.loss_conf == pytest.approx(5 * 0.5 ** gamma * math.log(2))
+        assert to_numpy(crit.negative).sum() == 4
+    # a sure box (p_t -> 1) weighs nothing, a wrong one almost its full CE
+    conf_p = xp.asarray([[[9.0, -9.0], [-3.0, 3.0]]])            # both target background
+    crit = MultiBoxLoss(focal_gamma=2.0)
+    crit.forward(xp.zeros((1, 2, 4)), conf_p, xp.zeros((1, 2, 4)), xp.asarray([[0, 0]]))
+    ce = np.log1p(np.exp([-18.0, 6.0])) - np.array([0.0, 0.0])  # log(1 + e^(other - target))
+    p_t = np.exp(-ce)
+    assert crit.loss_conf == pytest.approx(((1 - p_t) ** 2 * ce).sum(), rel=1e-12)
+    assert (1 - p_t[0]) ** 2 * ce[0] < 1e-20 < 0.9 * ce[1] < (1 - p_t[1]) ** 2 * ce[1]
+
+
+def test_focal_loss_tends_to_cross_entropy_over_every_box(xp, rng):
+    """gamma -> 0: the weights -> 1, so the loss is the plain CE summed over all boxes / N."""
+    loc_p, conf_p, loc_t, conf_t = make_batch(rng)
+    crit = MultiBoxLoss(focal_gamma=1e-9)
+    crit.forward(*(xp.asarray(a) for a in (loc_p, conf_p, loc_t, conf_t)))
+    log_p = conf_p - np.log(np.exp(conf_p).sum(axis=2, keepdims=True))
+    ce = -np.take_along_axis(log_p, conf_t[:, :, None], axis=2)[:, :, 0]
+    assert crit.loss_conf == pytest.approx(ce.sum() / 3, rel=1e-7)   # N = 3
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
+def test_focal_gradients_against_finite_differences(xp, rng, gamma):
+    loc_p, conf_p, loc_t, conf_t = (xp.asarray(a) for a in make_batch(rng))
+    crit = MultiBoxLoss(alpha=0.7, focal_gamma=gamma)
+    dloss = float(rng.normal())                               # random upstream gradient
+    crit.forward(loc_p, conf_p, loc_t, conf_t)
+    dloc, dconf = crit.backward(dloss)
+    f = lambda: crit.forward(loc_p, conf_p, loc_t, conf_t) * dloss
+    for x, analytic in ((loc_p, dloc), (conf_p, dconf)):
+        numeric = numerical_grad(f, x, eps=1e-6)
+        np.testing.assert_allclose(to_numpy(analytic), numeric, atol=1e-7, rtol=1e-5)
+    assert dconf.dtype == np.float64 and float(xp.abs(dconf).sum()) > 0
+
+
+def test_focal_huge_logits_stay_finite(xp):
+    # a sure box (CE = 0, 1 - p_t = 0: gamma - 1 < 0 would divide by zero) and a badly wrong one
+    conf_p = xp.asarray([[[1e4, -1e4], [-1e4, 1e4]]], dtype=xp.float32)
+    for gamma in (0.5, 2.0):
+        crit = MultiBoxLoss(focal_gamma=gamma)
+        loss = crit.forward(xp.zeros((1, 2, 4), xp.float32), conf_p, xp.zeros((1, 2, 4), xp.float32),
+                            xp.asarray([[0, 0]]))
+        dloc, dconf = crit.backward()
+        assert math.isfinite(loss) and loss == pytest.approx(2e4, rel=1e-6)   # the wrong box's CE
+        assert bool(xp.isfinite(dconf).all())
+        np.testing.assert_array_equal(to_numpy(dconf)[0, 0], [0, 0])          # the sure box
+
+
+def test_focal_gamma_must_not_be_negative():
+    with pytest.raises(ValueError, match="focal_gamma must be >= 0"):
+        MultiBoxLoss(focal_gamma=-1)

@@ -624,3 +624,19 @@ def test_top_down_must_be_a_bool():
 def test_top_down_runs_on_every_backend(xp):
     """A top-down model on xp gives NumPy's numbers (float64)."""
     same_on_every_backend(xp, tiny64_top_down(), "top_down.weight")
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_background_prior_gives_each_box_the_background_probability(m):
+    """set_background_prior(p): from the biases alone every box's softmax gives the background
+    p (each of the m max-out background scores at the same bias), whatever the map."""
+    model = tiny64_maxout(m, num_classes=4).set_background_prior(0.99)
+    for i, name in enumerate(model.source_names):
+        bias = model.conf[name].params["bias"].reshape(-1, model.scores_per_box(i))
+        logits = np.concatenate([bias[:, :model.arch.background_scores(i)].max(axis=1, keepdims=True),
+                                 bias[:, model.arch.background_scores(i):]], axis=1)   # (k, 1 + C)
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(probs[:, 0], 0.99, rtol=1e-12)
+    assert model.arch.background_scores(0) == m
+    with pytest.raises(ValueError, match=r"p must be in \(0, 1\)"):
+        model.set_background_prior(1.0)
