@@ -187,7 +187,7 @@ def test_a_shipped_model_without_an_architecture_loads_from_the_registry():
     assert model.arch == get_arch(meta["config"]["name"])
 
 
-VOC5_MODELS = [("ssd-tiny-voc5.npz", "ssd-tiny"), ("ssd-cpu-voc5.npz", "ssd-cpu")]
+VOC5_MODELS = [("ssd-tiny-voc5.npz", "ssd-tiny"), ("ssd-cpu-voc5.npz", "ssd-cpu-w96")]
 # what each was trained with beyond its preset's channel plan (minissd train --background-maxout, --top-down)
 VOC5_ARCH_CHANGES = {"ssd-tiny-voc5.npz": {}, "ssd-cpu-voc5.npz": {"background_maxout": 3, "top_down": True}}
 
