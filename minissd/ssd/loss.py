@@ -16,7 +16,8 @@ the fast path (:func:`minissd.ssd.fast.mine`) finds the same boxes with one
 partition per image instead of two sorts.
 
 A batch without positives (N = 0) mines nothing and divides by max(N, 1),
-so its loss is 0, not NaN, and its gradients are exactly zero.
+so its loss is 0, not NaN, and its gradients are exactly zero (with the focal
+loss below its background boxes still count, divided by 1).
 
 ``focal_gamma = g > 0`` replaces the mining with RetinaNet's focal loss (Lin et al.
 2017), softmax form: every default box counts, its cross-entropy weighted by
@@ -35,7 +36,8 @@ from minissd.ssd import fast as ssd_fast
 
 
 class MultiBoxLoss:
-    """Smooth L1 (positives) + mined softmax cross-entropy, both / N; ``forward`` then ``backward``."""
+    """Smooth L1 (positives) + mined softmax cross-entropy (or, with ``focal_gamma``, the focal
+    loss over every box), both / N; ``forward`` then ``backward``."""
 
     def __init__(self, neg_pos_ratio=3, alpha=1.0, focal_gamma=0.0):
         if neg_pos_ratio < 0:

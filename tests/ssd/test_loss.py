@@ -213,6 +213,16 @@ def test_focal_huge_logits_stay_finite(xp):
         np.testing.assert_array_equal(to_numpy(dconf)[0, 0], [0, 0])          # the sure box
 
 
+def test_focal_without_positives_counts_the_background_over_one(xp):
+    """N = 0: divided by max(N, 1) = 1, the background boxes' focal terms, finite (no 0 / 0)."""
+    conf_p = xp.zeros((1, 3, 2))                              # p_t = 1/2: each term (1/2)^2 log 2
+    crit = MultiBoxLoss(focal_gamma=2.0)
+    loss = crit.forward(xp.zeros((1, 3, 4)), conf_p, xp.zeros((1, 3, 4)), xp.zeros((1, 3), dtype=xp.int64))
+    assert loss == pytest.approx(3 * 0.25 * math.log(2)) and crit.loss_loc == 0.0
+    _, dconf = crit.backward()
+    assert bool(xp.isfinite(dconf).all()) and float(xp.abs(dconf).sum()) > 0
+
+
 def test_focal_gamma_must_not_be_negative():
     with pytest.raises(ValueError, match="focal_gamma must be >= 0"):
         MultiBoxLoss(focal_gamma=-1)
