@@ -246,7 +246,7 @@ SSD_CPU_256 = _ssd_cpu_boxes("ssd-cpu-256", 256, (32, 16, 8, 4, 2))
 
 # ssd-cpu's default boxes for a wider network (ssd-cpu-w96: 96 channels at the first source,
 # minissd.ssd.architecture); the boxes are ssd-cpu's, only the name is its own.
-SSD_CPU_W96 = _ssd_cpu_boxes("ssd-cpu-w96", 192, (24, 12, 6, 3, 1))
+SSD_CPU_W96 = dataclasses.replace(SSD_CPU, name="ssd-cpu-w96")
 
 
 def get_config(name: str) -> SSDConfig:

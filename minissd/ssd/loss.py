@@ -111,24 +111,21 @@ class MultiBoxLoss:
             loss_conf = xp.where(selected, ce, 0).sum() / n
         else:                                       # focal loss: every box, weighted, no mining
             negative = ~positive
-            selected = self._focal_factor(ce)                                    # (B, P) d/d ce
-            loss_conf = (self._focal_weight(ce) * ce).sum() / n
+            weight, selected = self._focal(ce)                                   # (B, P) each
+            loss_conf = (weight * ce).sum() / n
         self.loss_loc, self.loss_conf = float(loss_loc), float(loss_conf)
         self.num_pos, self.positive, self.negative = n, positive, negative
         self._cache = (diff, log_p, conf_targets, positive, selected, n)
         return self.loss_conf + self.alpha * self.loss_loc
 
-    def _focal_weight(self, ce):
-        """(B, P) cross-entropies -> (1 - p_t)^g, with p_t = exp(-CE)."""
+    def _focal(self, ce):
+        """(B, P) cross-entropies -> the weights w = (1 - p_t)^g, p_t = exp(-CE), and
+        d (w CE) / d CE = w + g (1 - p_t)^(g-1) p_t CE, what multiplies d CE / d logits."""
         xp = get_array_module(ce)
-        return (-xp.expm1(-ce)) ** self.focal_gamma          # 1 - exp(-ce), exact for small ce
-
-    def _focal_factor(self, ce):
-        """d (w CE) / d CE = (1 - p_t)^g + g (1 - p_t)^(g-1) p_t CE: what multiplies d CE / d logits."""
-        xp = get_array_module(ce)
-        g, q = self.focal_gamma, -xp.expm1(-ce)                  # q = 1 - p_t
+        g, q = self.focal_gamma, -xp.expm1(-ce)                  # q = 1 - p_t, exact for small ce
+        weight = q ** g
         q_safe = xp.where(q > 0, q, 1)                           # q = 0 only where CE = 0
-        return q ** g + xp.where(q > 0, g * q_safe ** (g - 1) * xp.exp(-ce) * ce, 0)
+        return weight, weight + xp.where(q > 0, g * q_safe ** (g - 1) * xp.exp(-ce) * ce, 0)
 
     def backward(self, dloss=1.0):
         """d loss / d (loc_pred, conf_pred), times the upstream scalar ``dloss``."""
