@@ -158,6 +158,9 @@ class TrainConfig:
     mosaic: float = setting(0.0, "with --augment ssd: the share of training samples that are a "
                                  "2x2 mosaic of the photo and three others drawn at random "
                                  "(YOLOv4's; not the paper's; 0: off)", same=True)
+    mixup: float = setting(0.0, "the share of training samples blended with a second one, "
+                                "r : 1 - r with r ~ Beta(32, 32), the boxes of both (YOLOv5's "
+                                "mixup; not the paper's; 0: off)", same=True)
     eval_every: int = setting(0, "VOC07 mAP on --eval-split every N epochs and after the last, "
                                  "logged to train_log.jsonl (0: only after the last, if "
                                  "--eval-split is given)")
@@ -263,6 +266,7 @@ class TrainConfig:
         one_of("loader")
         number("zoom_out", 1)
         number("mosaic", 0, 1, closed_high=True)
+        number("mixup", 0, 1, closed_high=True)
         if self.mosaic and self.augment != "ssd":
             raise self._error("mosaic", f"only applies with --augment ssd (not {self.augment})")
         if self.init and self.resume:
@@ -428,7 +432,7 @@ class Trainer:
     clock = staticmethod(time.time)   # fit()'s clock: --max-minutes, the log's times, --epochs auto
 
     def __init__(self, tc: TrainConfig, dataset=None, log=print):
-        from minissd.datasets.augment import get_mosaic, get_transform
+        from minissd.datasets.augment import get_mixup, get_mosaic, get_transform
         from minissd.datasets.voc import VOCDataset
         from minissd.datasets.loader import DataLoader
 
@@ -448,7 +452,8 @@ class Trainer:
         self.loader = DataLoader(dataset, transform, batch_size=tc.batch_size, shuffle=True,
                                  seed=tc.seed, num_workers=tc.workers, drop_last=True,
                                  processes=tc.loader == "processes",
-                                 mosaic=get_mosaic(tc.mosaic, size))   # validate(): only with ssd
+                                 mosaic=get_mosaic(tc.mosaic, size),   # validate(): only with ssd
+                                 mixup=get_mixup(tc.mixup))
         if len(dataset) == 0:
             raise UserError(f"split {tc.split!r} is empty: ImageSets/Main/{tc.split}.txt of "
                             f"{', '.join(map(str, tc.data)) or 'the data set'} lists no images")

@@ -76,9 +76,21 @@ def test_mosaic_trains_on_mosaics_and_processes_see_the_same_batches(shapes_root
         logs.append([r["loss"] for r in map(json.loads, open(out / "train_log.jsonl"))])
     assert logs[0] == logs[1] and all(np.isfinite(logs[0]))
     plain = Trainer(tiny(shapes_root, tmp_path / "plain", epochs=1), log=lambda *_: None)
-    assert plain.loader.mosaic is None
+    assert plain.loader.mosaic is None and plain.loader.mixup is None
     plain.fit()
     assert [r["loss"] for r in map(json.loads, open(tmp_path / "plain" / "train_log.jsonl"))] != logs[0]
+
+
+def test_mixup_trains_on_blends_and_is_recorded(shapes_root, tmp_path):
+    out = tmp_path / "mixup"
+    trainer = Trainer(tiny(shapes_root, out, epochs=1, workers=2, mixup=1.0), log=lambda *_: None)
+    assert trainer.loader.mixup.p == 1.0
+    batch = next(iter(trainer.loader))
+    assert sum(map(len, batch.boxes)) > 0
+    trainer.fit()
+    losses = [r["loss"] for r in map(json.loads, open(out / "train_log.jsonl"))]
+    assert losses and all(np.isfinite(losses))
+    assert json.load(open(out / "last.json"))["train_config"]["mixup"] == 1.0
 
 
 def test_match_iou_is_the_threshold_the_training_targets_use(shapes_root, tmp_path, monkeypatch):
@@ -726,6 +738,7 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     (dict(mosaic=1.5), r"TrainConfig.mosaic \(--mosaic\): must be a finite number >= 0 and <= 1"),
     (dict(mosaic=0.5, augment="flip"), r"TrainConfig.mosaic \(--mosaic\): only applies with "
                                        r"--augment ssd \(not flip\)"),
+    (dict(mixup=-0.1), r"TrainConfig.mixup \(--mixup\): must be a finite number >= 0 and <= 1"),
     (dict(split=""), r"TrainConfig.split \(--split\): must be a non-empty string"),
     (dict(out=""), r"TrainConfig.out \(--out\): must be a non-empty string"),
     (dict(classes=["a", "b", "a"]), r"TrainConfig.classes \(--classes\): lists a more than once"),

@@ -14,7 +14,8 @@ The training pipeline is the SSD paper's (section 2.2 and 3.6), following ssd.py
 
 One step outside the paper, off by default: :class:`Mosaic` (``minissd train --mosaic P``)
 makes a sample of four photos on one canvas (YOLOv4's mosaic) and hands it to the pipeline
-above without Expand; it needs the data set, so the DataLoader calls it.
+above without Expand; it needs the data set, so the DataLoader calls it. Another, also off by
+default: :class:`MixUp` (``--mixup P``) blends a finished sample with a second one.
 
 Augmentation is CPU work (images come from PIL, one at a time), so this module uses
 NumPy directly; the loader moves whole batches to the GPU.
@@ -583,3 +584,52 @@ def get_mosaic(p: float, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     if p == 0:
         return None
     return Mosaic(train_transform(size, mean, std, zoom_out=1.0), p=p, fill=mean)
+
+
+# ---------------------------------------------------------------- two samples in one
+
+class MixUp:
+    """Two finished training samples in one (mixup for detection; not one of the paper's steps).
+
+    With probability p a sample becomes ``r * first + (1 - r) * second``, pixel by pixel, with
+    the boxes and labels of both; r is drawn from Beta(a, a), about one half for YOLOv5's
+    a = 32 (0.5 +- 0.06). Zhang et al. 2019 ("Bag of Freebies for Training Object Detection
+    Neural Networks") blend two photos so that a detector learns objects out of their usual
+    context; as in YOLOv5 the loss is not weighted by r: each box counts as it does alone.
+
+    It blends samples after their pipelines ((3, S, S) normalised images, [0, 1] boxes): as
+    Normalize is affine, ``r * (x1 - mean) / std + (1 - r) * (x2 - mean) / std`` is the blend
+    of the pixels, normalised. The DataLoader calls it (``DataLoader(..., mixup=MixUp(...))``)
+    and makes the second sample with Generators of its own.
+    """
+
+    def __init__(self, p=0.5, a=32.0):
+        self.p = p
+        self.a = a
+
+    def draw(self, n, rng):
+        """The random choices for one sample of a data set of n photos: None (no mixup, with
+        probability 1 - p) or (the other photo's index, r in (0, 1), the first sample's share)."""
+        if rng.random() >= self.p:
+            return None
+        return int(rng.integers(n)), float(rng.beta(self.a, self.a))
+
+    @staticmethod
+    def blend(first, second, r):
+        """Two samples (image (3, S, S), boxes (n, 4), labels (n,)) -> their mixture."""
+        (image1, boxes1, labels1), (image2, boxes2, labels2) = first, second
+        if image1.shape != image2.shape:
+            raise ValueError(f"mixup: the two samples' images differ in shape "
+                             f"({image1.shape} and {image2.shape})")
+        image = (r * image1 + (1 - r) * image2).astype(image1.dtype, copy=False)  # (3, S, S)
+        boxes = np.concatenate([np.reshape(boxes1, (-1, 4)), np.reshape(boxes2, (-1, 4))])
+        labels = np.concatenate([np.reshape(labels1, -1), np.reshape(labels2, -1)])
+        return image, boxes.astype(np.float32, copy=False), labels
+
+    def __repr__(self) -> str:
+        return f"MixUp(p={self.p}, a={self.a})"
+
+
+def get_mixup(p: float):
+    """The mixup of ``minissd train --mixup p`` (None for p = 0)."""
+    return None if p == 0 else MixUp(p=p)

@@ -43,7 +43,7 @@ import numpy as np
 from minissd.errors import UserError
 
 # Third word of the seed: separate random streams for the shuffle and for each sample.
-_SHUFFLE_STREAM, _SAMPLE_STREAM, _MOSAIC_STREAM = 0, 1, 2
+_SHUFFLE_STREAM, _SAMPLE_STREAM, _MOSAIC_STREAM, _MIXUP_STREAM = 0, 1, 2, 3
 DEFAULT_MAX_WORKERS = 8
 
 
@@ -67,6 +67,12 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 def mosaic_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The Generator of the mosaic choices (augment.Mosaic.draw) for item ``index`` in ``epoch``."""
     return np.random.default_rng([seed, epoch, _MOSAIC_STREAM, index])
+
+
+def mixup_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The Generator of the mixup choices (augment.MixUp.draw) for item ``index`` in ``epoch``;
+    its ``spawn(2)`` then makes the second sample (mosaic choices, augmentation)."""
+    return np.random.default_rng([seed, epoch, _MIXUP_STREAM, index])
 
 
 def collate(samples, ids) -> Batch:
@@ -94,11 +100,13 @@ class DataLoader:
         must pickle).
     mosaic: an augment.Mosaic, or None: with its probability an item is a mosaic of its photo
         and three others, transformed by the mosaic's own pipeline.
+    mixup: an augment.MixUp, or None: with its probability an item is blended with a second
+        sample, made as any item is (a mosaic or not) from another photo.
     """
 
     def __init__(self, dataset, transform, batch_size: int, shuffle: bool = True, seed: int = 0,
                  num_workers: int | None = None, prefetch: int = 2, drop_last: bool = False,
-                 processes: bool = False, mosaic=None):
+                 processes: bool = False, mosaic=None, mixup=None):
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
         if prefetch < 1:
@@ -116,6 +124,7 @@ class DataLoader:
         self.drop_last = drop_last
         self.processes = processes
         self.mosaic = mosaic
+        self.mixup = mixup
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -141,16 +150,28 @@ class DataLoader:
         Runs in a worker thread; any error comes back as a DataLoaderError naming the image.
         """
         try:
-            image, boxes, labels = self.dataset.load(index)
-            if self.mosaic is not None:
-                sample = self.mosaic(self.dataset, index, mosaic_rng(self.seed, epoch, index),
-                                     sample_rng(self.seed, epoch, index), photo=(image, boxes, labels))
-                if sample is not None:                  # else: no mosaic this time
-                    return sample
-            return self.transform(image, boxes, labels, sample_rng(self.seed, epoch, index))
+            sample = self.make_sample(index, mosaic_rng(self.seed, epoch, index),
+                                      sample_rng(self.seed, epoch, index))
+            if self.mixup is not None:
+                rng = mixup_rng(self.seed, epoch, index)
+                plan = self.mixup.draw(len(self.dataset), rng)
+                if plan is not None:                    # else: no mixup this time
+                    other, r = plan
+                    sample = self.mixup.blend(sample, self.make_sample(other, *rng.spawn(2)), r)
+            return sample
         except Exception as e:
             raise DataLoaderError(f"DataLoader: image {self.dataset.ids[index]!r} (index {index}) "
                                   f"failed: {type(e).__name__}: {e}") from e
+
+    def make_sample(self, index: int, mosaic_rng, sample_rng):
+        """Photo ``index`` transformed: a mosaic if the mosaic's draw says so, else alone."""
+        image, boxes, labels = self.dataset.load(index)
+        if self.mosaic is not None:
+            sample = self.mosaic(self.dataset, index, mosaic_rng, sample_rng,
+                                 photo=(image, boxes, labels))
+            if sample is not None:                      # else: no mosaic this time
+                return sample
+        return self.transform(image, boxes, labels, sample_rng)
 
     def _collate(self, indices, samples) -> Batch:
         return collate(samples, [self.dataset.ids[i] for i in indices])

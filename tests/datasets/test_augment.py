@@ -421,3 +421,43 @@ def test_mosaic_draw_and_call():
     m = A.get_mosaic(0.5, 32)
     assert m.p == 0.5 and A.Expand not in [type(t) for t in m.transform.transforms]
     assert "Mosaic(p=0.5" in repr(m)
+
+
+def test_mixup_draw_blend_and_get_mixup():
+    never = A.MixUp(p=0.0)
+    assert all(never.draw(4, np.random.default_rng(s)) is None for s in range(20))
+    always = A.MixUp(p=1.0)
+    draws = [always.draw(5, np.random.default_rng(s)) for s in range(400)]
+    assert {other for other, _ in draws} == set(range(5))
+    shares = np.array([r for _, r in draws])
+    # Beta(32, 32): mean 1/2, standard deviation 1 / (2 sqrt(65)) = 0.062
+    assert np.all((shares > 0.2) & (shares < 0.8))
+    assert abs(shares.mean() - 0.5) < 4 * 0.062 / np.sqrt(len(shares))
+    assert abs(shares.std() - 0.062) < 0.01
+    half = A.MixUp(p=0.5)
+    drawn = [half.draw(5, np.random.default_rng(s)) is not None for s in range(400)]
+    assert 160 < sum(drawn) < 240                          # binomial(400, 1/2): 200 +- 10
+    # the blend: pixels r : 1 - r, the boxes and labels of both, first then second
+    rng = np.random.default_rng(0)
+    first = (rng.normal(size=(3, 4, 4)).astype(np.float32),
+             np.array([[0.1, 0.1, 0.5, 0.5]], np.float32), np.array([2]))
+    second = (rng.normal(size=(3, 4, 4)).astype(np.float32),
+              np.array([[0.0, 0.2, 0.3, 0.9], [0.5, 0.5, 1.0, 1.0]], np.float32), np.array([1, 3]))
+    image, boxes, labels = A.MixUp.blend(first, second, 0.3)
+    assert image.dtype == np.float32 and boxes.dtype == np.float32
+    np.testing.assert_allclose(image, 0.3 * first[0] + 0.7 * second[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(boxes, np.concatenate([first[1], second[1]]))
+    np.testing.assert_array_equal(labels, [2, 1, 3])
+    empty = (second[0], np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    assert len(A.MixUp.blend(first, empty, 0.5)[1]) == 1   # a sample without boxes adds none
+    # blending normalised planes is normalising the blended pixels (Normalize is affine): float64
+    x1, x2 = rng.uniform(0, 255, size=(2, 4, 4))
+    norm = A.Normalize(A.IMAGENET_MEAN, A.IMAGENET_STD)
+    for c in range(3):
+        n1, n2, n12 = (norm.normalize_plane(x, c) for x in (x1, x2, 0.3 * x1 + 0.7 * x2))
+        np.testing.assert_allclose(0.3 * n1 + 0.7 * n2, n12, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"mixup: the two samples' images differ in shape "
+                                         r"\(\(3, 4, 4\) and \(3, 2, 2\)\)"):
+        A.MixUp.blend(first, (np.zeros((3, 2, 2), np.float32),) + second[1:], 0.5)
+    assert A.get_mixup(0.0) is None
+    assert A.get_mixup(0.3).p == 0.3 and repr(A.get_mixup(0.3)) == "MixUp(p=0.3, a=32.0)"

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minissd.datasets.augment import Mosaic, train_transform
+from minissd.datasets.augment import MixUp, Mosaic, train_transform
 from minissd.datasets.voc import VOCDataset
-from minissd.datasets.loader import (Batch, DataLoader, DataLoaderError, collate, mosaic_rng,
-                                     sample_rng)
+from minissd.datasets.loader import (Batch, DataLoader, DataLoaderError, collate, mixup_rng,
+                                     mosaic_rng, sample_rng)
 from minissd.errors import UserError
 
 VOC5 = Path(__file__).resolve().parents[1] / "data" / "voc5"
@@ -209,6 +209,38 @@ def test_a_mosaic_without_boxes_falls_back_to_the_photo_decoded_once():
     np.testing.assert_array_equal(image, expected[0])
     assert len(boxes) == len(labels) == 0
     assert ds.loads == 4                              # the photo and the mosaic's three others
+
+
+def test_mixup_blends_a_second_sample_made_from_its_own_generators_for_any_workers():
+    ds, runs = FakeDataset(10), []
+    mosaic, mixup = Mosaic(mosaic_transform, p=0.5, side=8), MixUp(p=0.5)
+    for workers, processes in ((0, False), (3, False), (2, True)):
+        loader = DataLoader(ds, noisy_transform, batch_size=5, seed=7, num_workers=workers,
+                            processes=processes, mosaic=mosaic, mixup=mixup)
+        loader.set_epoch(3)
+        runs.append(list(loader))
+    assert_same_batches(runs)
+    plain = DataLoader(ds, noisy_transform, batch_size=5, seed=7, mosaic=mosaic)
+    mixed = set()
+    for batch in runs[0]:
+        for image, boxes, labels, id_ in zip(batch.images, batch.boxes, batch.labels, batch.ids):
+            index = ds.ids.index(id_)
+            first = plain.load_sample(3, index)          # the sample without mixup
+            rng = mixup_rng(7, 3, index)
+            plan = mixup.draw(len(ds), rng)
+            if plan is None:
+                expected = first
+            else:                                        # the other photo, made as any sample is
+                other, r = plan
+                second = plain.make_sample(other, *rng.spawn(2))
+                assert not np.array_equal(second[0], plain.load_sample(3, other)[0])
+                expected = (r * first[0] + (1 - r) * second[0], np.concatenate([first[1], second[1]]),
+                            np.concatenate([first[2], second[2]]))
+            np.testing.assert_allclose(image, expected[0], rtol=1e-6, atol=1e-4)
+            np.testing.assert_array_equal(boxes, expected[1])
+            np.testing.assert_array_equal(labels, expected[2])
+            mixed.add(plan is not None)
+    assert mixed == {True, False}                        # p = 0.5: some of each
 
 
 @pytest.mark.parametrize("processes", [False, True])
