@@ -105,7 +105,8 @@ def cmd_summary(args):
     print(summary(model))
 
 
-def _evaluate(detector, dataset, metric, plot=None, class_names=None, result=None, errors=False):
+def _evaluate(detector, dataset, metric, plot=None, class_names=None, result=None, errors=False,
+              by_height=False):
     from minissd.evaluation.inference import evaluate_dataset
     from minissd.evaluation.metrics import format_ap_table
     if len(dataset) == 0:
@@ -124,6 +125,13 @@ def _evaluate(detector, dataset, metric, plot=None, class_names=None, result=Non
         from minissd.evaluation.metrics import format_error_breakdown
         truths = [dataset.annotation(i) for i in range(len(dataset))]
         print(format_error_breakdown(detections, truths, class_names or dataset.class_names))
+    if by_height:                                        # AP over the taller objects only
+        assert detections is not None, "_evaluate: by_height=True needs the detections"
+        from minissd.evaluation.metrics import ap_by_height, format_ap_by_height
+        truths = [dataset.annotation(i) for i in range(len(dataset))]
+        rows = ap_by_height(detections, truths, [r.height for r in dataset.records],
+                            num_classes=len(dataset.class_names), use_07_metric=use_07)
+        print(format_ap_by_height(rows, class_names or dataset.class_names))
     if plot:
         import matplotlib
         matplotlib.use("Agg")
@@ -243,7 +251,8 @@ def cmd_evaluate(args):
     from minissd.checkpoint import load_model
     model, meta = load_model(args.checkpoint, device=args.device, class_names=_classes(args.classes))
     dataset = _open_dataset(args.data, args.split, meta["class_names"], keep_difficult=True)
-    _evaluate(Detector(model, flip=args.flip), dataset, args.metric, plot=args.plot, errors=args.errors)
+    _evaluate(Detector(model, flip=args.flip), dataset, args.metric, plot=args.plot, errors=args.errors,
+              by_height=args.by_height)
 
 
 def picture_names(paths):
@@ -378,6 +387,10 @@ def build_parser():
     p.add_argument("--errors", action="store_true",
                    help="also print, per class, what its best detections are: correct, duplicate, "
                         "localisation, confusion with another class, background (Hoiem et al. 2012)")
+    p.add_argument("--by-height", action="store_true",
+                   help="also print each class's AP over the objects at least 0.1, 0.2 and 0.4 of "
+                        "their photo's height, the shorter ones ignored as difficult ones are "
+                        "(what the small objects cost; COCO's AP by size)")
     p.add_argument("--flip", action="store_true", help=FLIP_HELP)
     _add_device(p)
     p.set_defaults(func=cmd_evaluate)

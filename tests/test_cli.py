@@ -54,6 +54,21 @@ def test_evaluate_errors_prints_each_class_s_mistakes(trained, capsys):
     assert out.strip().splitlines()[-1].startswith("mAP@0.5 (VOC07): ")
 
 
+def test_evaluate_by_height_prints_the_ap_over_the_taller_objects(trained, capsys):
+    data, ckpt = trained
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", data, "--split", "test", "--by-height"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    at = next(i for i, line in enumerate(out) if line.startswith("class") and "tall" in line)
+    assert out[at].split()[1:] == ["all", ">=", "0.1", "tall", ">=", "0.2", "tall", ">=", "0.4", "tall"]
+    first_map = float(next(line for line in out if line.startswith("mAP ")).split()[1])
+    rows = out[at + 1:]
+    map_row = next(line for line in rows if line.startswith("mAP"))
+    assert float(map_row.split()[1]) == pytest.approx(first_map, abs=1e-4)   # low 0: the AP table's
+    counts = [int(c.rstrip(")")) for c in re.findall(r"\(\s*(\d+\))", rows[0])]
+    assert len(counts) == 4 and counts == sorted(counts, reverse=True)   # taller: fewer objects
+    assert out[-1].startswith("mAP@0.5 (VOC07): ")
+
+
 def test_evaluate_flip_scores_the_flipping_detector(trained, capsys):
     """--flip: the mAP of Detector(model, flip=True), to the printed digit."""
     from minissd.checkpoint import load_model

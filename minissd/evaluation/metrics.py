@@ -331,16 +331,14 @@ def recall_by_height(detections, ground_truths, image_heights, label, bins=(0, 0
     detection even reaches.
     """
     dets, gts = _check_inputs(detections, ground_truths)
-    if len(image_heights) != len(gts):
-        raise ValueError(f"image_heights has {len(image_heights)} entries but ground_truths has "
-                         f"{len(gts)} images: give one height per image")
+    relative = _relative_heights(gts, image_heights)
     heights, best = [], []
-    for (boxes, labels, scores), (gt_boxes, gt_labels, _), height in zip(dets, gts, image_heights):
+    for (boxes, labels, scores), (gt_boxes, gt_labels, _), h in zip(dets, gts, relative):
         mine, theirs = labels == label, gt_boxes[gt_labels == label]
         ious = box_iou_voc(theirs, boxes[mine].reshape(-1, 4))          # (G_label, D_label)
         over = np.where(ious > iou_threshold, scores[mine][None, :], 0.0)
         best += list(over.max(axis=1, initial=0.0))
-        heights += list((theirs[:, 3] - theirs[:, 1] + 1) / float(height))
+        heights += list(h[gt_labels == label])
     heights, best = np.asarray(heights), np.asarray(best)
     edges = list(bins) + [np.inf]
     rows = []
@@ -350,6 +348,54 @@ def recall_by_height(detections, ground_truths, image_heights, label, bins=(0, 0
                      "covered": float((best[group] > 0).mean()) if group.any() else float("nan"),
                      "median_score": float(np.median(best[group])) if group.any() else float("nan")})
     return rows
+
+
+def _relative_heights(gts, image_heights):
+    """Checked ground truths (``_check_inputs``) -> per image, its objects' heights (G,) as shares
+    of the image's height (VOC's inclusive pixels, ymax - ymin + 1, as box_iou_voc counts them)."""
+    if len(image_heights) != len(gts):
+        raise ValueError(f"image_heights has {len(image_heights)} entries but ground_truths has "
+                         f"{len(gts)} images: give one height per image")
+    return [(boxes[:, 3] - boxes[:, 1] + 1) / float(height)
+            for (boxes, _, _), height in zip(gts, image_heights)]
+
+
+def ap_by_height(detections, ground_truths, image_heights, lows=(0, 0.1, 0.2, 0.4),
+                 num_classes=None, iou_threshold=0.5, use_07_metric=True):
+    """AP per class over the objects at least ``low`` of their image's height, for each low.
+
+    The shorter objects are flagged difficult, so they count as VOC's difficult ones do: not
+    missed if no detection finds them, and a detection that finds one is neither right nor
+    wrong (COCO's AP small / medium / large split the objects the same way, by area). low = 0
+    is ``evaluate_voc`` itself; the objects already difficult stay so. -> a list of (low,
+    evaluate_voc's result), one per low; its ``num_positives`` are the objects each counts.
+    """
+    dets, gts = _check_inputs(detections, ground_truths)
+    heights = _relative_heights(gts, image_heights)
+    rows = []
+    for low in lows:
+        kept = [(boxes, labels, difficult | (h < low))
+                for (boxes, labels, difficult), h in zip(gts, heights)]
+        result = evaluate_voc(dets, kept, num_classes, iou_threshold, use_07_metric)
+        num_classes = len(result["ap"])                 # the same classes for every low
+        rows.append((low, result))
+    return rows
+
+
+def format_ap_by_height(rows, class_names):
+    """The table ``minissd evaluate --by-height`` prints: AP (objects counted) per class and low."""
+    head = "".join(f"{'all' if low == 0 else f'>= {low:g} tall':>18s}" for low, _ in rows)
+    lines = [f"{'class':8s}{head}"]
+    for c, name in enumerate(class_names):
+        cells = []
+        for _, result in rows:
+            ap, n = result["ap"][c], int(result["num_positives"][c])
+            cells.append(f"{'-' if np.isnan(ap) else f'{ap:.4f}':>11s} ({n:4d})")
+        lines.append(f"{name:8s}" + "".join(cells))
+    lines.append(f"{'mAP':8s}" + "".join(f"{result['map']:>11.4f}{'':7s}" for _, result in rows))
+    lines.append("(AP over the objects at least that share of their photo's height; the shorter "
+                 "ones ignored, as VOC ignores difficult ones; in brackets the objects counted)")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- what a model's mistakes are

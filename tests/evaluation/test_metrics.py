@@ -362,6 +362,34 @@ def test_recall_by_height_groups_the_objects_and_finds_their_best_detection():
         recall_by_height([(detections[0][0][:2],) + detections[0][1:]], truths, [100], person)
 
 
+def test_ap_by_height_ignores_the_shorter_objects_as_difficult_ones():
+    from minissd.evaluation.metrics import ap_by_height, evaluate_voc, format_ap_by_height
+    person, car = 1, 2
+    truths = [(np.array([[0, 0, 9, 59],          # A: a person 0.6 of the photo tall
+                         [20, 80, 29, 84],       # B: a person 0.05 tall
+                         [40, 0, 49, 49],        # C: a person 0.5 tall, flagged difficult
+                         [60, 90, 69, 94]], float),   # a car 0.05 tall
+               np.array([person, person, person, car]), np.array([False, False, True, False]))]
+    detections = [(np.array([[40, 0, 49, 49], [20, 80, 29, 84], [70, 0, 79, 40], [0, 0, 9, 59]], float),
+                   np.array([person] * 4), np.array([0.95, 0.9, 0.8, 0.7]))]
+    (low0, every), (low2, tall) = ap_by_height(detections, truths, [100], lows=(0, 0.2))
+    assert (low0, low2) == (0, 0.2)
+    # every object: C ignored; B right, a false one, A right -> precision 1 up to recall 1/2,
+    # 2/3 after it: VOC07's 11 points, 6 at 1 and 5 at 2/3
+    assert every["ap"][0] == pytest.approx((6 + 5 * 2 / 3) / 11, abs=1e-12)
+    np.testing.assert_array_equal(every["ap"], evaluate_voc(detections, truths)["ap"])
+    # at least 0.2 tall: B ignored too -> a false one, then A: precision 1/2 at every point
+    assert tall["ap"][0] == pytest.approx(0.5, abs=1e-12)
+    np.testing.assert_array_equal(tall["num_positives"], [1, 0])
+    assert np.isnan(tall["ap"][1]) and tall["map"] == tall["ap"][0]   # no car that tall
+    table = format_ap_by_height([(low0, every), (low2, tall)], ["person", "car"])
+    assert table.splitlines()[0].split() == ["class", "all", ">=", "0.2", "tall"]
+    assert table.splitlines()[1].split() == ["person", "0.8485", "(", "2)", "0.5000", "(", "1)"]
+    assert table.splitlines()[2].split() == ["car", "0.0000", "(", "1)", "-", "(", "0)"]
+    with pytest.raises(ValueError, match="image_heights has 2 entries but ground_truths has 1"):
+        ap_by_height(detections, truths, [100, 200])
+
+
 # ---------------------------------------------------------------- error kinds (Hoiem et al.)
 def _kinds_scene():
     """Two people, a car and a difficult person; one detection of each kind, scores 0.9 .. 0.4."""
