@@ -69,10 +69,11 @@ def mosaic_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, _MOSAIC_STREAM, index])
 
 
-def mixup_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The Generator of the mixup choices (augment.MixUp.draw) for item ``index`` in ``epoch``;
-    its ``spawn(2)`` then makes the second sample (mosaic choices, augmentation)."""
-    return np.random.default_rng([seed, epoch, _MIXUP_STREAM, index])
+def mixup_rngs(seed: int, epoch: int, index: int) -> tuple[np.random.Generator, ...]:
+    """The Generators of item ``index``'s mixup in ``epoch``: its choices (augment.MixUp.draw),
+    then the second sample's mosaic choices and augmentation (two children of the same seed)."""
+    seeds = np.random.SeedSequence([seed, epoch, _MIXUP_STREAM, index])
+    return (np.random.default_rng(seeds), *(np.random.default_rng(s) for s in seeds.spawn(2)))
 
 
 def collate(samples, ids) -> Batch:
@@ -153,11 +154,11 @@ class DataLoader:
             sample = self.make_sample(index, mosaic_rng(self.seed, epoch, index),
                                       sample_rng(self.seed, epoch, index))
             if self.mixup is not None:
-                rng = mixup_rng(self.seed, epoch, index)
-                plan = self.mixup.draw(len(self.dataset), rng)
+                choices, *second = mixup_rngs(self.seed, epoch, index)
+                plan = self.mixup.draw(len(self.dataset), choices)
                 if plan is not None:                    # else: no mixup this time
                     other, r = plan
-                    sample = self.mixup.blend(sample, self.make_sample(other, *rng.spawn(2)), r)
+                    sample = self.mixup.blend(sample, self.make_sample(other, *second), r)
             return sample
         except Exception as e:
             raise DataLoaderError(f"DataLoader: image {self.dataset.ids[index]!r} (index {index}) "

@@ -9,7 +9,7 @@ import pytest
 
 from minissd.datasets.augment import MixUp, Mosaic, train_transform
 from minissd.datasets.voc import VOCDataset
-from minissd.datasets.loader import (Batch, DataLoader, DataLoaderError, collate, mixup_rng,
+from minissd.datasets.loader import (Batch, DataLoader, DataLoaderError, collate, mixup_rngs,
                                      mosaic_rng, sample_rng)
 from minissd.errors import UserError
 
@@ -226,13 +226,13 @@ def test_mixup_blends_a_second_sample_made_from_its_own_generators_for_any_worke
         for image, boxes, labels, id_ in zip(batch.images, batch.boxes, batch.labels, batch.ids):
             index = ds.ids.index(id_)
             first = plain.load_sample(3, index)          # the sample without mixup
-            rng = mixup_rng(7, 3, index)
-            plan = mixup.draw(len(ds), rng)
+            choices, second_mosaic, second_sample = mixup_rngs(7, 3, index)
+            plan = mixup.draw(len(ds), choices)
             if plan is None:
                 expected = first
             else:                                        # the other photo, made as any sample is
                 other, r = plan
-                second = plain.make_sample(other, *rng.spawn(2))
+                second = plain.make_sample(other, second_mosaic, second_sample)
                 assert not np.array_equal(second[0], plain.load_sample(3, other)[0])
                 expected = (r * first[0] + (1 - r) * second[0], np.concatenate([first[1], second[1]]),
                             np.concatenate([first[2], second[2]]))
