@@ -120,15 +120,14 @@ def _evaluate(detector, dataset, metric, plot=None, class_names=None, result=Non
         result, detections = evaluate_dataset(detector, dataset, use_07_metric=use_07,
                                               progress=image_progress("evaluate"))
     print(format_ap_table(result, class_names or dataset.class_names))
-    if errors:                                           # what the false positives are, per class
-        assert detections is not None, "_evaluate: errors=True needs the detections, not a result"
-        from minissd.evaluation.metrics import format_error_breakdown
+    if errors or by_height:                              # the tables below need the detections
+        assert detections is not None, "_evaluate: errors / by_height need the detections, not a result"
         truths = [dataset.annotation(i) for i in range(len(dataset))]
+    if errors:                                           # what the false positives are, per class
+        from minissd.evaluation.metrics import format_error_breakdown
         print(format_error_breakdown(detections, truths, class_names or dataset.class_names))
     if by_height:                                        # AP over the taller objects only
-        assert detections is not None, "_evaluate: by_height=True needs the detections"
         from minissd.evaluation.metrics import ap_by_height, format_ap_by_height
-        truths = [dataset.annotation(i) for i in range(len(dataset))]
         rows = ap_by_height(detections, truths, [r.height for r in dataset.records],
                             num_classes=len(dataset.class_names), use_07_metric=use_07)
         print(format_ap_by_height(rows, class_names or dataset.class_names))
