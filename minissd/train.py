@@ -110,6 +110,10 @@ class TrainConfig:
     match_iou: float = setting(0.5, "matching: every default box whose IoU with an object is at "
                                     "least this learns it (the paper's 0.5), besides each "
                                     "object's best box", same=True)
+    ignore_iou: float = setting(0.0, "a default box left as background whose IoU with an object "
+                                     "is still at least this (below --match-iou) is ignored: "
+                                     "neither a positive nor a mined negative (RetinaNet's "
+                                     "ignore band; 0: none, the paper's)", same=True)
     background_maxout: int = setting(1, "background scores per default box on the first "
                                          "feature map, their max the background's logit "
                                          "(S3FD's max-out background label, e.g. 3; 1: the "
@@ -251,6 +255,7 @@ class TrainConfig:
         integer("eval_every", 0)
         number("ema", 0, 1)
         number("match_iou", 0, 1, open_low=True, closed_high=True)
+        number("ignore_iou", 0, self.match_iou)
         number("focal", 0)
         integer("background_maxout", 1)
         integer("maxout_maps", 1)
@@ -718,7 +723,8 @@ class Trainer:
         images = xp.asarray(batch.images)                           # (B, 3, S, S)
         gt_boxes, gt_labels = pad_batch_targets(batch, xp)          # (B, G, 4), (B, G)
         loc_t, conf_t = match_batch(gt_boxes, gt_labels, self.priors, self.tc.match_iou,
-                                    variances=self.cfg.variances)   # (B, P, 4), (B, P)
+                                    variances=self.cfg.variances,   # (B, P, 4), (B, P)
+                                    ignore_threshold=self.tc.ignore_iou or None)
         loc, conf = self.model.forward(images)                      # (B, P, 4), (B, P, C+1)
         loss = self.criterion.forward(loc, conf, loc_t, conf_t)
         if not math.isfinite(float(loss)):

@@ -110,6 +110,32 @@ def test_match_iou_is_the_threshold_the_training_targets_use(shapes_root, tmp_pa
     assert losses[0.5] != losses[0.3]                    # more positives, other targets
 
 
+def test_ignore_iou_marks_the_band_for_the_loss(shapes_root, tmp_path, monkeypatch):
+    """--ignore-iou 0.2: the targets carry -1 for the band, the loss mines around them, the run
+    trains and records the setting; 0 (the default) passes no band at all."""
+    import minissd.train as T
+    seen, targets = [], []
+    def spy(*args, **kw):
+        seen.append(kw.get("ignore_threshold"))
+        out = real(*args, **kw)
+        targets.append(out[1])
+        return out
+    real = T.match_batch
+    monkeypatch.setattr(T, "match_batch", spy)
+    for ignore in (0.0, 0.2):
+        out = tmp_path / str(ignore)
+        trainer = Trainer(tiny(shapes_root, out, epochs=1, match_iou=0.5, ignore_iou=ignore),
+                          log=lambda *_: None)
+        trainer.fit()
+        mined = trainer.criterion.negative
+        assert not (mined & (targets[-1] < 0)).any()
+        losses = [r["loss"] for r in map(json.loads, open(out / "train_log.jsonl"))]
+        assert losses and all(np.isfinite(losses))
+        assert json.load(open(out / "last.json"))["train_config"]["ignore_iou"] == ignore
+    assert seen == [None, None, 0.2, 0.2]                 # two steps each
+    assert not any((t < 0).any() for t in targets[:2]) and all((t < 0).any() for t in targets[2:])
+
+
 def test_focal_trains_every_box_from_the_background_prior(shapes_root, tmp_path, monkeypatch):
     """--focal 2: the loss is the focal loss (no mining), the conf heads start at background
     probability 0.99 (the max-out map's three background scores too), the run trains."""
@@ -730,6 +756,8 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     (dict(zoom_out=0.5), r"TrainConfig.zoom_out \(--zoom-out\): must be a finite number >= 1"),
     (dict(match_iou=0.0), r"TrainConfig.match_iou \(--match-iou\): must be a finite number > 0 and <= 1"),
     (dict(focal=-1.0), r"TrainConfig.focal \(--focal\): must be a finite number >= 0"),
+    (dict(ignore_iou=0.35, match_iou=0.35), r"TrainConfig.ignore_iou \(--ignore-iou\): must be a finite "
+                                            r"number >= 0 and < 0.35, got 0.35"),
     (dict(background_maxout=0), r"TrainConfig.background_maxout \(--background-maxout\): must be an integer >= 1"),
     (dict(maxout_maps=0), r"TrainConfig.maxout_maps \(--maxout-maps\): must be an integer >= 1"),
     (dict(maxout_maps=2), r"TrainConfig.maxout_maps \(--maxout-maps\): only applies with "

@@ -28,7 +28,8 @@ import numpy as np
 from minissd.ssd.boxes import area, cxcywh_to_xyxy, encode
 
 
-def match_batch(gt_boxes_xyxy, gt_labels, valid, priors_cxcywh, iou_threshold, variances):
+def match_batch(gt_boxes_xyxy, gt_labels, valid, priors_cxcywh, iou_threshold, variances,
+                ignore_threshold=None):
     """SSD matching of padded (B, G, 4) boxes, (B, G) labels and (B, G) ``valid`` -> (B, P, 4), (B, P).
 
     The inputs are checked by the caller (:func:`minissd.ssd.matching.match_batch`).
@@ -53,6 +54,8 @@ def match_batch(gt_boxes_xyxy, gt_labels, valid, priors_cxcywh, iou_threshold, v
         positive = best_iou >= iou_threshold                                  # (P,)
         for g, p in enumerate(overlaps.argmax(axis=1)):     # each object claims its best box;
             best_gt[p], positive[p] = g, True               # a later object overwrites an earlier
+        if ignore_threshold is not None:                    # the band: neither
+            conf_targets[b, ~positive & (best_iou >= ignore_threshold)] = -1
         index = np.flatnonzero(positive)                                      # (K,)
         matched = best_gt[index]                                              # (K,)
         conf_targets[b, index] = labels_all[b, rows[matched]]
@@ -74,21 +77,23 @@ def _iou_by_coordinate(gt_xyxy, p_lo, p_hi, p_area):
     return inter / np.maximum(union, tiny)
 
 
-def mine(ce, positive, neg_pos_ratio):
-    """(B, P) finite cross-entropies and positive mask -> (B, P) mask of the hard negatives kept.
+def mine(ce, positive, neg_pos_ratio, ignored=None):
+    """(B, P) finite cross-entropies, positive and (optional) ignored masks -> (B, P) mask of
+    the hard negatives kept.
 
     Keeps, per photo, the ``quota`` negatives with the highest cross-entropy, the
     lower index first among equal ones: what the textbook's two stable sorts keep.
     """
     B, P = ce.shape
     keep = np.zeros((B, P), dtype=bool)
+    out = positive if ignored is None else positive | ignored                # (B, P) never negatives
     num_pos = positive.sum(axis=1)                                            # (B,)
-    quota = np.minimum(neg_pos_ratio * num_pos, P - num_pos)                  # (B,) <= negatives
+    quota = np.minimum(neg_pos_ratio * num_pos, P - out.sum(axis=1))          # (B,) <= negatives
     for b in range(B):
         k = math.ceil(quota[b])                             # rank < quota keeps ceil(quota)
         if k <= 0:
             continue
-        hardness = np.where(positive[b], -np.inf, ce[b])                      # (P,) positives last
+        hardness = np.where(out[b], -np.inf, ce[b])                           # (P,) positives last
         kth = np.partition(hardness, P - k)[P - k]          # the k-th highest: a negative's loss
         above = hardness > kth                                                # (P,) fewer than k
         tied = hardness == kth                              # as many as are left, in index order

@@ -15,6 +15,10 @@ The selection is a constant mask for the gradient (as in every SSD). On NumPy
 the fast path (:func:`minissd.ssd.fast.mine`) finds the same boxes with one
 partition per image instead of two sorts.
 
+Default boxes whose target is -1 are ignored (``match_batch(..., ignore_threshold=t)``
+marks the background boxes that overlap an object by IoU in [t, match threshold)): no
+offsets, no cross-entropy, never mined; the quota is then at most the negatives left.
+
 A batch without positives (N = 0) mines nothing and divides by max(N, 1),
 so its loss is 0, not NaN, and its gradients are exactly zero (with the focal
 loss below its background boxes still count, divided by 1).
@@ -69,22 +73,25 @@ class MultiBoxLoss:
             raise ValueError(f"MultiBoxLoss: conf_targets has shape {tuple(conf_targets.shape)}, "
                              f"expected ({B}, {P})")
         K = conf_pred.shape[2]
-        if bool((conf_targets < 0).any()) or bool((conf_targets >= K).any()):
-            raise ValueError(f"MultiBoxLoss: conf_targets must be in 0..{K - 1} "
-                             f"(0 = background), got {int(conf_targets.min())}..{int(conf_targets.max())}")
+        if bool((conf_targets < -1).any()) or bool((conf_targets >= K).any()):
+            raise ValueError(f"MultiBoxLoss: conf_targets must be in -1..{K - 1} (0 = background, "
+                             f"-1 = ignored), got {int(conf_targets.min())}..{int(conf_targets.max())}")
 
-    def mine(self, ce, positive):
-        """(B, P) cross-entropies and positive mask -> (B, P) mask of the hard negatives kept."""
+    def mine(self, ce, positive, ignored=None):
+        """(B, P) cross-entropies, positive mask and (optional) ignored mask -> (B, P) mask of
+        the hard negatives kept."""
         xp = get_array_module(ce)
         if xp is np and fast.enabled() and bool(np.isfinite(ce).all()):  # fast path: a partition per photo
-            return ssd_fast.mine(ce, positive, self.neg_pos_ratio)
+            return ssd_fast.mine(ce, positive, self.neg_pos_ratio, ignored)
         P = ce.shape[1]
+        out = positive if ignored is None else positive | ignored       # (B, P) never negatives
         num_pos = positive.sum(axis=1, keepdims=True)                   # (B, 1)
-        quota = xp.minimum(self.neg_pos_ratio * num_pos, P - num_pos)    # (B, 1) <= negatives
-        hardness = xp.where(positive, -xp.inf, ce)                      # (B, P) positives last
+        num_out = out.sum(axis=1, keepdims=True)                        # (B, 1)
+        quota = xp.minimum(self.neg_pos_ratio * num_pos, P - num_out)    # (B, 1) <= negatives
+        hardness = xp.where(out, -xp.inf, ce)                           # (B, P) positives last
         order = stable_argsort(-hardness, axis=1)                       # (B, P) hardest first
         rank = stable_argsort(order, axis=1)                            # (B, P) rank of each box
-        return (rank < quota) & ~positive
+        return (rank < quota) & ~out
 
     def forward(self, loc_pred, conf_pred, loc_targets, conf_targets):
         """(B, P, 4) offsets, (B, P, C+1) logits and their targets -> the loss, a Python float."""
@@ -92,6 +99,7 @@ class MultiBoxLoss:
         xp = get_array_module(loc_pred, conf_pred)
         conf_targets = conf_targets.astype("int64")
         positive = conf_targets > 0                                              # (B, P)
+        ignored = conf_targets < 0                                               # (B, P) the band
         n = max(int(positive.sum()), 1)                                          # N, never 0
 
         diff = loc_pred - loc_targets                                            # (B, P, 4)
@@ -102,17 +110,19 @@ class MultiBoxLoss:
         shifted = conf_pred - peak
         log_z = xp.log(xp.exp(shifted).sum(axis=2, keepdims=True))               # (B, P, 1) log-sum-exp
         log_p = shifted - log_z                                                  # (B, P, K)
-        ce = -xp.take_along_axis(log_p, conf_targets[:, :, None], axis=2)[:, :, 0]  # (B, P)
+        target = xp.maximum(conf_targets, 0)                                     # -1 read as 0
+        ce = -xp.take_along_axis(log_p, target[:, :, None], axis=2)[:, :, 0]     # (B, P)
 
         loss_loc = xp.where(positive, smooth_l1, 0).sum() / n
         if not self.focal_gamma:                    # the paper's: hard negatives at most 3:1
-            negative = self.mine(ce, positive)                                   # (B, P)
+            negative = self.mine(ce, positive, ignored)                          # (B, P)
             selected = positive | negative
             loss_conf = xp.where(selected, ce, 0).sum() / n
         else:                                       # focal loss: every box, weighted, no mining
-            negative = ~positive
+            negative = ~positive & ~ignored
             weight, selected = self._focal(ce)                                   # (B, P) each
-            loss_conf = (weight * ce).sum() / n
+            selected = xp.where(ignored, 0, selected)
+            loss_conf = xp.where(ignored, 0, weight * ce).sum() / n
         self.loss_loc, self.loss_conf = float(loss_loc), float(loss_conf)
         self.num_pos, self.positive, self.negative = n, positive, negative
         self._cache = (diff, log_p, conf_targets, positive, selected, n)

@@ -8,6 +8,11 @@ SSD's rule (ssd.pytorch's ``match``), for each image:
    is matched to that ground truth;
 3. the rest are background (label 0).
 
+``ignore_threshold`` (not in the paper; RetinaNet's and Faster R-CNN's ignore band):
+a default box left as background in step 3 whose best IoU is still >= ignore_threshold
+gets label -1, "ignored": neither a positive nor a negative the loss may mine.
+None (the default) ignores nothing.
+
 Matched boxes get label 1..C and the ground truth encoded as offsets from the
 prior (``minissd.ssd.boxes.encode``); background boxes get zero offsets, which
 the loss ignores.
@@ -91,15 +96,19 @@ def _forced_bipartite(overlaps, valid):
 
 
 def match_batch(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
-                variances=VARIANCES, strategy="ssd", num_classes=None):
+                variances=VARIANCES, strategy="ssd", num_classes=None, ignore_threshold=None):
     """Targets for a batch: padded (B, G, 4) boxes and (B, G) labels -> (B, P, 4), (B, P).
 
     Labels <= 0 mark padding ('no object'); real labels are 1..C (<= num_classes
     if given). Returns loc_targets (B, P, 4) in the boxes' dtype and
-    conf_targets (B, P) int64 with 0 for background.
+    conf_targets (B, P) int64 with 0 for background and, with ``ignore_threshold``,
+    -1 for the background boxes whose best IoU is in [ignore_threshold, iou_threshold).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"match: unknown strategy {strategy!r}, expected one of {STRATEGIES}")
+    if ignore_threshold is not None and not 0 < ignore_threshold < iou_threshold:
+        raise ValueError(f"match: ignore_threshold must be in (0, iou_threshold = {iou_threshold}), "
+                         f"got {ignore_threshold!r}")
     xp = get_array_module(gt_boxes_xyxy, gt_labels, priors_cxcywh)
     if gt_boxes_xyxy.ndim != 3 or gt_boxes_xyxy.shape[-1] != 4:
         raise ValueError(f"match_batch: gt_boxes_xyxy must be (B, G, 4), got {tuple(gt_boxes_xyxy.shape)}")
@@ -123,7 +132,7 @@ def match_batch(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
         gt_labels, valid = xp.zeros((B, 1), dtype="int64"), xp.zeros((B, 1), dtype=bool)
     if strategy == "ssd" and xp is np and fast.enabled():   # fast path: photo by photo, its objects only
         return ssd_fast.match_batch(gt_boxes_xyxy, gt_labels, valid, priors_cxcywh, iou_threshold,
-                                    variances)
+                                    variances, ignore_threshold)
 
     priors_xyxy = cxcywh_to_xyxy(priors_cxcywh)                                      # (P, 4)
     overlaps = xp.where(valid[:, :, None], iou(gt_boxes_xyxy, priors_xyxy), -1.0)     # (B, G, P)
@@ -136,6 +145,8 @@ def match_batch(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
 
     labels = xp.take_along_axis(gt_labels.astype("int64"), best_gt, axis=1)         # (B, P)
     conf_targets = xp.where(positive, labels, 0)
+    if ignore_threshold is not None:                                  # the band: neither
+        conf_targets = xp.where(~positive & (best_iou >= ignore_threshold), -1, conf_targets)
     matched = xp.take_along_axis(gt_boxes_xyxy, best_gt[:, :, None], axis=1)         # (B, P, 4)
     matched = xp.where(positive[:, :, None], matched, priors_xyxy[None])             # no log(0)
     loc_targets = xp.where(positive[:, :, None], encode(matched, priors_cxcywh, variances), 0)
@@ -143,7 +154,7 @@ def match_batch(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
 
 
 def match(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
-          variances=VARIANCES, strategy="ssd", num_classes=None):
+          variances=VARIANCES, strategy="ssd", num_classes=None, ignore_threshold=None):
     """Targets for one image: (G, 4) boxes and (G,) labels 1..C -> (P, 4), (P,)."""
     if getattr(gt_boxes_xyxy, "ndim", 0) != 2 or gt_boxes_xyxy.shape[1] != 4:
         shape = tuple(getattr(gt_boxes_xyxy, "shape", ()))
@@ -157,5 +168,5 @@ def match(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
                          "object labels are 1..C (0 is background)")
     check_boxes(gt_boxes_xyxy, "gt_boxes_xyxy")             # here, to name rows as (G, 4)
     loc, conf = match_batch(gt_boxes_xyxy[None], gt_labels[None], priors_cxcywh, iou_threshold,
-                            variances, strategy, num_classes)
+                            variances, strategy, num_classes, ignore_threshold)
     return loc[0], conf[0]

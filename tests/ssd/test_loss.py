@@ -139,7 +139,9 @@ BAD = [
     ((2, 5, 4), (2, 6, 3), (2, 5, 4), np.zeros((2, 5)), r"conf_pred must be \(2, 5, C\+1\)"),
     ((2, 5, 4), (2, 5, 3), (2, 4, 4), np.zeros((2, 5)), "loc_targets has shape"),
     ((2, 5, 4), (2, 5, 3), (2, 5, 4), np.zeros((5,)), "conf_targets has shape"),
-    ((2, 5, 4), (2, 5, 3), (2, 5, 4), np.full((2, 5), 3), r"conf_targets must be in 0..2"),
+    ((2, 5, 4), (2, 5, 3), (2, 5, 4), np.full((2, 5), 3), r"conf_targets must be in -1..2"),
+    ((2, 5, 4), (2, 5, 3), (2, 5, 4), np.full((2, 5), -2),
+     r"conf_targets must be in -1..2 \(0 = background, -1 = ignored\)"),
 ]
 
 
@@ -226,3 +228,60 @@ def test_focal_without_positives_counts_the_background_over_one(xp):
 def test_focal_gamma_must_not_be_negative():
     with pytest.raises(ValueError, match="focal_gamma must be >= 0"):
         MultiBoxLoss(focal_gamma=-1)
+
+
+def test_ignored_boxes_count_nowhere(xp):
+    # 1 image, 8 boxes, 2 classes: box 0 positive; boxes 1, 2 ignored (-1) with the highest
+    # cross-entropies of all; boxes 3..7 negatives. Mining keeps 3 of the negatives, never an
+    # ignored box; the ignored boxes' offsets and logits get no gradient.
+    v = np.array([9, -5, -4, -3, 2, -1, 1, 0], float)          # background logit; class 1 logit 0
+    conf_p = np.zeros((1, 8, 2))
+    conf_p[0, :, 0] = v
+    loc_p = np.ones((1, 8, 4)) * 0.5
+    conf_t = np.array([[1, -1, -1, 0, 0, 0, 0, 0]])
+    crit = MultiBoxLoss(neg_pos_ratio=3)
+    crit.forward(xp.asarray(loc_p), xp.asarray(conf_p), xp.zeros((1, 8, 4)), xp.asarray(conf_t))
+    assert np.flatnonzero(to_numpy(crit.negative)[0]).tolist() == [3, 5, 7]   # v = -3, -1, 0
+    ce = np.log(np.exp(v) + 1) - v                             # a negative's CE
+    assert crit.loss_conf == pytest.approx(np.log(np.exp(9) + 1) + ce[[3, 5, 7]].sum())
+    assert crit.loss_loc == pytest.approx(4 * 0.125)           # the positive only
+    dloc, dconf = (to_numpy(g) for g in crit.backward())
+    assert not dloc[0, 1:].any() and not dconf[0, [1, 2, 4, 6]].any() and dconf[0, [0, 3, 5, 7]].all()
+    # the quota is at most the negatives left: 2 positives, 3 negatives, 3 ignored -> 3 mined
+    conf_t = np.array([[1, 1, -1, -1, -1, 0, 0, 0]])
+    crit.forward(xp.asarray(loc_p), xp.asarray(conf_p), xp.zeros((1, 8, 4)), xp.asarray(conf_t))
+    assert np.flatnonzero(to_numpy(crit.negative)[0]).tolist() == [5, 6, 7]
+    # with the focal loss the ignored boxes are left out of the sum over every box
+    focal = MultiBoxLoss(focal_gamma=2.0)
+    conf_t = np.array([[1, -1, -1, 0, 0, 0, 0, 0]])
+    with_band = focal.forward(xp.asarray(loc_p), xp.asarray(conf_p), xp.zeros((1, 8, 4)),
+                              xp.asarray(conf_t))
+    _, dconf = (to_numpy(g) for g in focal.backward())
+    assert not dconf[0, [1, 2]].any() and dconf[0, 3:].all()
+    keep = [0, 3, 4, 5, 6, 7]
+    without = focal.forward(xp.asarray(loc_p[:, keep]), xp.asarray(conf_p[:, keep]),
+                            xp.zeros((1, 6, 4)), xp.asarray(conf_t[:, keep]))
+    assert with_band == pytest.approx(without, rel=1e-12)
+
+
+def test_gradients_with_ignored_boxes_against_finite_differences(xp, rng):
+    loc_p, conf_p, loc_t, conf_t = make_batch(rng, P=16)
+    conf_t[0, [2, 3, 9]] = -1
+    conf_t[1, [4, 12]] = -1
+    loc_p, conf_p, loc_t, conf_t = (xp.asarray(a) for a in (loc_p, conf_p, loc_t, conf_t))
+    for crit in (MultiBoxLoss(neg_pos_ratio=3, alpha=0.7), MultiBoxLoss(focal_gamma=2.0)):
+        dloss = float(rng.normal())                           # random upstream gradient
+        crit.forward(loc_p, conf_p, loc_t, conf_t)
+        dloc, dconf = crit.backward(dloss)
+        mined = to_numpy(crit.negative).copy()
+        assert not (mined & (to_numpy(conf_t) < 0)).any()
+
+        def f():
+            value = crit.forward(loc_p, conf_p, loc_t, conf_t) * dloss
+            np.testing.assert_array_equal(to_numpy(crit.negative), mined)
+            return value
+
+        for x, analytic in ((loc_p, dloc), (conf_p, dconf)):
+            numeric = numerical_grad(f, x, eps=1e-6)
+            np.testing.assert_allclose(to_numpy(analytic), numeric, atol=1e-7, rtol=1e-5)
+        assert not to_numpy(dconf)[to_numpy(conf_t) < 0].any()

@@ -148,3 +148,25 @@ def test_match_batch_errors(xp):
         match_batch(boxes, xp.asarray([1, -1]), p)
     with pytest.raises(ValueError, match="strategy"):
         match_batch(boxes, xp.asarray([[1, -1]]), p, strategy="hungarian")
+
+
+def test_ignore_band_by_hand(xp):
+    # one object A = [0, 0, .5, .5] (area 0.25) and priors that contain it or miss it: IoU =
+    # 0.25 / prior area: 1, 0.5, 0.3, 0.25, 0.1, and 0 for B
+    priors = [A, [0, 0, .5, 1], [0, 0, 1, 1 / 1.2], [0, 0, 1, 1], [0, 0, 1, 2.5], B]
+    p = priors_from_xyxy(xp, priors)
+    gt, labels = xp.asarray([A], dtype=xp.float64), xp.asarray([2])
+    np.testing.assert_allclose(to_numpy(iou(gt, cxcywh_to_xyxy(p)))[0], [1, .5, .3, .25, .1, 0],
+                               atol=1e-12)
+    _, plain = match(gt, labels, p, iou_threshold=0.5)
+    assert to_numpy(plain).tolist() == [2, 2, 0, 0, 0, 0]
+    _, band = match(gt, labels, p, iou_threshold=0.5, ignore_threshold=0.25)
+    assert to_numpy(band).tolist() == [2, 2, -1, -1, 0, 0]     # [0.25, 0.5): ignored, 0.25 included
+    _, band = match(gt, labels, p, iou_threshold=0.35, ignore_threshold=0.2)
+    assert to_numpy(band).tolist() == [2, 2, -1, -1, 0, 0]
+    # an object's forced best box stays positive though its IoU is in the band
+    _, forced = match(xp.asarray([[0, 0, .3, .3]], dtype=xp.float64), labels, priors_from_xyxy(xp, [A, B, C]),
+                      iou_threshold=0.5, ignore_threshold=0.05)
+    assert to_numpy(forced).tolist() == [2, 0, -1]                 # IoU 0.36 (forced), 0, 0.09
+    with pytest.raises(ValueError, match=r"ignore_threshold must be in \(0, iou_threshold = 0.5\)"):
+        match(gt, labels, p, iou_threshold=0.5, ignore_threshold=0.5)

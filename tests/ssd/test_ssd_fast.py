@@ -140,3 +140,28 @@ def test_mine_direct_quota_rule():
     ce = np.asarray([[5, 3, 3, 3, 1, 0, 0, 0]], dtype=np.float32)
     positive = np.asarray([[0, 0, 0, 0, 0, 1, 0, 0]], dtype=bool)
     assert ssd_fast.mine(ce, positive, 3).tolist() == [[1, 1, 1, 0, 0, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threshold, ignore", [(0.5, 0.4), (0.35, 0.25), (0.35, 0.01)])
+def test_match_batch_with_an_ignore_band_is_the_textbooks(rng, dtype, threshold, ignore):
+    priors = default_boxes(SSD_TINY, dtype=dtype)
+    boxes, labels = random_batch(rng, (3, 0, 7, 1), dtype)
+    got, want = both(match_batch, boxes, labels, priors, iou_threshold=threshold,
+                     ignore_threshold=ignore)
+    assert_identical(got, want)
+    assert (got[1] == -1).any() and (got[1] > 0).any() and not (got[1][1] != 0).any()
+
+
+@pytest.mark.parametrize("levels", [None, 3])
+@pytest.mark.parametrize("ratio", [3, 100])
+def test_mine_with_ignored_boxes_is_the_textbooks(rng, levels, ratio):
+    ce, positive = mining_inputs(rng, 5, 400, [0.01, 0.2, 0.0, 0.5, 0.6], levels)
+    ignored = (rng.random((5, 400)) < 0.3) & ~positive
+    ignored[0] |= ~positive[0] & (np.arange(400) % 2 == 0)       # the hardest half, some of them
+    crit = MultiBoxLoss(neg_pos_ratio=ratio)
+    got, want = both(crit.mine, ce, positive, ignored)
+    assert_identical([got], [want])
+    assert not (got & (positive | ignored)).any()
+    assert (got.sum(axis=1) == np.minimum(ratio * positive.sum(1),
+                                          400 - (positive | ignored).sum(1))).all()
