@@ -114,6 +114,12 @@ class TrainConfig:
                                      "is still at least this (below --match-iou) is ignored: "
                                      "neither a positive nor a mined negative (RetinaNet's "
                                      "ignore band; 0: none, the paper's)", same=True)
+    match_topk: int = setting(0, "matching: an object with fewer than this many default boxes "
+                                 "at --match-iou takes its this-many best as positives, none "
+                                 "under --match-floor (a threshold per object, ATSS's idea; "
+                                 "0: off, the paper's one threshold)", same=True)
+    match_floor: float = setting(0.25, "with --match-topk: the lowest IoU with its object a "
+                                       "default box may have to be a positive", same=True)
     background_maxout: int = setting(1, "background scores per default box on the first "
                                          "feature map, their max the background's logit "
                                          "(S3FD's max-out background label, e.g. 3; 1: the "
@@ -256,6 +262,8 @@ class TrainConfig:
         number("ema", 0, 1)
         number("match_iou", 0, 1, open_low=True, closed_high=True)
         number("ignore_iou", 0, self.match_iou)
+        integer("match_topk", 0)
+        number("match_floor", 0, self.match_iou, open_low=True, closed_high=True)
         number("focal", 0)
         integer("background_maxout", 1)
         integer("maxout_maps", 1)
@@ -724,7 +732,8 @@ class Trainer:
         gt_boxes, gt_labels = pad_batch_targets(batch, xp)          # (B, G, 4), (B, G)
         loc_t, conf_t = match_batch(gt_boxes, gt_labels, self.priors, self.tc.match_iou,
                                     variances=self.cfg.variances,   # (B, P, 4), (B, P)
-                                    ignore_threshold=self.tc.ignore_iou or None)
+                                    ignore_threshold=self.tc.ignore_iou or None,
+                                    topk=self.tc.match_topk or None, topk_floor=self.tc.match_floor)
         loc, conf = self.model.forward(images)                      # (B, P, 4), (B, P, C+1)
         loss = self.criterion.forward(loc, conf, loc_t, conf_t)
         if not math.isfinite(float(loss)):

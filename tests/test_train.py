@@ -136,6 +136,30 @@ def test_ignore_iou_marks_the_band_for_the_loss(shapes_root, tmp_path, monkeypat
     assert not any((t < 0).any() for t in targets[:2]) and all((t < 0).any() for t in targets[2:])
 
 
+def test_match_topk_gives_each_object_its_threshold(shapes_root, tmp_path, monkeypatch):
+    """--match-topk 12 --match-floor 0.2: matching gets both, more default boxes are positives,
+    the run trains and records them; 0 (the default) passes no topk at all."""
+    import minissd.train as T
+    seen, positives = [], []
+    def spy(*args, **kw):
+        seen.append((kw.get("topk"), kw.get("topk_floor")))
+        out = real(*args, **kw)
+        positives.append(int((out[1] > 0).sum()))
+        return out
+    real = T.match_batch
+    monkeypatch.setattr(T, "match_batch", spy)
+    for topk in (0, 12):
+        out = tmp_path / str(topk)
+        Trainer(tiny(shapes_root, out, epochs=1, match_iou=0.5, match_topk=topk, match_floor=0.2),
+                log=lambda *_: None).fit()
+        losses = [r["loss"] for r in map(json.loads, open(out / "train_log.jsonl"))]
+        assert losses and all(np.isfinite(losses))
+        recorded = json.load(open(out / "last.json"))["train_config"]
+        assert (recorded["match_topk"], recorded["match_floor"]) == (topk, 0.2)
+    assert seen == [(None, 0.2), (None, 0.2), (12, 0.2), (12, 0.2)]      # two steps each
+    assert positives[2] > positives[0] and positives[3] > positives[1]   # the same batches
+
+
 def test_focal_trains_every_box_from_the_background_prior(shapes_root, tmp_path, monkeypatch):
     """--focal 2: the loss is the focal loss (no mining), the conf heads start at background
     probability 0.99 (the max-out map's three background scores too), the run trains."""
@@ -758,6 +782,11 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     (dict(focal=-1.0), r"TrainConfig.focal \(--focal\): must be a finite number >= 0"),
     (dict(ignore_iou=0.35, match_iou=0.35), r"TrainConfig.ignore_iou \(--ignore-iou\): must be a finite "
                                             r"number >= 0 and < 0.35, got 0.35"),
+    (dict(match_topk=-1), r"TrainConfig.match_topk \(--match-topk\): must be an integer >= 0"),
+    (dict(match_topk=1.5), r"TrainConfig.match_topk \(--match-topk\): must be an integer >= 0"),
+    (dict(match_floor=0.4, match_iou=0.35), r"TrainConfig.match_floor \(--match-floor\): must be a "
+                                            r"finite number > 0 and <= 0.35, got 0.4"),
+    (dict(match_floor=0.0), r"TrainConfig.match_floor \(--match-floor\): must be a finite number > 0"),
     (dict(background_maxout=0), r"TrainConfig.background_maxout \(--background-maxout\): must be an integer >= 1"),
     (dict(maxout_maps=0), r"TrainConfig.maxout_maps \(--maxout-maps\): must be an integer >= 1"),
     (dict(maxout_maps=2), r"TrainConfig.maxout_maps \(--maxout-maps\): only applies with "

@@ -29,7 +29,7 @@ from minissd.ssd.boxes import area, cxcywh_to_xyxy, encode
 
 
 def match_batch(gt_boxes_xyxy, gt_labels, valid, priors_cxcywh, iou_threshold, variances,
-                ignore_threshold=None):
+                ignore_threshold=None, topk=None, topk_floor=0.25):
     """SSD matching of padded (B, G, 4) boxes, (B, G) labels and (B, G) ``valid`` -> (B, P, 4), (B, P).
 
     The inputs are checked by the caller (:func:`minissd.ssd.matching.match_batch`).
@@ -51,7 +51,12 @@ def match_batch(gt_boxes_xyxy, gt_labels, valid, priors_cxcywh, iou_threshold, v
         overlaps = _iou_by_coordinate(gt, p_lo, p_hi, p_area)                 # (G_b, P)
         best_gt = overlaps.argmax(axis=0)                                     # (P,)
         best_iou = overlaps.max(axis=0)                                       # (P,)
-        positive = best_iou >= iou_threshold                                  # (P,)
+        threshold = iou_threshold
+        if topk is not None:                                # each object its own threshold
+            k = min(topk, P)
+            kth = -np.partition(-overlaps, k - 1, axis=1)[:, k - 1]           # (G_b,)
+            threshold = np.minimum(iou_threshold, np.maximum(topk_floor, kth))[best_gt]  # (P,)
+        positive = best_iou >= threshold                                      # (P,)
         for g, p in enumerate(overlaps.argmax(axis=1)):     # each object claims its best box;
             best_gt[p], positive[p] = g, True               # a later object overwrites an earlier
         if ignore_threshold is not None:                    # the band: neither

@@ -13,6 +13,13 @@ a default box left as background in step 3 whose best IoU is still >= ignore_thr
 gets label -1, "ignored": neither a positive nor a negative the loss may mine.
 None (the default) ignores nothing.
 
+``topk`` (not in the paper; the idea of ATSS, Zhang et al. 2020: a threshold per object,
+here in its simplest form): step 2 judges each default box by the threshold of its
+best ground truth, min(iou_threshold, max(topk_floor, that object's topk-th best IoU)).
+An object with topk default boxes at iou_threshold or above keeps the paper's
+threshold; one with fewer (thin, small: people) gets its topk best as positives,
+none under ``topk_floor``. None (the default): one threshold for all, the paper's.
+
 Matched boxes get label 1..C and the ground truth encoded as offsets from the
 prior (``minissd.ssd.boxes.encode``); background boxes get zero offsets, which
 the loss ignores.
@@ -33,6 +40,8 @@ NumPy with SSD's rule it hands the work to :func:`minissd.ssd.fast.match_batch`
 unless the fast paths are off (``MINISSD_FAST=0``).
 """
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 
@@ -96,19 +105,27 @@ def _forced_bipartite(overlaps, valid):
 
 
 def match_batch(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
-                variances=VARIANCES, strategy="ssd", num_classes=None, ignore_threshold=None):
+                variances=VARIANCES, strategy="ssd", num_classes=None, ignore_threshold=None,
+                topk=None, topk_floor=0.25):
     """Targets for a batch: padded (B, G, 4) boxes and (B, G) labels -> (B, P, 4), (B, P).
 
     Labels <= 0 mark padding ('no object'); real labels are 1..C (<= num_classes
     if given). Returns loc_targets (B, P, 4) in the boxes' dtype and
     conf_targets (B, P) int64 with 0 for background and, with ``ignore_threshold``,
     -1 for the background boxes whose best IoU is in [ignore_threshold, iou_threshold).
+    ``topk``, ``topk_floor``: per-object thresholds (module docstring).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"match: unknown strategy {strategy!r}, expected one of {STRATEGIES}")
     if ignore_threshold is not None and not 0 < ignore_threshold < iou_threshold:
         raise ValueError(f"match: ignore_threshold must be in (0, iou_threshold = {iou_threshold}), "
                          f"got {ignore_threshold!r}")
+    if topk is not None:
+        if isinstance(topk, bool) or not isinstance(topk, numbers.Integral) or topk < 1:
+            raise ValueError(f"match: topk must be a positive int or None, got {topk!r}")
+        if not 0 < topk_floor <= iou_threshold:
+            raise ValueError(f"match: topk_floor must be in (0, iou_threshold = {iou_threshold}], "
+                             f"got {topk_floor!r}")
     xp = get_array_module(gt_boxes_xyxy, gt_labels, priors_cxcywh)
     if gt_boxes_xyxy.ndim != 3 or gt_boxes_xyxy.shape[-1] != 4:
         raise ValueError(f"match_batch: gt_boxes_xyxy must be (B, G, 4), got {tuple(gt_boxes_xyxy.shape)}")
@@ -132,16 +149,23 @@ def match_batch(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
         gt_labels, valid = xp.zeros((B, 1), dtype="int64"), xp.zeros((B, 1), dtype=bool)
     if strategy == "ssd" and xp is np and fast.enabled():   # fast path: photo by photo, its objects only
         return ssd_fast.match_batch(gt_boxes_xyxy, gt_labels, valid, priors_cxcywh, iou_threshold,
-                                    variances, ignore_threshold)
+                                    variances, ignore_threshold, topk, topk_floor)
 
     priors_xyxy = cxcywh_to_xyxy(priors_cxcywh)                                      # (P, 4)
     overlaps = xp.where(valid[:, :, None], iou(gt_boxes_xyxy, priors_xyxy), -1.0)     # (B, G, P)
     best_gt = overlaps.argmax(axis=1)                                                # (B, P)
     best_iou = overlaps.max(axis=1)                                                  # (B, P)
 
+    threshold = iou_threshold                                         # one for all (the paper)
+    if topk is not None:                                              # or each object its own
+        k = min(topk, overlaps.shape[2])
+        kth = -xp.partition(-overlaps, k - 1, axis=2)[:, :, k - 1]                   # (B, G)
+        per_gt = xp.minimum(iou_threshold, xp.maximum(topk_floor, kth))              # (B, G)
+        threshold = xp.take_along_axis(per_gt, best_gt, axis=1)                      # (B, P)
+
     forced = (_forced_ssd if strategy == "ssd" else _forced_bipartite)(overlaps, valid)  # (B, P)
     best_gt = xp.where(forced >= 0, forced, best_gt)
-    positive = (forced >= 0) | (best_iou >= iou_threshold)                           # (B, P)
+    positive = (forced >= 0) | (best_iou >= threshold)                               # (B, P)
 
     labels = xp.take_along_axis(gt_labels.astype("int64"), best_gt, axis=1)         # (B, P)
     conf_targets = xp.where(positive, labels, 0)
@@ -154,7 +178,8 @@ def match_batch(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
 
 
 def match(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
-          variances=VARIANCES, strategy="ssd", num_classes=None, ignore_threshold=None):
+          variances=VARIANCES, strategy="ssd", num_classes=None, ignore_threshold=None,
+          topk=None, topk_floor=0.25):
     """Targets for one image: (G, 4) boxes and (G,) labels 1..C -> (P, 4), (P,)."""
     if getattr(gt_boxes_xyxy, "ndim", 0) != 2 or gt_boxes_xyxy.shape[1] != 4:
         shape = tuple(getattr(gt_boxes_xyxy, "shape", ()))
@@ -168,5 +193,5 @@ def match(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
                          "object labels are 1..C (0 is background)")
     check_boxes(gt_boxes_xyxy, "gt_boxes_xyxy")             # here, to name rows as (G, 4)
     loc, conf = match_batch(gt_boxes_xyxy[None], gt_labels[None], priors_cxcywh, iou_threshold,
-                            variances, strategy, num_classes, ignore_threshold)
+                            variances, strategy, num_classes, ignore_threshold, topk, topk_floor)
     return loc[0], conf[0]

@@ -170,3 +170,51 @@ def test_ignore_band_by_hand(xp):
     assert to_numpy(forced).tolist() == [2, 0, -1]                 # IoU 0.36 (forced), 0, 0.09
     with pytest.raises(ValueError, match=r"ignore_threshold must be in \(0, iou_threshold = 0.5\)"):
         match(gt, labels, p, iou_threshold=0.5, ignore_threshold=0.5)
+
+
+def test_topk_threshold_per_object_by_hand(xp):
+    # the priors of the band test: IoU with A 1, 0.5, 0.3, 0.25, 0.1, 0
+    priors = [A, [0, 0, .5, 1], [0, 0, 1, 1 / 1.2], [0, 0, 1, 1], [0, 0, 1, 2.5], B]
+    p = priors_from_xyxy(xp, priors)
+    gt, labels = xp.asarray([A], dtype=xp.float64), xp.asarray([2])
+    # its 3rd best IoU is 0.3: the threshold min(0.5, max(0.25, 0.3)) = 0.3
+    assert to_numpy(match(gt, labels, p, iou_threshold=0.5, topk=3)[1]).tolist() == [2, 2, 2, 0, 0, 0]
+    # its 5th best is 0.1, under the floor: the floor's 0.25 (included) is the threshold
+    assert to_numpy(match(gt, labels, p, iou_threshold=0.5, topk=5)[1]).tolist() == [2, 2, 2, 2, 0, 0]
+    assert to_numpy(match(gt, labels, p, iou_threshold=0.5, topk=5, topk_floor=0.1)[1]).tolist() \
+        == [2, 2, 2, 2, 2, 0]
+    # two boxes at 0.5 already: topk 2 keeps the paper's threshold; more than the priors: all of them
+    assert to_numpy(match(gt, labels, p, iou_threshold=0.5, topk=2)[1]).tolist() == [2, 2, 0, 0, 0, 0]
+    assert to_numpy(match(gt, labels, p, iou_threshold=0.5, topk=50, topk_floor=0.1)[1]).tolist() \
+        == [2, 2, 2, 2, 2, 0]
+    # with the band: what topk makes positive leaves it; the rest of the band stays ignored
+    assert to_numpy(match(gt, labels, p, iou_threshold=0.5, ignore_threshold=0.2, topk=3)[1]).tolist() \
+        == [2, 2, 2, -1, 0, 0]
+
+
+def test_topk_judges_a_box_by_its_best_objects_threshold(xp):
+    # object 1 = A, with two boxes at 0.5 or more; object 2 = a sliver at the right edge whose
+    # 2nd best box overlaps it by 0.4. With topk 2 the sliver's threshold drops to 0.4 and A's
+    # stays 0.5: the prior at 0.45 with A (its best object) is judged by A's, not a positive.
+    sliver = [.9, 0, 1, .4]                                                 # area 0.04
+    priors = [A, [0, 0, .5, 1], [0, 0, .5, 1.1], [.9, 0, 1, .1], [.9, 0, 1, 1], [.85, 0, 1, .5]]
+    p = priors_from_xyxy(xp, priors)
+    gt = xp.asarray([A, sliver], dtype=xp.float64)
+    ious = to_numpy(iou(gt, cxcywh_to_xyxy(p)))
+    np.testing.assert_allclose(ious[0, :3], [1, .5, .25 / .55], atol=1e-12)
+    assert (ious[0, 3:] == 0).all() and (ious[1, :3] == 0).all()
+    np.testing.assert_allclose(ious[1, 3:], [.25, .4, .04 / .075], atol=1e-12)
+    plain = to_numpy(match(gt, xp.asarray([1, 2]), p, iou_threshold=0.6)[1]).tolist()
+    assert plain == [1, 0, 0, 0, 0, 2]                                      # each its forced best only
+    per_object = to_numpy(match(gt, xp.asarray([1, 2]), p, iou_threshold=0.6, topk=2)[1]).tolist()
+    assert per_object == [1, 1, 0, 0, 2, 2]            # A: 2nd best 0.5; the sliver: 2nd best 0.4
+
+
+def test_topk_errors(xp):
+    p = priors_from_xyxy(xp, [A, B, C])
+    gt, labels = xp.asarray([A], dtype=xp.float64), xp.asarray([1])
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match=r"match: topk must be a positive int or None"):
+            match(gt, labels, p, topk=bad)
+    with pytest.raises(ValueError, match=r"topk_floor must be in \(0, iou_threshold = 0.35\]"):
+        match(gt, labels, p, iou_threshold=0.35, topk=4, topk_floor=0.4)

@@ -153,6 +153,19 @@ def test_match_batch_with_an_ignore_band_is_the_textbooks(rng, dtype, threshold,
     assert (got[1] == -1).any() and (got[1] > 0).any() and not (got[1][1] != 0).any()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threshold, ignore, topk, floor", [(0.5, None, 8, 0.25), (0.35, 0.25, 16, 0.25),
+                                                            (0.35, 0.2, 10, 0.3), (0.5, None, 2000, 0.01)])
+def test_match_batch_with_a_threshold_per_object_is_the_textbooks(rng, dtype, threshold, ignore, topk, floor):
+    priors = default_boxes(SSD_TINY, dtype=dtype)
+    boxes, labels = random_batch(rng, (3, 0, 7, 1), dtype)
+    got, want = both(match_batch, boxes, labels, priors, iou_threshold=threshold,
+                     ignore_threshold=ignore, topk=topk, topk_floor=floor)
+    assert_identical(got, want)
+    plain, _ = both(match_batch, boxes, labels, priors, iou_threshold=threshold, ignore_threshold=ignore)
+    assert ((got[1] > 0).sum() > (plain[1] > 0).sum()) and not (got[1][1] != 0).any()
+
+
 @pytest.mark.parametrize("levels", [None, 3])
 @pytest.mark.parametrize("ratio", [3, 100])
 def test_mine_with_ignored_boxes_is_the_textbooks(rng, levels, ratio):
