@@ -263,7 +263,10 @@ class TrainConfig:
         number("match_iou", 0, 1, open_low=True, closed_high=True)
         number("ignore_iou", 0, self.match_iou)
         integer("match_topk", 0)
-        number("match_floor", 0, self.match_iou, open_low=True, closed_high=True)
+        number("match_floor", 0, 1, open_low=True, closed_high=True)
+        if self.match_topk and self.match_floor > self.match_iou:
+            raise self._error("match_floor", f"must be at most --match-iou ({self.match_iou}) "
+                                             f"with --match-topk")
         number("focal", 0)
         integer("background_maxout", 1)
         integer("maxout_maps", 1)

@@ -160,6 +160,14 @@ def test_match_topk_gives_each_object_its_threshold(shapes_root, tmp_path, monke
     assert positives[2] > positives[0] and positives[3] > positives[1]   # the same batches
 
 
+def test_match_floor_is_only_held_to_match_iou_with_match_topk():
+    """A run matching at 0.2 without --match-topk (or one from before the option) is valid
+    with the floor's default 0.25; with --match-topk it is refused."""
+    TrainConfig(data=["x"], match_iou=0.2).validate()
+    with pytest.raises(UserError, match=r"match_floor \(--match-floor\): must be at most --match-iou"):
+        TrainConfig(data=["x"], match_iou=0.2, match_topk=8).validate()
+
+
 def test_focal_trains_every_box_from_the_background_prior(shapes_root, tmp_path, monkeypatch):
     """--focal 2: the loss is the focal loss (no mining), the conf heads start at background
     probability 0.99 (the max-out map's three background scores too), the run trains."""
@@ -784,9 +792,11 @@ def test_truncate_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
                                             r"number >= 0 and < 0.35, got 0.35"),
     (dict(match_topk=-1), r"TrainConfig.match_topk \(--match-topk\): must be an integer >= 0"),
     (dict(match_topk=1.5), r"TrainConfig.match_topk \(--match-topk\): must be an integer >= 0"),
-    (dict(match_floor=0.4, match_iou=0.35), r"TrainConfig.match_floor \(--match-floor\): must be a "
-                                            r"finite number > 0 and <= 0.35, got 0.4"),
-    (dict(match_floor=0.0), r"TrainConfig.match_floor \(--match-floor\): must be a finite number > 0"),
+    (dict(match_topk=16, match_floor=0.4, match_iou=0.35), r"TrainConfig.match_floor \(--match-floor\): "
+                                                           r"must be at most --match-iou \(0.35\) with "
+                                                           r"--match-topk, got 0.4"),
+    (dict(match_floor=0.0), r"TrainConfig.match_floor \(--match-floor\): must be a finite number > 0 "
+                            r"and <= 1"),
     (dict(background_maxout=0), r"TrainConfig.background_maxout \(--background-maxout\): must be an integer >= 1"),
     (dict(maxout_maps=0), r"TrainConfig.maxout_maps \(--maxout-maps\): must be an integer >= 1"),
     (dict(maxout_maps=2), r"TrainConfig.maxout_maps \(--maxout-maps\): only applies with "
