@@ -45,7 +45,7 @@ from minissd.nn.optim import (SGD, AdamW, WarmupCosine, WarmupMultiStep, WeightA
 from minissd.ssd.architecture import SSDArch, get_arch
 from minissd.ssd.config import SSDConfig, get_config
 from minissd.ssd.loss import MultiBoxLoss
-from minissd.ssd.matching import match_batch, pad_targets
+from minissd.ssd.matching import TOPK_FLOOR, match_batch, pad_targets
 from minissd.ssd.model import SSD
 from minissd.ssd.priors import default_boxes
 
@@ -118,7 +118,7 @@ class TrainConfig:
                                  "at --match-iou takes its this-many best as positives, none "
                                  "under --match-floor (a threshold per object, ATSS's idea; "
                                  "0: off, the paper's one threshold)", same=True)
-    match_floor: float = setting(0.25, "with --match-topk: the lowest IoU with its object a "
+    match_floor: float = setting(TOPK_FLOOR, "with --match-topk: the lowest IoU with its object a "
                                        "default box may have to be a positive", same=True)
     background_maxout: int = setting(1, "background scores per default box on the first "
                                          "feature map, their max the background's logit "

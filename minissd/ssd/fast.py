@@ -29,10 +29,11 @@ from minissd.ssd.boxes import area, cxcywh_to_xyxy, encode
 
 
 def match_batch(gt_boxes_xyxy, gt_labels, valid, priors_cxcywh, iou_threshold, variances,
-                ignore_threshold=None, topk=None, topk_floor=0.25):
+                ignore_threshold, topk, topk_floor):
     """SSD matching of padded (B, G, 4) boxes, (B, G) labels and (B, G) ``valid`` -> (B, P, 4), (B, P).
 
-    The inputs are checked by the caller (:func:`minissd.ssd.matching.match_batch`).
+    The inputs, and the settings with their defaults, come checked from the caller
+    (:func:`minissd.ssd.matching.match_batch`).
     """
     B, P = gt_labels.shape[0], priors_cxcywh.shape[0]
     loc_targets = np.zeros((B, P, 4), dtype=gt_boxes_xyxy.dtype)              # (B, P, 4)

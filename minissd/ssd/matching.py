@@ -51,6 +51,7 @@ from minissd.ssd import fast as ssd_fast
 from minissd.ssd.boxes import VARIANCES, check_boxes, cxcywh_to_xyxy, encode, iou
 
 STRATEGIES = ("ssd", "bipartite")
+TOPK_FLOOR = 0.25  # with topk: no positive under this IoU (the ignore band's lower edge)
 _MIN_IOU = 1e-6  # bipartite matching stops when no pair overlaps more than this (ChainerCV)
 
 
@@ -106,7 +107,7 @@ def _forced_bipartite(overlaps, valid):
 
 def match_batch(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
                 variances=VARIANCES, strategy="ssd", num_classes=None, ignore_threshold=None,
-                topk=None, topk_floor=0.25):
+                topk=None, topk_floor=TOPK_FLOOR):
     """Targets for a batch: padded (B, G, 4) boxes and (B, G) labels -> (B, P, 4), (B, P).
 
     Labels <= 0 mark padding ('no object'); real labels are 1..C (<= num_classes
@@ -179,7 +180,7 @@ def match_batch(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
 
 def match(gt_boxes_xyxy, gt_labels, priors_cxcywh, iou_threshold=0.5,
           variances=VARIANCES, strategy="ssd", num_classes=None, ignore_threshold=None,
-          topk=None, topk_floor=0.25):
+          topk=None, topk_floor=TOPK_FLOOR):
     """Targets for one image: (G, 4) boxes and (G,) labels 1..C -> (P, 4), (P,)."""
     if getattr(gt_boxes_xyxy, "ndim", 0) != 2 or gt_boxes_xyxy.shape[1] != 4:
         shape = tuple(getattr(gt_boxes_xyxy, "shape", ()))
